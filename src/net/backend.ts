@@ -1,0 +1,37 @@
+/**
+ * The interface between a virtio-net device's queue pair and the netdev
+ * behind it (where the device's frames go: loopback, TAP, pcap, generator).
+ * One instance per queue pair, living in that pair's worker.
+ */
+import type { Bytes } from '../virtio/copy.js';
+
+/** Where a netdev hands the frames it receives: the device's receive path. */
+export interface RxPort {
+  /**
+   * Offer one Ethernet frame (no virtio_net_hdr; bytes [off, off+len) of
+   * `src`) for the guest. `originPair` is the queue pair whose transmitq the
+   * frame came from (loopback), or -1 for frames from outside. Returns false
+   * when it could not be taken now (no RX buffer and the backlog full): the
+   * caller either retries later (backpressure) or calls {@link drop}.
+   */
+  receive(src: Bytes, off: number, len: number, originPair: number): boolean;
+  /** Count a frame the netdev had to drop because receive() refused it. */
+  drop(): void;
+}
+
+export interface PairBackend {
+  /**
+   * One frame the driver transmitted on this pair: an Ethernet frame without
+   * the virtio_net_hdr at [off, off+len) of `src` (guest memory or a gather
+   * buffer: valid only during the call). Return false to push back; the
+   * descriptor chain stays in the transmitq and is offered again later.
+   */
+  transmit(src: Bytes, off: number, len: number, rx: RxPort): boolean;
+  /** Offer up to `budget` frames from outside through `rx`; returns how many were offered. */
+  poll(rx: RxPort, budget: number): number;
+  /** True when poll() can produce frames on its own (so AFS must learn TX flows). */
+  readonly externalRx: boolean;
+  /** True while poll() has more to offer right now (the worker must not sleep). */
+  busy(): boolean;
+  close?(): void;
+}

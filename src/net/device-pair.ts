@@ -1,0 +1,427 @@
+/**
+ * The device side of one virtio-net queue pair (spec v1.4 §5.1.6): consumes
+ * transmitqN, fills receiveqN, and moves frames to and from the pair's
+ * netdev. Owned by exactly one worker: no locks on the data path.
+ *
+ * - TX (§5.1.6.2): each chain holds a virtio_net_hdr then the frame in its
+ *   device-readable buffers; the frame goes to the backend, the chain is
+ *   returned with len 0 (nothing written).
+ * - RX (§5.1.6.3, §5.1.6.4): the header is written with num_buffers; with
+ *   VIRTIO_NET_F_MRG_RXBUF a frame may span several chains.
+ * - Steering: frames are placed on the receiveq picked by {@link RxSteering}
+ *   (RSS, automatic flow steering, or receiveq1). A frame for another pair
+ *   goes through that pair's inbox; a frame for this pair with no RX buffer
+ *   waits in a bounded backlog and is a drop only when that is full.
+ * - Faults: a malformed chain stops only the queue it came from; the error
+ *   is reported through `onQueueError` and counted, and the rest runs on.
+ */
+import type { Bytes } from '../virtio/copy.js';
+import { copyBytes } from '../virtio/copy.js';
+import { VirtioError } from '../virtio/errors.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import { DescChain } from '../virtio/split/chain.js';
+import type { SplitDeviceQueue } from '../virtio/split/device.js';
+import type { FrameRing } from '../transport/local/frame-ring.js';
+import type { PairBackend, RxPort } from './backend.js';
+import { DevStat } from './stats.js';
+
+/** Decides which queue pair receives a frame (RSS, AFS, else pair 0). */
+export interface RxSteering {
+  /** Pair index for the frame; `originPair` >= 0 when it came from that pair's transmitq. */
+  route(src: Bytes, off: number, len: number, originPair: number): number;
+  /** Automatic flow steering: remember that this frame's flow transmits on `pair`. */
+  learnTx(src: Bytes, off: number, len: number, pair: number): void;
+  /** RX filter (promiscuous mode, MAC and VLAN tables); true = accept. */
+  accepts(src: Bytes, off: number, len: number): boolean;
+}
+
+/** Signals the workers of both ends. */
+export interface PairNotifier {
+  /** Used-buffer notification to the driver of `pair`. */
+  notifyDriver(pair: number): void;
+  /** Wake the device worker of `pair` (a frame arrived in its inbox). */
+  wakeDevice(pair: number): void;
+}
+
+export interface DevicePairOptions {
+  pair: number;
+  /** virtio_net_hdr size in bytes: 12 with VERSION_1 (§5.1.6.1), 20 with HASH_REPORT, 10 legacy. */
+  hdrLen: number;
+  /** VIRTIO_NET_F_MRG_RXBUF negotiated. */
+  mrgRxbuf: boolean;
+  /** Largest frame accepted from a transmitq (bytes, without header). */
+  maxFrame: number;
+}
+
+export class NetDevicePair implements RxPort {
+  readonly pair: number;
+  private readonly hdrLen: number;
+  private readonly mrg: boolean;
+  private readonly txChain: DescChain;
+  private readonly rxChain: DescChain;
+  private readonly gather: Bytes;
+  private readonly hdr: Bytes; // scratch header for RX
+  private readonly mrgHeads: Int32Array;
+  private readonly mrgSizes: Float64Array;
+  private txPublished = 0;
+  private rxPublished = 0;
+  private txFailed = false;
+  private rxFailed = false;
+  /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
+  active = true;
+  onQueueError: (queue: number, err: Error) => void = () => {};
+
+  constructor(
+    private readonly mem: GuestMemory,
+    private readonly rxq: SplitDeviceQueue,
+    private readonly txq: SplitDeviceQueue,
+    private readonly backend: PairBackend,
+    private readonly steering: RxSteering,
+    /** inboxes[p]: frames pair p sends to this pair; inboxes[this.pair] is the backlog. */
+    private readonly inboxes: FrameRing[],
+    /** outboxes[p]: this pair's ring into pair p's inboxes (outboxes[this.pair] === the backlog). */
+    private readonly outboxes: FrameRing[],
+    private readonly notifier: PairNotifier,
+    private readonly stats: Float64Array,
+    private readonly statBase: number,
+    opts: DevicePairOptions,
+  ) {
+    this.pair = opts.pair;
+    this.hdrLen = opts.hdrLen;
+    this.mrg = opts.mrgRxbuf;
+    this.txChain = new DescChain(txq.size);
+    this.rxChain = new DescChain(rxq.size);
+    const g = new SharedArrayBuffer(Math.max(65536, opts.maxFrame + 64));
+    this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
+    this.txPublished = txq.usedIdx;
+    this.rxPublished = rxq.usedIdx;
+    this.mrgHeads = new Int32Array(rxq.size);
+    this.mrgSizes = new Float64Array(rxq.size);
+    const h = new ArrayBuffer(32);
+    this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
+  }
+
+  /** True when a queue of this pair was stopped by a malformed chain. */
+  get failed(): boolean {
+    return this.txFailed || this.rxFailed;
+  }
+
+  /**
+   * One round of work: up to `budget` TX chains, up to `budget` frames from
+   * the backend, then the inboxes; publishes both used rings and notifies.
+   * Returns the number of frames moved (0 = idle).
+   */
+  poll(budget: number): number {
+    let work = 0;
+    if (this.active) work += this.processTx(budget);
+    work += this.drainInboxes(budget);
+    if (this.active) work += this.backend.poll(this, budget);
+    this.publish();
+    return work;
+  }
+
+  /** Anything to do right now? (checked before sleeping, after re-enabling notifications) */
+  hasWork(): boolean {
+    if (this.backend.busy()) return true;
+    try {
+      if (this.active && !this.txFailed && this.txq.pending() > 0) return true;
+      if (!this.rxFailed && this.rxq.pending() > 0) {
+        for (let p = 0; p < this.inboxes.length; p++) if (!this.inboxes[p].isEmpty()) return true;
+      }
+    } catch {
+      return true; // let poll() hit and report the error
+    }
+    return false;
+  }
+
+  /** Ask the driver for kicks on both queues (before sleeping). */
+  enableNotifications(): void {
+    if (!this.txFailed) this.txq.setNotification(true);
+    if (!this.rxFailed) this.rxq.setNotification(true);
+  }
+
+  disableNotifications(): void {
+    if (!this.txFailed) this.txq.setNotification(false);
+    if (!this.rxFailed) this.rxq.setNotification(false);
+  }
+
+  // ---- TX ---------------------------------------------------------------
+
+  private processTx(budget: number): number {
+    if (this.txFailed) return 0;
+    const txq = this.txq;
+    const chain = this.txChain;
+    const st = this.stats, b = this.statBase;
+    const hdrLen = this.hdrLen;
+    let done = 0;
+    try {
+      let n = txq.pending();
+      if (n > budget) n = budget;
+      for (; done < n; done++) {
+        txq.pop(chain);
+        let src: Bytes, off: number, len: number;
+        if (chain.readable === 1 && chain.len[0] >= hdrLen) {
+          src = this.mem.bytes[chain.region[0]];
+          off = chain.offset[0] + hdrLen;
+          len = chain.len[0] - hdrLen;
+        } else if (chain.readable === 2 && chain.len[0] === hdrLen) {
+          src = this.mem.bytes[chain.region[1]];
+          off = chain.offset[1];
+          len = chain.len[1];
+        } else {
+          len = this.gatherTx(chain);
+          src = this.gather;
+          off = 0;
+          if (len < 0) {
+            // Too short for a header, or too large: a bad packet, not a broken queue.
+            st[b + DevStat.errors]++;
+            txq.pushUsed(chain.head, 0);
+            continue;
+          }
+        }
+        if (this.backend.externalRx) this.steering.learnTx(src, off, len, this.pair);
+        if (!this.backend.transmit(src, off, len, this)) {
+          txq.unpop(1); // backpressure: offered again next round
+          break;
+        }
+        txq.pushUsed(chain.head, 0);
+        st[b + DevStat.txPackets]++;
+        st[b + DevStat.txBytes] += len;
+      }
+    } catch (e) {
+      this.fail(true, e);
+    }
+    return done;
+  }
+
+  /** Copy a multi-buffer TX chain's frame (after the header) into the gather buffer. Returns its length or -1. */
+  private gatherTx(chain: DescChain): number {
+    const total = chain.readableBytes - this.hdrLen;
+    if (total < 0 || total > this.gather.u8.length) return -1;
+    let skip = this.hdrLen;
+    let pos = 0;
+    for (let i = 0; i < chain.readable; i++) {
+      let off = chain.offset[i];
+      let len = chain.len[i];
+      if (skip > 0) {
+        const s = skip < len ? skip : len;
+        off += s;
+        len -= s;
+        skip -= s;
+      }
+      if (len > 0) {
+        copyBytes(this.gather, pos, this.mem.bytes[chain.region[i]], off, len);
+        pos += len;
+      }
+    }
+    return pos;
+  }
+
+  // ---- RX ---------------------------------------------------------------
+
+  /** RxPort: steer one frame to its pair (here, another pair's inbox, or the backlog). */
+  receive(src: Bytes, off: number, len: number, originPair: number): boolean {
+    const steering = this.steering;
+    if (!steering.accepts(src, off, len)) {
+      this.stats[this.statBase + DevStat.rxFiltered]++;
+      return true;
+    }
+    const target = steering.route(src, off, len, originPair);
+    if (target === this.pair) {
+      const backlog = this.inboxes[this.pair];
+      if (backlog.isEmpty() && this.deliver(src, off, len)) return true;
+      if (backlog.push(src, off, len)) {
+        this.stats[this.statBase + DevStat.backlog]++;
+        return true;
+      }
+      return false;
+    }
+    if (this.outboxes[target].push(src, off, len)) {
+      this.notifier.wakeDevice(target);
+      return true;
+    }
+    return false;
+  }
+
+  drop(): void {
+    this.stats[this.statBase + DevStat.rxDrops]++;
+  }
+
+  private drainInboxes(budget: number): number {
+    let moved = 0;
+    const boxes = this.inboxes;
+    for (let p = 0; p < boxes.length; p++) {
+      const box = boxes[p];
+      while (moved < budget && box.peek()) {
+        if (!this.deliver(box.bytes, box.frameOff, box.frameLen)) return moved;
+        box.consume();
+        if (p === this.pair) this.stats[this.statBase + DevStat.backlog]--;
+        moved++;
+      }
+    }
+    return moved;
+  }
+
+  /** Place one frame in receiveqN. Returns false (nothing consumed) when there are not enough RX buffers. */
+  private deliver(src: Bytes, off: number, len: number): boolean {
+    if (this.rxFailed) return false;
+    const rxq = this.rxq;
+    const chain = this.rxChain;
+    const need = this.hdrLen + len;
+    try {
+      if (rxq.pending() === 0) return false;
+      rxq.pop(chain);
+      if (!this.mrg || chain.writableBytes >= need) {
+        if (chain.writableBytes < need) {
+          // A buffer too small for the frame without MRG_RXBUF: the frame cannot be received.
+          rxq.unpop(1);
+          this.drop();
+          return true;
+        }
+        this.writeRx(chain, src, off, len, 1);
+        rxq.pushUsed(chain.head, need);
+      } else {
+        return this.deliverMerged(src, off, len);
+      }
+    } catch (e) {
+      this.fail(false, e);
+      return false;
+    }
+    const st = this.stats, b = this.statBase;
+    st[b + DevStat.rxPackets]++;
+    st[b + DevStat.rxBytes] += len;
+    st[b + DevStat.rxBuffers]++;
+    return true;
+  }
+
+  /**
+   * MRG_RXBUF (§5.1.6.4.2): spread one frame over as many chains as it takes,
+   * num_buffers in the first header. The first chain was already popped into
+   * rxChain. On shortage every popped chain is given back.
+   */
+  private deliverMerged(src: Bytes, off: number, len: number): boolean {
+    const rxq = this.rxq;
+    const chain = this.rxChain;
+    const need = this.hdrLen + len;
+    // Count chains needed without consuming their contents twice: walk, remember heads and sizes.
+    const heads = this.mrgHeads, sizes = this.mrgSizes;
+    heads[0] = chain.head;
+    sizes[0] = chain.writableBytes;
+    let n = 1;
+    let room = chain.writableBytes;
+    while (room < need) {
+      if (rxq.pending() === 0 || n === heads.length) {
+        rxq.unpop(n);
+        return false;
+      }
+      rxq.pop(chain);
+      heads[n] = chain.head;
+      sizes[n] = chain.writableBytes;
+      room += chain.writableBytes;
+      n++;
+    }
+    // Write: re-walk each head (cheap) and copy its share.
+    let fOff = off;
+    let left = len;
+    for (let i = 0; i < n; i++) {
+      rxq.walk(heads[i], chain);
+      let wrote: number;
+      if (i === 0) {
+        const share = Math.min(left, sizes[0] - this.hdrLen);
+        this.writeRx(chain, src, fOff, share, n);
+        wrote = this.hdrLen + share;
+        fOff += share;
+        left -= share;
+      } else {
+        const share = Math.min(left, sizes[i]);
+        this.scatter(chain, 0, src, fOff, share);
+        wrote = share;
+        fOff += share;
+        left -= share;
+      }
+      rxq.pushUsed(heads[i], wrote);
+    }
+    const st = this.stats, b = this.statBase;
+    st[b + DevStat.rxPackets]++;
+    st[b + DevStat.rxBytes] += len;
+    st[b + DevStat.rxBuffers] += n;
+    return true;
+  }
+
+  /** Write header (zeroed, num_buffers) and `len` frame bytes into a chain's writable buffers. */
+  private writeRx(chain: DescChain, src: Bytes, off: number, len: number, numBuffers: number): void {
+    const hdrLen = this.hdrLen;
+    const w = chain.readable;
+    if (chain.count - w >= 1 && chain.len[w] >= hdrLen + len && (chain.offset[w] & 3) === 0) {
+      // Fast path: one writable buffer holds header and frame.
+      const dst = this.mem.bytes[chain.region[w]];
+      const o = chain.offset[w];
+      const d32 = dst.i32;
+      const wo = o >>> 2;
+      d32[wo] = 0;
+      d32[wo + 1] = 0;
+      if (hdrLen >= 12) d32[wo + 2] = numBuffers << 16; // num_buffers: le16 at byte 10
+      else if (hdrLen === 10) dst.u8[o + 8] = dst.u8[o + 9] = 0;
+      if (hdrLen === 20) d32[wo + 3] = d32[wo + 4] = 0; // hash_value, hash_report: none
+      copyBytes(dst, o + hdrLen, src, off, len);
+      return;
+    }
+    const h = this.hdr;
+    h.i32.fill(0);
+    if (hdrLen >= 12) { h.u8[10] = numBuffers & 0xff; h.u8[11] = numBuffers >>> 8; }
+    const at = this.scatter(chain, 0, h, 0, hdrLen);
+    this.scatter(chain, at, src, off, len);
+  }
+
+  /** Copy `len` bytes into the chain's writable buffers starting at writable byte `at`; returns the new position. */
+  private scatter(chain: DescChain, at: number, src: Bytes, off: number, len: number): number {
+    let skip = at;
+    for (let i = chain.readable; i < chain.count && len > 0; i++) {
+      const blen = chain.len[i];
+      if (skip >= blen) { skip -= blen; continue; }
+      const n = Math.min(blen - skip, len);
+      copyBytes(this.mem.bytes[chain.region[i]], chain.offset[i] + skip, src, off, n);
+      skip = 0;
+      off += n;
+      len -= n;
+      at += n;
+    }
+    return at;
+  }
+
+  // ---- notifications and faults -------------------------------------------
+
+  private publish(): void {
+    const st = this.stats, b = this.statBase;
+    let notify = false;
+    let published = false;
+    const txq = this.txq, rxq = this.rxq;
+    if (!this.txFailed && txq.usedIdx !== this.txPublished) {
+      published = true;
+      this.txPublished = txq.usedIdx;
+      notify = txq.publish();
+    }
+    if (!this.rxFailed && rxq.usedIdx !== this.rxPublished) {
+      published = true;
+      this.rxPublished = rxq.usedIdx;
+      if (rxq.publish()) notify = true;
+    }
+    if (!published) return;
+    // One wake-up serves both queues of the pair (one driver worker owns both).
+    if (notify) {
+      st[b + DevStat.notifySent]++;
+      this.notifier.notifyDriver(this.pair);
+    } else {
+      st[b + DevStat.notifySuppressed]++;
+    }
+  }
+
+  private fail(tx: boolean, e: unknown): void {
+    if (tx) this.txFailed = true;
+    else this.rxFailed = true;
+    this.stats[this.statBase + DevStat.errors]++;
+    const err = e instanceof Error ? e : new Error(String(e));
+    if (!(e instanceof VirtioError)) err.message = `unexpected: ${err.message}`;
+    this.onQueueError(tx ? 2 * this.pair + 1 : 2 * this.pair, err);
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The virtio-net device's control plane (spec v1.4 §5.1): feature offer and
+ * acceptance, device status, config space, queue addresses, and the controlq
+ * (§5.1.6.5). The data path of each queue pair is a {@link NetDevicePair}
+ * in that pair's worker; this object tells the workers what changed through
+ * the 'control' event.
+ *
+ * Queue numbering (§5.1.2): receiveqN = 2(N-1), transmitqN = 2(N-1)+1,
+ * controlq = 2 × max_virtqueue_pairs.
+ */
+import { EventEmitter } from 'node:events';
+import { VirtioError } from '../virtio/errors.js';
+import {
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1,
+  VIRTIO_STATUS_DEVICE_NEEDS_RESET, VIRTIO_STATUS_DRIVER_OK, VIRTIO_STATUS_FEATURES_OK,
+} from '../virtio/features.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import { DescChain } from '../virtio/split/chain.js';
+import { SplitDeviceQueue } from '../virtio/split/device.js';
+import type { SplitQueueLayout } from '../virtio/split/layout.js';
+import { defaultNetConfig, encodeNetConfig, type NetConfig } from './config.js';
+import { applyControlCommand, createControlState, VIRTIO_NET_ERR, type ControlState } from './ctrl.js';
+import {
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ,
+  VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_RSS,
+  VIRTIO_NET_F_STATUS, VIRTIO_NET_F_GUEST_ANNOUNCE, validateNetFeatures,
+} from './features.js';
+import { netHdrSize } from './hdr.js';
+
+export interface NetDeviceOptions {
+  /** max_virtqueue_pairs (1..0x8000). */
+  maxPairs: number;
+  mac?: Uint8Array;
+  mtu?: number;
+  /** Largest Queue Size accepted (power of two, ≤ 32768). Default 1024. */
+  maxQueueSize?: number;
+  /** Replace the default feature offer. */
+  features?: bigint;
+}
+
+/** Features offered by default: what this device implements. */
+export const NET_DEVICE_FEATURES =
+  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC |
+  VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF |
+  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_CTRL_VLAN | VIRTIO_NET_F_CTRL_MAC_ADDR |
+  VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS;
+
+export interface NetDeviceEvents {
+  /** The controlq changed state (RX filters, RSS, active pairs). */
+  control: [ControlState];
+  /** A controlq command was refused (VIRTIO_NET_ERR). */
+  'control-error': [string];
+  /** A queue was stopped by a malformed chain; status has DEVICE_NEEDS_RESET. */
+  'queue-error': [number, Error];
+  'driver-ok': [];
+  reset: [];
+}
+
+export class NetDevice extends EventEmitter<NetDeviceEvents> {
+  readonly offered: bigint;
+  readonly maxPairs: number;
+  readonly maxQueueSize: number;
+  readonly config: NetConfig;
+  features = 0n;
+  status = 0;
+  ctrl: ControlState;
+  readonly layouts: (SplitQueueLayout | null)[];
+  private ctrlq: SplitDeviceQueue | null = null;
+  private ctrlChain: DescChain | null = null;
+
+  constructor(opts: NetDeviceOptions) {
+    super();
+    if (!(opts.maxPairs >= 1 && opts.maxPairs <= 0x8000)) throw new RangeError('maxPairs must be 1..32768');
+    this.maxPairs = opts.maxPairs;
+    this.maxQueueSize = opts.maxQueueSize ?? 1024;
+    let offered = opts.features ?? NET_DEVICE_FEATURES;
+    if (opts.maxPairs === 1) offered &= ~(VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS);
+    this.offered = offered;
+    this.config = defaultNetConfig({
+      mac: opts.mac ?? Uint8Array.of(0x52, 0x54, 0x00, 0x12, 0x34, 0x56),
+      maxVirtqueuePairs: opts.maxPairs,
+      mtu: opts.mtu ?? 1500,
+    });
+    this.ctrl = createControlState(0n, this.config);
+    this.layouts = new Array(this.numQueues).fill(null);
+  }
+
+  /** receiveqs + transmitqs + the controlq (if CTRL_VQ is offered). */
+  get numQueues(): number {
+    return 2 * this.maxPairs + ((this.offered & VIRTIO_NET_F_CTRL_VQ) !== 0n ? 1 : 0);
+  }
+
+  get controlqIndex(): number {
+    return 2 * this.maxPairs;
+  }
+
+  /** virtio_net_hdr size for the negotiated features (§5.1.6.1). */
+  get hdrLen(): number {
+    return netHdrSize(this.features);
+  }
+
+  /** Config space bytes (§5.1.4), little-endian. */
+  readConfig(): Uint8Array {
+    return encodeNetConfig(this.config);
+  }
+
+  /**
+   * Accept the driver's features unless they are not a subset of the offer
+   * or break a dependency (§5.1.3.1); then FEATURES_OK will not stick (§3.1.1).
+   */
+  setDriverFeatures(f: bigint): boolean {
+    if ((f & ~this.offered) !== 0n || validateNetFeatures(f).length > 0 || (f & VIRTIO_F_VERSION_1) === 0n) {
+      this.features = -1n;
+      return false;
+    }
+    this.features = f;
+    return true;
+  }
+
+  /** Status write (§2.1, §3.1.1). Writing 0 resets the device. */
+  setStatus(s: number): void {
+    if (s === 0) {
+      this.reset();
+      return;
+    }
+    if ((s & VIRTIO_STATUS_FEATURES_OK) && !(this.status & VIRTIO_STATUS_FEATURES_OK)) {
+      if (this.features < 0n) s &= ~VIRTIO_STATUS_FEATURES_OK;
+      else this.ctrl = createControlState(this.features, this.config);
+    }
+    const wasOk = (this.status & VIRTIO_STATUS_DRIVER_OK) !== 0;
+    this.status = s | (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    if (!wasOk && (s & VIRTIO_STATUS_DRIVER_OK)) this.emit('driver-ok');
+  }
+
+  reset(): void {
+    this.status = 0;
+    this.features = 0n;
+    this.layouts.fill(null);
+    this.ctrlq = null;
+    this.ctrl = createControlState(0n, this.config);
+    this.emit('reset');
+  }
+
+  /** Queue address registers for queue `index` (§4.1.4.3). @throws RangeError for a bad index or size. */
+  setQueue(index: number, layout: SplitQueueLayout): void {
+    if (!(index >= 0 && index < this.numQueues)) throw new RangeError(`queue ${index} does not exist (device has ${this.numQueues})`);
+    if (layout.size > this.maxQueueSize) throw new RangeError(`queue size ${layout.size} exceeds ${this.maxQueueSize}`);
+    this.layouts[index] = { ...layout };
+    if (index === this.controlqIndex) this.ctrlq = null;
+  }
+
+  /** Report a stopped queue: DEVICE_NEEDS_RESET (§2.1.2) and a 'queue-error' event. */
+  queueFailed(index: number, err: Error): void {
+    this.status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+    this.emit('queue-error', index, err);
+  }
+
+  /**
+   * Serve every pending controlq command (§5.1.6.5): read the command from
+   * the device-readable buffers, apply it, write the ack byte into the first
+   * device-writable byte. A malformed chain stops the controlq (reported);
+   * a bad command only gets VIRTIO_NET_ERR. Returns commands served.
+   */
+  processControlq(mem: GuestMemory): number {
+    const layout = this.layouts[this.controlqIndex];
+    if (!layout || this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) return 0;
+    if (!this.ctrlq) {
+      this.ctrlq = new SplitDeviceQueue(mem, layout, {
+        eventIdx: (this.features & VIRTIO_F_EVENT_IDX) !== 0n,
+        indirect: (this.features & VIRTIO_F_INDIRECT_DESC) !== 0n,
+        index: this.controlqIndex,
+      });
+      this.ctrlChain = new DescChain(layout.size);
+    }
+    const q = this.ctrlq, chain = this.ctrlChain!;
+    let served = 0;
+    try {
+      while (q.pending() > 0) {
+        q.pop(chain);
+        const cmd = new Uint8Array(chain.readableBytes);
+        let at = 0;
+        for (let i = 0; i < chain.readable; i++) {
+          cmd.set(mem.bytes[chain.region[i]].u8.subarray(chain.offset[i], chain.offset[i] + chain.len[i]), at);
+          at += chain.len[i];
+        }
+        let ack: number = VIRTIO_NET_ERR;
+        if (chain.writableBytes < 1) {
+          this.emit('control-error', 'controlq command without a device-writable ack byte');
+        } else {
+          const before = this.ctrl.activePairs;
+          const res = applyControlCommand(this.ctrl, this.features, this.config, cmd);
+          ack = res.ack;
+          if (res.error) this.emit('control-error', res.error);
+          if (res.changed) {
+            this.config.mac = this.ctrl.mac.slice();
+            if (this.ctrl.activePairs !== before || res.changed) this.emit('control', this.ctrl);
+          }
+          const w = chain.readable;
+          mem.bytes[chain.region[w]].u8[chain.offset[w]] = ack;
+        }
+        q.pushUsed(chain.head, chain.writableBytes < 1 ? 0 : 1);
+        served++;
+      }
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.queueFailed(this.controlqIndex, err instanceof VirtioError ? err : err);
+    }
+    q.publish();
+    return served;
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The driver side of one virtio-net queue pair (spec v1.4 §5.1.6): puts
+ * frames on transmitqN, keeps receiveqN stocked with buffers, and hands
+ * received frames to a consumer. Owned by one worker (the seeds' "RX task
+ * per queue pair"): no locks.
+ *
+ * Buffers are tied to descriptor heads: TX buffer i and RX buffer i live at
+ * fixed guest addresses, so the hot path writes a frame, one descriptor and
+ * one available-ring entry, and publishes in batches.
+ *
+ * TX (§5.1.6.2): virtio_net_hdr (all zero: no offloads) followed by the
+ * frame in one device-readable descriptor (VIRTIO_F_VERSION_1 lets header
+ * and data share a buffer, §2.7.4). RX (§5.1.6.3.1): buffers of `rxBufSize`
+ * bytes; with MRG_RXBUF a frame may come in several, `num_buffers` in the
+ * first header.
+ */
+import type { Bytes } from '../virtio/copy.js';
+import { copyBytes } from '../virtio/copy.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import type { SplitDriverQueue } from '../virtio/split/driver.js';
+import { DrvStat } from './stats.js';
+
+/** Receives each frame (bytes [off, off+len) of src, no header); valid only during the call. */
+export type FrameConsumer = (src: Bytes, off: number, len: number) => void;
+
+export interface DriverPairOptions {
+  pair: number;
+  hdrLen: number;
+  mrgRxbuf: boolean;
+  /** Guest address of TX buffer 0; buffer i at txBufAddr + i × txBufSize (one per transmitq descriptor). */
+  txBufAddr: number;
+  txBufSize: number;
+  rxBufAddr: number;
+  rxBufSize: number;
+}
+
+export class NetDriverPair {
+  readonly pair: number;
+  private readonly hdrLen: number;
+  private readonly mrg: boolean;
+  private readonly txBytes: Bytes;
+  private readonly txOff: number; // byte offset of TX buffer 0 in txBytes
+  private readonly txBufSize: number;
+  private readonly txBufAddr: number;
+  private readonly rxBytes: Bytes;
+  private readonly rxOff: number;
+  private readonly rxBufSize: number;
+  private readonly rxBufAddr: number;
+  private readonly merge: Bytes; // reassembly buffer for MRG_RXBUF frames
+  private txPending = 0;
+  private rxPublished = 0;
+  /** Set when a ring error stopped this pair; the message is in {@link error}. */
+  error: Error | null = null;
+
+  constructor(
+    mem: GuestMemory,
+    readonly rxq: SplitDriverQueue,
+    readonly txq: SplitDriverQueue,
+    private readonly stats: Float64Array,
+    private readonly statBase: number,
+    opts: DriverPairOptions,
+  ) {
+    this.pair = opts.pair;
+    this.hdrLen = opts.hdrLen;
+    this.mrg = opts.mrgRxbuf;
+    this.txBufSize = opts.txBufSize;
+    this.txBufAddr = opts.txBufAddr;
+    let r = mem.translate(opts.txBufAddr, opts.txBufSize * txq.size);
+    this.txBytes = mem.bytes[r];
+    this.txOff = mem.off;
+    this.rxBufSize = opts.rxBufSize;
+    this.rxBufAddr = opts.rxBufAddr;
+    r = mem.translate(opts.rxBufAddr, opts.rxBufSize * rxq.size);
+    this.rxBytes = mem.bytes[r];
+    this.rxOff = mem.off;
+    const m = new ArrayBuffer(65536 + 64);
+    this.merge = { u8: new Uint8Array(m), i32: new Int32Array(m) };
+  }
+
+  /** Largest frame one TX call can carry (bytes, without header). */
+  get maxTxFrame(): number {
+    return this.txBufSize - this.hdrLen;
+  }
+
+  /** Make every free RX descriptor available with its buffer (token = buffer index). */
+  refillRx(): void {
+    const q = this.rxq;
+    for (;;) {
+      const head = q.peekFreeHead();
+      if (head < 0) break;
+      q.addOne(this.rxBufAddr + head * this.rxBufSize, this.rxBufSize, true, head);
+    }
+  }
+
+  /**
+   * Reserve the TX buffer for the next frame: returns the byte offset in
+   * {@link txView} where the frame (after the header) must be written, or -1
+   * when the transmitq is full. Then call {@link commitTx} with its length.
+   */
+  reserveTx(): number {
+    const head = this.txq.peekFreeHead();
+    if (head < 0) {
+      this.stats[this.statBase + DrvStat.txRingFull]++;
+      return -1;
+    }
+    const o = this.txOff + head * this.txBufSize;
+    const i32 = this.txBytes.i32;
+    const w = o >>> 2;
+    i32[w] = 0; // virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_*, num_buffers all 0
+    i32[w + 1] = 0;
+    i32[w + 2] = 0;
+    if (this.hdrLen === 20) i32[w + 3] = i32[w + 4] = 0;
+    return o + this.hdrLen;
+  }
+
+  /** The byte view TX frames are written into (guest memory). */
+  get txView(): Bytes {
+    return this.txBytes;
+  }
+
+  /** Make the frame written after {@link reserveTx} available (not published until {@link flushTx}). */
+  commitTx(len: number): void {
+    const head = this.txq.peekFreeHead();
+    this.txq.addOne(this.txBufAddr + head * this.txBufSize, this.hdrLen + len, false, head);
+    this.txPending++;
+    const st = this.stats, b = this.statBase;
+    st[b + DrvStat.txPackets]++;
+    st[b + DrvStat.txBytes] += len;
+  }
+
+  /** Copy-in convenience: send one frame. Returns false when the transmitq is full or the frame too big. */
+  send(src: Bytes, off: number, len: number): boolean {
+    if (len > this.maxTxFrame) return false;
+    const o = this.reserveTx();
+    if (o < 0) return false;
+    copyBytes(this.txBytes, o, src, off, len);
+    this.commitTx(len);
+    return true;
+  }
+
+  /** Publish TX; returns true when the device must be notified (§2.7.13.3). */
+  flushTx(): boolean {
+    if (this.txPending === 0) return false;
+    this.txPending = 0;
+    return this.kickDecision(this.txq.publish());
+  }
+
+  /** Reclaim transmitted buffers; returns how many. */
+  reclaimTx(): number {
+    const q = this.txq;
+    let n = 0;
+    try {
+      let pending = q.usedPending();
+      while (pending-- > 0) {
+        q.popUsed();
+        n++;
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+    return n;
+  }
+
+  /** TX descriptors still owned by the device. */
+  get txInFlight(): number {
+    return this.txq.size - this.txq.numFree;
+  }
+
+  /**
+   * Take up to `budget` received frames, give each to `consume`, recycle the
+   * buffers and publish them. Returns frames received; `kick` is set when the
+   * device must be notified of the recycled buffers.
+   */
+  pollRx(budget: number, consume: FrameConsumer): number {
+    const q = this.rxq;
+    const hdrLen = this.hdrLen;
+    const st = this.stats, b = this.statBase;
+    let n = 0;
+    try {
+      let pending = q.usedPending();
+      while (n < budget && pending > 0) {
+        q.popUsed();
+        pending--;
+        const len = q.usedLen;
+        const buf = q.usedToken;
+        const o = this.rxOff + buf * this.rxBufSize;
+        let frameLen = len - hdrLen;
+        if (this.mrg) {
+          const nb = this.rxBytes.u8[o + 10] | (this.rxBytes.u8[o + 11] << 8);
+          if (nb > 1) {
+            frameLen = this.mergeRx(o, len, nb, pending);
+            pending -= nb - 1;
+            if (frameLen >= 0) {
+              consume(this.merge, 0, frameLen);
+              st[b + DrvStat.rxPackets]++;
+              st[b + DrvStat.rxBytes] += frameLen;
+            }
+            n++;
+            continue;
+          }
+        }
+        if (frameLen >= 0) {
+          consume(this.rxBytes, o + hdrLen, frameLen);
+          st[b + DrvStat.rxPackets]++;
+          st[b + DrvStat.rxBytes] += frameLen;
+        } else {
+          st[b + DrvStat.rxBad]++;
+        }
+        q.addOne(this.rxBufAddr + buf * this.rxBufSize, this.rxBufSize, true, buf);
+        n++;
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+    return n;
+  }
+
+  /** Publish recycled RX buffers; true when the device must be notified. */
+  flushRx(): boolean {
+    if (this.rxq.availIdx === this.rxPublished) return false;
+    this.rxPublished = this.rxq.availIdx;
+    return this.kickDecision(this.rxq.publish());
+  }
+
+  /** Gather an MRG_RXBUF frame of `nb` buffers (the first at byte offset o) into {@link merge}. */
+  private mergeRx(o: number, len: number, nb: number, pending: number): number {
+    const q = this.rxq;
+    const first = q.usedToken;
+    let pos = len - this.hdrLen;
+    copyBytes(this.merge, 0, this.rxBytes, o + this.hdrLen, pos);
+    q.addOne(this.rxBufAddr + first * this.rxBufSize, this.rxBufSize, true, first);
+    if (nb - 1 > pending) {
+      this.stats[this.statBase + DrvStat.rxBad]++;
+      throw new Error(`num_buffers ${nb} but only ${pending + 1} used buffers`);
+    }
+    for (let i = 1; i < nb; i++) {
+      q.popUsed();
+      const buf = q.usedToken;
+      const l = q.usedLen;
+      if (pos + l <= this.merge.u8.length) copyBytes(this.merge, pos, this.rxBytes, this.rxOff + buf * this.rxBufSize, l);
+      pos += l;
+      q.addOne(this.rxBufAddr + buf * this.rxBufSize, this.rxBufSize, true, buf);
+    }
+    return pos <= this.merge.u8.length ? pos : -1;
+  }
+
+  /** Ask for (or suppress) used-buffer notifications on both queues. */
+  setInterrupts(enable: boolean): void {
+    this.rxq.setNotification(enable);
+    this.txq.setNotification(enable);
+  }
+
+  /** Used buffers waiting on either queue. */
+  hasUsed(): boolean {
+    try {
+      return this.rxq.usedPending() > 0 || this.txq.usedPending() > 0;
+    } catch {
+      return true;
+    }
+  }
+
+  private kickDecision(kick: boolean): boolean {
+    const st = this.stats, b = this.statBase;
+    if (kick) st[b + DrvStat.kicksSent]++;
+    else st[b + DrvStat.kicksSuppressed]++;
+    return kick;
+  }
+
+  private fail(e: unknown): void {
+    this.stats[this.statBase + DrvStat.errors]++;
+    this.error = e instanceof Error ? e : new Error(String(e));
+  }
+}

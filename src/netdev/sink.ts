@@ -1,0 +1,30 @@
+/**
+ * Sink netdev: consumes every transmitted frame by copying all its bytes out
+ * of guest memory into a private buffer, as a real back-end must (testpmd's
+ * rxonly copies each frame into an mbuf; vhost-net copies into an skb). Used
+ * by the one-way benchmark so the device does the same work as its peers.
+ */
+import { copyBytes, type Bytes } from '../virtio/copy.js';
+import type { PairBackend } from '../net/backend.js';
+
+export class SinkBackend implements PairBackend {
+  readonly externalRx = false;
+  private readonly buf: Bytes;
+  /** XOR of the first word of every frame: keeps the copy observable. */
+  checksum = 0;
+  constructor() {
+    const b = new ArrayBuffer(65536 + 64);
+    this.buf = { u8: new Uint8Array(b), i32: new Int32Array(b) };
+  }
+  transmit(src: Bytes, off: number, len: number): boolean {
+    copyBytes(this.buf, 0, src, off, len);
+    this.checksum ^= this.buf.i32[0];
+    return true;
+  }
+  poll(): number {
+    return 0;
+  }
+  busy(): boolean {
+    return false;
+  }
+}

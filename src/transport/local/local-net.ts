@@ -1,0 +1,248 @@
+/**
+ * The local transport: a whole virtio-net system in one Node process, with
+ * no root and no native code. Guest memory is one SharedArrayBuffer; the
+ * device and the driver each run one worker thread per queue pair; the main
+ * thread is the control plane of both (feature negotiation, queue setup,
+ * controlq) and reads the statistics the workers keep in shared memory.
+ *
+ * The main thread plays the role of a PCI transport between
+ * {@link NetDriver} and {@link NetDevice}: register writes are method calls,
+ * a controlq notification runs the device's controlq handler, a data queue
+ * notification rings the pair's doorbell.
+ */
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { EventEmitter } from 'node:events';
+import { GuestAllocator } from '../../virtio/alloc.js';
+import { GuestMemory } from '../../virtio/memory.js';
+import { NetDevice } from '../../net/device.js';
+import { NetDriver } from '../../net/driver.js';
+import { DEV_STAT_COUNT, DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
+import { DeviceSteering } from '../../net/steering.js';
+import type { RssConfig } from '../../net/rss.js';
+import type { ControlState } from '../../net/ctrl.js';
+import type { RssConfigCommand } from '../../net/ctrl.js';
+import type { VirtioTransport } from '../transport.js';
+import type { SplitQueueLayout } from '../../virtio/split/layout.js';
+import { FrameRing } from './frame-ring.js';
+import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
+import type { BackendSpec } from './backends.js';
+import type { SourceSpec } from './sources.js';
+import type { DeviceWorkerData, DeviceWorkerMessage } from './device-worker.js';
+import type { DriverWorkerData } from './driver-worker.js';
+
+export interface LocalNetOptions {
+  /** Queue pairs (device max_virtqueue_pairs and what the driver asks for). */
+  pairs: number;
+  /** Queue Size of every receiveq/transmitq. Default 256. */
+  queueSize?: number;
+  mode?: 'busy' | 'notify';
+  /** What the device's netdev is. */
+  backend: BackendSpec;
+  /** What each driver pair sends and checks. */
+  source: (pair: number) => SourceSpec;
+  /** Device features to offer (default: all the device implements). */
+  deviceFeatures?: bigint;
+  /** Driver features wanted (default: all the driver implements). */
+  driverFeatures?: bigint;
+  /** Frames per poll round. Default 64. */
+  budget?: number;
+  /** Bytes per cross-pair inbox / backlog. Default 256 KiB. */
+  inboxBytes?: number;
+}
+
+export interface QueueErrorReport {
+  side: 'device' | 'driver';
+  queue: number;
+  code: string;
+  message: string;
+}
+
+export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 'control-error': [string] }> {
+  readonly device: NetDevice;
+  readonly driver: NetDriver;
+  readonly mem: GuestMemory;
+  readonly ctl: SharedControl;
+  readonly devStats: StatsBlock;
+  readonly drvStats: StatsBlock;
+  readonly errors: QueueErrorReport[] = [];
+  private readonly workers: Worker[] = [];
+  private readonly ports: MessagePort[] = [];
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures'>> & LocalNetOptions;
+
+  constructor(opts: LocalNetOptions) {
+    super();
+    this.opts = { queueSize: 256, mode: 'notify', budget: 64, inboxBytes: 256 * 1024, ...opts };
+    const { pairs, queueSize } = this.opts;
+    this.device = new NetDevice({ maxPairs: pairs, maxQueueSize: Math.max(queueSize, 64), features: opts.deviceFeatures });
+    // Guest memory: rings + 2 × queueSize buffers of 2 KiB per pair, plus the controlq.
+    const bytes = pairs * (2 * queueSize * 2048 + 2 * (queueSize * 24 + 8192)) + (1 << 20);
+    const sab = new SharedArrayBuffer(Math.ceil(bytes / 4096) * 4096);
+    this.mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
+    const alloc = new GuestAllocator(4096, sab.byteLength); // keep guest address 0 unused
+    this.driver = new NetDriver(this.transport(), this.mem, alloc, { pairs, queueSize, wanted: opts.driverFeatures });
+    this.ctl = new SharedControl(pairs);
+    this.devStats = new StatsBlock(pairs, DEV_STAT_COUNT);
+    this.drvStats = new StatsBlock(pairs, DRV_STAT_COUNT);
+    this.device.on('control', (s) => this.pushControl(s));
+    this.device.on('control-error', (m) => this.emit('control-error', m));
+  }
+
+  /** The register-level view the driver has of the device. */
+  private transport(): VirtioTransport {
+    const dev = this.device;
+    return {
+      deviceFeatures: () => dev.offered,
+      setDriverFeatures: (f) => void dev.setDriverFeatures(f),
+      getStatus: () => dev.status,
+      setStatus: (s) => dev.setStatus(s),
+      readConfig: () => dev.readConfig(),
+      numQueues: () => dev.numQueues,
+      queueMaxSize: () => dev.maxQueueSize,
+      setQueue: (i: number, l: SplitQueueLayout) => dev.setQueue(i, l),
+      notify: (i: number) => {
+        if (i === dev.controlqIndex) dev.processControlq(this.mem);
+        else this.ctl.ring(this.ctl.devBell(i >> 1));
+      },
+    };
+  }
+
+  /**
+   * Negotiate, set up every pair, DRIVER_OK, VQ_PAIRS_SET; then start the
+   * driver workers (they stock the receiveqs) and the device workers.
+   */
+  async start(): Promise<void> {
+    await this.driver.init();
+    const { pairs } = this.opts;
+    const drv = this.driver;
+    this.ctl.set(CTL_ACTIVE_PAIRS, drv.activePairs);
+    const ready: Promise<void>[] = [];
+    for (let p = 0; p < drv.pairs; p++) {
+      const s = drv.pairSetup(p);
+      const data: DriverWorkerData = {
+        pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: s.rx, tx: s.tx,
+        eventIdx: drv.eventIdx, indirect: drv.indirect, mrgRxbuf: drv.mrgRxbuf, hdrLen: drv.hdrLen,
+        txBufAddr: s.txBufAddr, txBufSize: s.txBufSize, rxBufAddr: s.rxBufAddr, rxBufSize: s.rxBufSize,
+        mode: this.opts.mode, budget: this.opts.budget, control: this.ctl.buffer, stats: this.drvStats.buffer,
+        source: this.opts.source(p),
+      };
+      const w = this.spawn('driver-worker.js', data);
+      ready.push(new Promise((res) => w.once('message', () => res())));
+    }
+    await Promise.all(ready);
+    // Cross-pair inboxes: box[from][to]; box[p][p] is pair p's backlog.
+    const box: SharedArrayBuffer[][] = [];
+    for (let from = 0; from < drv.pairs; from++) {
+      box.push([]);
+      for (let to = 0; to < drv.pairs; to++) box[from].push(new FrameRing(this.opts.inboxBytes).buffer);
+    }
+    const afs = DeviceSteering.newAfsBuffer();
+    const dev = this.device;
+    for (let p = 0; p < drv.pairs; p++) {
+      const s = drv.pairSetup(p);
+      const { port1, port2 } = new MessageChannel();
+      this.ports.push(port1);
+      const data: DeviceWorkerData = {
+        pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: dev.layouts[2 * p]!, tx: dev.layouts[2 * p + 1]!,
+        eventIdx: drv.eventIdx, indirect: drv.indirect, mrgRxbuf: drv.mrgRxbuf, hdrLen: dev.hdrLen,
+        maxFrame: 65535, mode: this.opts.mode, budget: this.opts.budget,
+        control: this.ctl.buffer, stats: this.devStats.buffer, afs,
+        inboxes: box.map((row) => row[p]), outboxes: box[p],
+        backend: this.opts.backend, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
+      };
+      void s;
+      this.spawn('device-worker.js', data, [port2]);
+    }
+  }
+
+  private spawn(file: string, data: DeviceWorkerData | DriverWorkerData, transfer: MessagePort[] = []): Worker {
+    const w = new Worker(new URL(`./${file}`, import.meta.url), { workerData: data, transferList: transfer });
+    w.on('message', (m: { type: string } & QueueErrorReport) => {
+      if (m.type === 'queue-error') {
+        const r = { side: m.side, queue: m.queue, code: m.code, message: m.message };
+        this.errors.push(r);
+        if (m.side === 'device' && m.queue >= 0) this.device.queueFailed(m.queue, new Error(m.message));
+        this.emit('queue-error', r);
+      }
+    });
+    w.on('error', (e) => {
+      const r = { side: file.startsWith('device') ? 'device' as const : 'driver' as const, queue: -1, code: 'WORKER_CRASH', message: String(e?.stack ?? e) };
+      this.errors.push(r);
+      this.emit('queue-error', r);
+    });
+    this.workers.push(w);
+    return w;
+  }
+
+  /** Tell the device workers about a controlq change. */
+  private pushControl(s: ControlState): void {
+    this.ctl.set(CTL_ACTIVE_PAIRS, s.activePairs);
+    const rss = rssOf(s);
+    for (const port of this.ports) {
+      port.postMessage({ type: 'rss', cfg: rss } satisfies DeviceWorkerMessage);
+      port.postMessage({ type: 'filter', spec: s } satisfies DeviceWorkerMessage);
+    }
+    Atomics.add(this.ctl.words, CTL_GEN, 1);
+    this.ctl.wakeAll();
+  }
+
+  /**
+   * Change the active pair count at run time without reordering any flow:
+   * stop TX on every pair, wait until every transmitq is drained and every
+   * frame in flight was received, send VQ_PAIRS_SET, then let the pairs
+   * pick up their new flows. `inFlight()` says how many frames are still
+   * between TX and RX (0 when drained).
+   */
+  async setActivePairs(n: number, inFlight: () => number, timeoutMs = 10000): Promise<void> {
+    const ctl = this.ctl;
+    const cur = ctl.get(CTL_PAUSE);
+    const epoch = cur % 2 === 0 ? cur + 1 : cur + 2; // odd: paused
+    ctl.set(CTL_PAUSE, epoch);
+    ctl.wakeAll();
+    const deadline = Date.now() + timeoutMs;
+    for (let p = 0; p < this.driver.pairs; p++) {
+      while (ctl.get(ctl.ack(p)) !== epoch) {
+        if (Date.now() > deadline) throw new Error(`pair ${p} did not drain its transmitq`);
+        ctl.wakeAll();
+        await sleep(1);
+      }
+    }
+    while (inFlight() > 0) {
+      if (Date.now() > deadline) throw new Error(`${inFlight()} frames still in flight`);
+      await sleep(1);
+    }
+    await this.driver.setActivePairs(n);
+    ctl.set(CTL_PAUSE, epoch + 1);
+    ctl.wakeAll();
+  }
+
+  /** Program RSS through the controlq (the driver side of §5.1.6.5.7.1). */
+  async setRss(cmd: RssConfigCommand): Promise<void> {
+    await this.driver.setRss(cmd);
+  }
+
+  stopTx(): void {
+    this.ctl.set(CTL_TX_STOP, 1);
+    this.ctl.wakeAll();
+  }
+
+  /** Stop every worker and wait for them to exit. */
+  async stop(): Promise<void> {
+    this.ctl.set(CTL_STOP, 1);
+    this.ctl.wakeAll();
+    const exits = this.workers.map((w) => new Promise<void>((res) => {
+      const t = setTimeout(() => void w.terminate().then(() => res()), 3000);
+      w.once('exit', () => { clearTimeout(t); res(); });
+    }));
+    await Promise.all(exits);
+    for (const p of this.ports) p.close();
+  }
+}
+
+function rssOf(s: ControlState): RssConfig | null {
+  if (!s.rss || !s.rss.redirect) return null;
+  return { key: s.rss.key, hashTypes: s.rss.hashTypes, indirectionTable: s.rss.indirectionTable, unclassifiedQueue: s.rss.unclassifiedQueue };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

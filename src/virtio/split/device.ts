@@ -1,0 +1,228 @@
+/**
+ * Device half of a split virtqueue (virtio spec v1.4 §2.7): reads the
+ * available ring, walks descriptor chains, writes the used ring, and decides
+ * when the driver needs a used-buffer notification (§2.7.7, §2.7.10).
+ *
+ * Hot path rules: no allocation, no BigInt, monomorphic; ring fields are read
+ * through typed-array views made once at construction. `avail->idx` is read
+ * with Atomics.load (acquire) and `used->idx` written with Atomics.store
+ * (release), the barriers §2.7.13 asks for.
+ */
+import { DescriptorError, QueueConfigError } from '../errors.js';
+import type { GuestMemory } from '../memory.js';
+import { DescChain } from './chain.js';
+import {
+  availRingBytes, checkLayout, descTableBytes, needEvent, usedRingBytes,
+  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY, type SplitQueueLayout,
+} from './layout.js';
+
+export interface SplitQueueOptions {
+  /** VIRTIO_F_EVENT_IDX negotiated: use used_event/avail_event instead of the flags. */
+  eventIdx: boolean;
+  /** VIRTIO_F_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+  /** Virtqueue index, for error reports. */
+  index?: number;
+}
+
+const TWO32 = 4294967296;
+
+export class SplitDeviceQueue {
+  readonly size: number;
+  readonly index: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Next available-ring slot to read (u16, wraps at 65536). */
+  lastAvailIdx = 0;
+  /** Shadow of used->idx: entries written but maybe not yet published (u16). */
+  usedIdx = 0;
+  /** used->idx at the previous publish, for event-index decisions. */
+  private publishedUsedIdx = 0;
+  private readonly mask: number;
+  private readonly mem: GuestMemory;
+  // Descriptor table: Int32 view over its region's buffer, word index of entry 0.
+  private readonly desc: Int32Array;
+  private readonly descW: number;
+  // Available ring: u16 view, index of `flags` (idx at +1, ring at +2, used_event at +2+size).
+  private readonly avail: Uint16Array;
+  private readonly availH: number;
+  // Used ring: u16 view for flags/idx/avail_event, u32 view for the elements.
+  private readonly used16: Uint16Array;
+  private readonly usedH: number;
+  private readonly used32: Uint32Array;
+  private readonly usedElemW: number;
+
+  /**
+   * @throws QueueConfigError for a bad size or alignment; GuestMemoryError when
+   * a ring part is not wholly inside one guest memory region.
+   */
+  constructor(mem: GuestMemory, layout: SplitQueueLayout, opts: SplitQueueOptions) {
+    checkLayout(layout);
+    this.mem = mem;
+    this.size = layout.size;
+    this.mask = layout.size - 1;
+    this.index = opts.index ?? -1;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    let r = mem.translate(layout.descAddr, descTableBytes(this.size));
+    const dOff = mem.off;
+    this.desc = mem.bytes[r].i32;
+    this.descW = dOff / 4;
+    r = mem.translate(layout.availAddr, availRingBytes(this.size));
+    const buf = (x: number) => mem.bytes[x].u8.buffer;
+    this.avail = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
+    this.availH = mem.off / 2;
+    r = mem.translate(layout.usedAddr, usedRingBytes(this.size));
+    this.used16 = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
+    this.usedH = mem.off / 2;
+    this.used32 = new Uint32Array(buf(r), 0, buf(r).byteLength >>> 2);
+    this.usedElemW = mem.off / 4 + 1;
+    if (!Number.isInteger(this.descW) || !Number.isInteger(this.availH) || !Number.isInteger(this.usedElemW))
+      throw new QueueConfigError('ring not aligned in its region');
+  }
+
+  /** Restore ring positions (vhost-user SET_VRING_BASE; spec §2.7 "next index"). */
+  setBase(lastAvailIdx: number, usedIdx = lastAvailIdx): void {
+    this.lastAvailIdx = lastAvailIdx & 0xffff;
+    this.usedIdx = usedIdx & 0xffff;
+    this.publishedUsedIdx = this.usedIdx;
+  }
+
+  /**
+   * Chains the driver has made available and the device has not popped yet.
+   * @throws DescriptorError AVAIL_IDX_JUMP when avail->idx ran ahead by more than the queue size.
+   */
+  pending(): number {
+    const n = (Atomics.load(this.avail, this.availH + 1) - this.lastAvailIdx) & 0xffff;
+    if (n > this.size) throw this.err('AVAIL_IDX_JUMP', `avail idx ran ${n} entries ahead of a ${this.size}-entry queue`);
+    return n;
+  }
+
+  /**
+   * Pop the next available chain into `chain` and walk it (§2.7.5, §2.7.5.3).
+   * Call only when pending() > 0. Hop limit: the queue size for a direct chain,
+   * the table's entry count inside an indirect table.
+   * @throws DescriptorError for every malformed-chain case; the slot is consumed.
+   */
+  pop(chain: DescChain): void {
+    const head = this.avail[this.availH + 2 + (this.lastAvailIdx & this.mask)];
+    this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
+    this.walk(head, chain);
+  }
+
+  /** Walk the chain starting at descriptor `head` into `chain`. */
+  walk(head: number, chain: DescChain): void {
+    chain.reset(head);
+    const mem = this.mem;
+    let table = this.desc;
+    let base = this.descW;
+    let limit = this.size;
+    let hops = 0;
+    let inIndirect = false;
+    let idx = head;
+    let total = 0;
+    for (;;) {
+      if (idx >= limit) throw this.err('DESC_INDEX_OUT_OF_RANGE', `descriptor index ${idx} >= ${limit}`, idx);
+      if (++hops > limit) throw this.err('CHAIN_TOO_LONG', `chain from head ${head} exceeds ${limit} descriptors (loop?)`, idx);
+      const w = base + idx * 4;
+      const addr = (table[w + 1] >>> 0) * TWO32 + (table[w] >>> 0);
+      const len = table[w + 2] >>> 0;
+      const fn = table[w + 3];
+      const flags = fn & 0xffff;
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (!this.indirect) throw this.err('INDIRECT_NOT_NEGOTIATED', 'VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC', idx);
+        if (inIndirect) throw this.err('NESTED_INDIRECT', 'indirect descriptor inside an indirect table', idx);
+        if (flags & VIRTQ_DESC_F_NEXT) throw this.err('INDIRECT_WITH_NEXT', 'VIRTQ_DESC_F_INDIRECT together with VIRTQ_DESC_F_NEXT', idx);
+        if (len === 0 || (len & 15) !== 0) throw this.err('INDIRECT_BAD_LENGTH', `indirect table length ${len} is not a non-zero multiple of 16`, idx);
+        if (len / 16 > this.size) throw this.err('CHAIN_TOO_LONG', `indirect table of ${len / 16} entries exceeds queue size ${this.size}`, idx);
+        const r = mem.find(addr, len);
+        if (r < 0 || (mem.off & 3) !== 0) throw this.err('BUFFER_OUT_OF_RANGE', `indirect table [0x${addr.toString(16)}, +${len}) outside guest memory or misaligned`, idx);
+        table = mem.bytes[r].i32;
+        base = mem.off / 4;
+        limit = len / 16;
+        hops = 0;
+        idx = 0;
+        inIndirect = true;
+        continue;
+      }
+      const r = mem.find(addr, len);
+      if (r < 0) throw this.err('BUFFER_OUT_OF_RANGE', `buffer [0x${addr.toString(16)}, +${len}) outside guest memory`, idx);
+      const i = chain.count;
+      if (i === chain.len.length) throw this.err('CHAIN_TOO_LONG', `chain longer than ${i} buffers`, idx);
+      chain.region[i] = r;
+      chain.offset[i] = mem.off;
+      chain.len[i] = len;
+      chain.count = i + 1;
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        chain.writableBytes += len;
+      } else {
+        if (chain.count - 1 !== chain.readable)
+          throw this.err('READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', idx);
+        chain.readable++;
+        chain.readableBytes += len;
+      }
+      total += len;
+      if (total > TWO32) throw this.err('CHAIN_BYTES_TOO_LARGE', 'chain longer than 2^32 bytes', idx);
+      if (!(flags & VIRTQ_DESC_F_NEXT)) return;
+      idx = fn >>> 16;
+    }
+  }
+
+  /**
+   * Give back the last `n` popped chains unconsumed (they will be popped
+   * again): used when a back-end pushes back, or when a mergeable RX frame
+   * does not fit in what is available.
+   */
+  unpop(n: number): void {
+    this.lastAvailIdx = (this.lastAvailIdx - n) & 0xffff;
+  }
+
+  /** Add a used element {id: head, len: bytes written} (§2.7.8); not visible until {@link publish}. */
+  pushUsed(head: number, len: number): void {
+    const w = this.usedElemW + 2 * (this.usedIdx & this.mask);
+    this.used32[w] = head;
+    this.used32[w + 1] = len;
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+  }
+
+  /**
+   * Publish used->idx and say whether the driver wants a used-buffer
+   * notification for the entries published since the last call (§2.7.10).
+   */
+  publish(): boolean {
+    const newIdx = this.usedIdx;
+    const oldIdx = this.publishedUsedIdx;
+    if (newIdx === oldIdx) return false;
+    Atomics.store(this.used16, this.usedH + 1, newIdx);
+    this.publishedUsedIdx = newIdx;
+    if (this.eventIdx) return needEvent(Atomics.load(this.avail, this.availH + 2 + this.size), newIdx, oldIdx);
+    return (Atomics.load(this.avail, this.availH) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /**
+   * Ask for (or suppress) available-buffer notifications (§2.7.7): with
+   * EVENT_IDX by writing avail_event = the next index the device will read,
+   * else by clearing/setting VIRTQ_USED_F_NO_NOTIFY. After enabling, call
+   * {@link pending} again before sleeping: the driver may have added buffers
+   * in between.
+   */
+  setNotification(enable: boolean): void {
+    if (this.eventIdx) {
+      if (enable) Atomics.store(this.used16, this.usedH + 2 + 4 * this.size, this.lastAvailIdx);
+    } else {
+      Atomics.store(this.used16, this.usedH, enable ? 0 : VIRTQ_USED_F_NO_NOTIFY);
+    }
+  }
+
+  /** Read avail->idx (for vhost-user GET_VRING_BASE and diagnostics). */
+  availIdx(): number {
+    return Atomics.load(this.avail, this.availH + 1);
+  }
+
+  private err(code: ConstructorParameters<typeof DescriptorError>[0], msg: string, desc = -1): DescriptorError {
+    const e = new DescriptorError(code, `queue ${this.index}: ${msg}`, desc);
+    e.queue = this.index;
+    return e;
+  }
+}

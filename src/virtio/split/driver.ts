@@ -1,0 +1,268 @@
+/**
+ * Driver half of a split virtqueue (virtio spec v1.4 §2.7): owns the
+ * descriptor table's free list, adds buffers to the available ring, reclaims
+ * used buffers, and decides when the device needs an available-buffer
+ * notification (§2.7.13.3, event index §2.7.10).
+ *
+ * The driver keeps its own shadow of every chain it made available (`next`
+ * links, lengths, tokens), so a buggy or hostile device that rewrites the
+ * descriptor table or returns a bogus id can corrupt nothing but that one
+ * completion: the id is checked and rejected with a DescriptorError.
+ */
+import { DescriptorError, QueueConfigError } from '../errors.js';
+import type { GuestMemory } from '../memory.js';
+import {
+  availRingBytes, checkLayout, descTableBytes, needEvent, usedRingBytes,
+  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY, type SplitQueueLayout,
+} from './layout.js';
+import type { SplitQueueOptions } from './device.js';
+
+const TWO32 = 4294967296;
+const NONE = 0xffff;
+
+/** One buffer of a chain the driver adds: guest physical address, length in bytes, device-writable? */
+export interface BufferSpec {
+  addr: number;
+  len: number;
+  writable: boolean;
+}
+
+export class SplitDriverQueue {
+  readonly size: number;
+  readonly index: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Free descriptors. */
+  numFree: number;
+  /** Shadow of avail->idx (u16). */
+  availIdx = 0;
+  /** Next used-ring slot to read (u16). */
+  lastUsedIdx = 0;
+  /** Byte count the device wrote, from the last {@link popUsed}. */
+  usedLen = 0;
+  private publishedAvailIdx = 0;
+  /** Chains added and not yet reclaimed (heads with chainLen != 0). */
+  private outstanding = 0;
+  private freeHead = 0;
+  private readonly mask: number;
+  private readonly next: Uint16Array; // shadow free-list / chain links
+  private readonly chainLen: Uint16Array; // descriptors per outstanding head, 0 = not outstanding
+  private readonly writableLen: Float64Array; // device-writable bytes per outstanding head
+  /** Per head: caller's token (e.g. a buffer index), returned by popUsed via {@link usedToken}. */
+  private readonly tokens: Int32Array;
+  usedToken = 0;
+  private readonly desc: Int32Array;
+  private readonly descW: number;
+  private readonly avail: Uint16Array;
+  private readonly availH: number;
+  private readonly used16: Uint16Array;
+  private readonly usedH: number;
+  private readonly used32: Uint32Array;
+  private readonly usedElemW: number;
+
+  /**
+   * Lays nothing out itself: the caller allocates the three parts in guest
+   * memory (see contiguousLayout) and this constructor zeroes them.
+   * @throws QueueConfigError, GuestMemoryError
+   */
+  constructor(private readonly mem: GuestMemory, layout: SplitQueueLayout, opts: SplitQueueOptions) {
+    checkLayout(layout);
+    this.size = layout.size;
+    this.mask = layout.size - 1;
+    this.index = opts.index ?? -1;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    this.numFree = this.size;
+    this.next = new Uint16Array(this.size);
+    for (let i = 0; i < this.size; i++) this.next[i] = i + 1 < this.size ? i + 1 : NONE;
+    this.chainLen = new Uint16Array(this.size);
+    this.writableLen = new Float64Array(this.size);
+    this.tokens = new Int32Array(this.size);
+    const buf = (x: number) => mem.bytes[x].u8.buffer;
+    let r = mem.translate(layout.descAddr, descTableBytes(this.size));
+    this.desc = mem.bytes[r].i32;
+    this.descW = mem.off / 4;
+    mem.bytes[r].u8.fill(0, mem.off, mem.off + descTableBytes(this.size));
+    r = mem.translate(layout.availAddr, availRingBytes(this.size));
+    this.avail = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
+    this.availH = mem.off / 2;
+    mem.bytes[r].u8.fill(0, mem.off, mem.off + availRingBytes(this.size));
+    r = mem.translate(layout.usedAddr, usedRingBytes(this.size));
+    this.used16 = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
+    this.usedH = mem.off / 2;
+    this.used32 = new Uint32Array(buf(r), 0, buf(r).byteLength >>> 2);
+    this.usedElemW = mem.off / 4 + 1;
+    mem.bytes[r].u8.fill(0, mem.off, mem.off + usedRingBytes(this.size)); // §2.7.8: driver initialises used flags to 0
+    if (!Number.isInteger(this.descW) || !Number.isInteger(this.availH) || !Number.isInteger(this.usedElemW))
+      throw new QueueConfigError('ring not aligned in its region');
+  }
+
+  /** The head {@link addOne} will use next, or -1 when none is free (lets a caller tie buffers to heads). */
+  peekFreeHead(): number {
+    return this.numFree === 0 ? -1 : this.freeHead;
+  }
+
+  /**
+   * Hot path: add a one-descriptor chain. Returns the head index, or -1 when
+   * no descriptor is free. Not visible to the device until {@link publish}.
+   */
+  addOne(addr: number, len: number, writable: boolean, token: number): number {
+    const head = this.freeHead;
+    if (this.numFree === 0) return -1;
+    this.freeHead = this.next[head];
+    this.numFree--;
+    const w = this.descW + head * 4;
+    const d = this.desc;
+    d[w] = addr % TWO32;
+    d[w + 1] = Math.floor(addr / TWO32);
+    d[w + 2] = len;
+    d[w + 3] = writable ? VIRTQ_DESC_F_WRITE : 0;
+    this.chainLen[head] = 1;
+    this.writableLen[head] = writable ? len : 0;
+    this.tokens[head] = token;
+    this.outstanding++;
+    this.avail[this.availH + 2 + (this.availIdx & this.mask)] = head;
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    return head;
+  }
+
+  /**
+   * Add a chain of buffers (readable ones first, §2.7.4.2). With
+   * `indirectTable` (a guest address with room for 16 × bufs.length bytes)
+   * and VIRTIO_F_INDIRECT_DESC, the chain goes in an indirect table and uses
+   * one ring descriptor (§2.7.5.3). Returns the head, or -1 when not enough
+   * descriptors are free.
+   * @throws RangeError for an empty chain, a chain longer than the queue size
+   * (§2.7.5.3.1, also for an indirect table), or a readable buffer after a writable one.
+   */
+  add(bufs: readonly BufferSpec[], token: number, indirectTable?: number): number {
+    if (bufs.length === 0) throw new RangeError('a chain needs at least one buffer');
+    if (bufs.length > this.size) throw new RangeError(`a chain of ${bufs.length} buffers is longer than the queue size ${this.size}`);
+    for (let i = 1; i < bufs.length; i++)
+      if (bufs[i - 1].writable && !bufs[i].writable) throw new RangeError('device-readable buffer after a device-writable one');
+    let writable = 0;
+    for (const b of bufs) if (b.writable) writable += b.len;
+    if (indirectTable !== undefined && this.indirect) {
+      if (this.numFree === 0) return -1; // before touching the caller's table memory
+      const tbl = new Uint8Array(16 * bufs.length);
+      const dv = new DataView(tbl.buffer);
+      bufs.forEach((b, i) => {
+        dv.setUint32(16 * i, b.addr % TWO32, true);
+        dv.setUint32(16 * i + 4, Math.floor(b.addr / TWO32), true);
+        dv.setUint32(16 * i + 8, b.len, true);
+        dv.setUint16(16 * i + 12, (b.writable ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < bufs.length ? VIRTQ_DESC_F_NEXT : 0), true);
+        dv.setUint16(16 * i + 14, i + 1 < bufs.length ? i + 1 : 0, true);
+      });
+      this.mem.write(indirectTable, tbl);
+      const head = this.addOne(indirectTable, tbl.length, false, token);
+      if (head < 0) return -1;
+      this.desc[this.descW + head * 4 + 3] = VIRTQ_DESC_F_INDIRECT;
+      this.writableLen[head] = writable;
+      return head;
+    }
+    if (bufs.length > this.numFree) return -1;
+    const head = this.freeHead;
+    let idx = head;
+    for (let i = 0; i < bufs.length; i++) {
+      const b = bufs[i];
+      const w = this.descW + idx * 4;
+      const nxt = this.next[idx];
+      this.desc[w] = b.addr % TWO32;
+      this.desc[w + 1] = Math.floor(b.addr / TWO32);
+      this.desc[w + 2] = b.len;
+      const last = i + 1 === bufs.length;
+      this.desc[w + 3] = (b.writable ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT) | ((last ? 0 : nxt) << 16);
+      if (last) this.freeHead = nxt;
+      else idx = nxt;
+    }
+    this.numFree -= bufs.length;
+    this.chainLen[head] = bufs.length;
+    this.writableLen[head] = writable;
+    this.tokens[head] = token;
+    this.outstanding++;
+    this.avail[this.availH + 2 + (this.availIdx & this.mask)] = head;
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    return head;
+  }
+
+  /**
+   * Publish avail->idx (release) and say whether the device wants an
+   * available-buffer notification (§2.7.13.3-4; with EVENT_IDX, §2.7.10).
+   */
+  publish(): boolean {
+    const newIdx = this.availIdx;
+    const oldIdx = this.publishedAvailIdx;
+    if (newIdx === oldIdx) return false;
+    Atomics.store(this.avail, this.availH + 1, newIdx);
+    this.publishedAvailIdx = newIdx;
+    if (this.eventIdx) return needEvent(Atomics.load(this.used16, this.usedH + 2 + 4 * this.size), newIdx, oldIdx);
+    return (Atomics.load(this.used16, this.usedH) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+  }
+
+  /**
+   * Used elements not yet reclaimed.
+   * @throws DescriptorError USED_IDX_JUMP when the device published more than it was given.
+   */
+  usedPending(): number {
+    const n = (Atomics.load(this.used16, this.usedH + 1) - this.lastUsedIdx) & 0xffff;
+    // Bound: chains made available (published) and not reclaimed -- not
+    // descriptors, which a multi-descriptor chain would over-count.
+    const given = this.outstanding - ((this.availIdx - this.publishedAvailIdx) & 0xffff);
+    if (n > given) throw this.err('USED_IDX_JUMP', `used idx ran ${n} ahead with ${given} chains outstanding`);
+    return n;
+  }
+
+  /**
+   * Reclaim the next used element: frees its descriptors and returns the head;
+   * the device's byte count is left in {@link usedLen}, the token in {@link usedToken}.
+   * Call only when usedPending() > 0.
+   * @throws DescriptorError USED_ID_INVALID / USED_LEN_INVALID (the slot is
+   * consumed). On USED_LEN_INVALID the chain is still reclaimed (the device
+   * returned it): its descriptors are freed, {@link usedToken} is set and
+   * {@link usedLen} is 0 (nothing the device wrote can be trusted).
+   */
+  popUsed(): number {
+    const w = this.usedElemW + 2 * (this.lastUsedIdx & this.mask);
+    const id = this.used32[w];
+    const len = this.used32[w + 1];
+    this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+    if (id >= this.size || this.chainLen[id] === 0) throw this.err('USED_ID_INVALID', `device returned id ${id}, which is not outstanding`);
+    const badLen = len > this.writableLen[id];
+    const n = this.chainLen[id];
+    this.chainLen[id] = 0;
+    let tail = id;
+    for (let i = 1; i < n; i++) tail = this.next[tail];
+    this.next[tail] = this.numFree === 0 ? NONE : this.freeHead;
+    this.freeHead = id;
+    this.numFree += n;
+    this.outstanding--;
+    this.usedToken = this.tokens[id];
+    if (badLen) {
+      this.usedLen = 0;
+      throw this.err('USED_LEN_INVALID', `device wrote ${len} bytes into ${this.writableLen[id]} writable bytes`);
+    }
+    this.usedLen = len;
+    return id;
+  }
+
+  /**
+   * Ask for (or suppress) used-buffer notifications (§2.7.7): with EVENT_IDX
+   * by writing used_event = the next used index the driver will read, else by
+   * clearing/setting VIRTQ_AVAIL_F_NO_INTERRUPT. After enabling, check
+   * {@link usedPending} again before sleeping.
+   */
+  setNotification(enable: boolean): void {
+    if (this.eventIdx) {
+      if (enable) Atomics.store(this.avail, this.availH + 2 + this.size, this.lastUsedIdx);
+    } else {
+      Atomics.store(this.avail, this.availH, enable ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
+    }
+  }
+
+  private err(code: ConstructorParameters<typeof DescriptorError>[0], msg: string): DescriptorError {
+    const e = new DescriptorError(code, `queue ${this.index}: ${msg}`);
+    e.queue = this.index;
+    return e;
+  }
+}
