@@ -208,6 +208,10 @@ describe("Toeplitz: Microsoft RSS verification suite", () => {
       const bytes = Uint8Array.from([...v4(src), ...v4(dst), ...be16(sp), ...be16(dp)]);
       assert.equal(t.hashBytes(bytes, 0, 8), h2);
       assert.equal(t.hashBytes(bytes, 0, 12), h4);
+      // int32 twins used on hot paths: same 32 bits, signed.
+      assert.equal(t.rawIPv4(v4num(src), v4num(dst)), h2 | 0);
+      assert.equal(t.rawIPv4Ports(v4num(src), v4num(dst), sp, dp), h4 | 0);
+      assert.equal(t.rawBytes(bytes, 0, 12), h4 | 0);
     });
   }
 
@@ -218,6 +222,8 @@ describe("Toeplitz: Microsoft RSS verification suite", () => {
       const bytes = Uint8Array.from([0xee, ...v6(src), ...v6(dst), ...be16(sp), ...be16(dp)]);
       assert.equal(t.hashBytes(bytes, 1, 32), h2);
       assert.equal(t.hashBytes(bytes, 1, 36), h4);
+      assert.equal(t.rawIPv6(v6words(src), v6words(dst)), h2 | 0);
+      assert.equal(t.rawIPv6Ports(v6words(src), v6words(dst), sp, dp), h4 | 0);
     });
   }
 
@@ -365,6 +371,8 @@ describe("RssSteering: hash selection per spec", () => {
     assert.equal(parseFlow(eth(0x0806, Array(28).fill(1)), 0, 42, arp), false);
     assert.equal(s.selectQueue(arp), 5);
     assert.equal(s.lastReport, VIRTIO_NET_HASH_REPORT_NONE);
+    assert.equal(s.classify(arp), VIRTIO_NET_HASH_REPORT_NONE);
+    assert.equal(s.selectedQueue(), 5);
 
     const f4 = parsed(eth(0x0800, ip4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2))));
     const f6 = parsed(eth(0x86dd, ip6("::1", "::2", 6, tcp(1, 2))));
@@ -383,6 +391,8 @@ describe("RssSteering: hash selection per spec", () => {
       const f = parsed(eth(0x0800, ip4(src, dst, 6, tcp(sp, dp))));
       assert.equal(s.selectQueue(f), table[h4 & 15]);
       assert.equal(s.queueForHash(h4), table[h4 & 15]);
+      assert.equal(s.classify(f), VIRTIO_NET_HASH_REPORT_TCPv4);
+      assert.equal(s.selectedQueue(), table[h4 & 15]);
     }
     // The table is copied at configure time.
     table[0] = 77;

@@ -91,7 +91,7 @@ export class NetDevicePair implements RxPort {
     this.mrg = opts.mrgRxbuf;
     this.txChain = new DescChain(txq.size);
     this.rxChain = new DescChain(rxq.size);
-    const g = new SharedArrayBuffer(Math.max(65536, opts.maxFrame + 64));
+    const g = new SharedArrayBuffer(Math.max(65536, (opts.maxFrame + 64 + 3) & ~3));
     this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
     this.txPublished = txq.usedIdx;
     this.rxPublished = rxq.usedIdx;

@@ -188,11 +188,11 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   /**
    * Change the active pair count at run time without reordering any flow:
    * stop TX on every pair, wait until every transmitq is drained and every
-   * frame in flight was received, send VQ_PAIRS_SET, then let the pairs
-   * pick up their new flows. `inFlight()` says how many frames are still
+   * frame in flight was received, send VQ_PAIRS_SET, call `beforeResume`
+   * (re-assign flows to pairs), then let the pairs pick up their new flows. `inFlight()` says how many frames are still
    * between TX and RX (0 when drained).
    */
-  async setActivePairs(n: number, inFlight: () => number, timeoutMs = 10000): Promise<void> {
+  async setActivePairs(n: number, inFlight: () => number, beforeResume: () => void = () => {}, timeoutMs = 10000): Promise<void> {
     const ctl = this.ctl;
     const cur = ctl.get(CTL_PAUSE);
     const epoch = cur % 2 === 0 ? cur + 1 : cur + 2; // odd: paused
@@ -211,6 +211,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       await sleep(1);
     }
     await this.driver.setActivePairs(n);
+    beforeResume();
     ctl.set(CTL_PAUSE, epoch + 1);
     ctl.wakeAll();
   }

@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+/** virtio-mq command line. */
+import { Command, InvalidArgumentError } from 'commander';
+import { runLoopback } from './loopback.js';
+
+const int = (name: string, min: number, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+  return n;
+};
+
+const program = new Command();
+program.name('virtio-mq').description('Multi-queue virtio-net in TypeScript: device, driver, rings and steering');
+
+program
+  .command('loopback')
+  .description('run driver and device in worker threads over a SharedArrayBuffer; every TX frame comes back on RX and is checked')
+  .option('-q, --queues <n>', 'queue pairs', int('--queues', 1, 64), 4)
+  .option('-f, --flows <n>', 'generated flows', int('--flows', 1, 65536), 16)
+  .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS)', int('--size', 60, 1514), 256)
+  .option('-d, --duration <seconds>', 'how long to send', Number, 3)
+  .option('--pcap <file>', 'replay this capture (pcap or pcapng) instead of generated flows')
+  .option('--rss', 'program RSS (Toeplitz, default key, 128-entry table) through the controlq', false)
+  .option('--resize <pairs>', 'halfway through, change the active pair count with VQ_PAIRS_SET', (v) => int('--resize', 1, 64)(v))
+  .option('--mode <mode>', 'worker wait mode: notify (Atomics.wait + EVENT_IDX) or busy (poll)', 'notify')
+  .option('--queue-size <n>', 'descriptors per receiveq/transmitq', int('--queue-size', 1, 32768), 256)
+  .option('--json', 'print the summary as JSON', false)
+  .action(async (opts) => {
+    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');
+    const ok = await runLoopback(opts);
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  console.error(`virtio-mq: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = 2;
+});
