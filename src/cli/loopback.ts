@@ -25,6 +25,8 @@ export interface LoopbackOptions {
   resize?: number;
   mode: 'busy' | 'notify';
   queueSize: number;
+  /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
+  rxBufferSize?: number;
   json: boolean;
 }
 
@@ -35,7 +37,7 @@ export interface LoopbackResult {
   seconds: number;
   txPackets: number;
   rxPackets: number;
-  perPair: { pair: number; txPackets: number; rxPackets: number; rxBytes: number; drops: number; kicks: number; notifications: number; suppressed: number }[];
+  perPair: { pair: number; txPackets: number; rxPackets: number; rxBytes: number; rxBuffers: number; drops: number; kicks: number; notifications: number; suppressed: number }[];
   tcpFlowsPerPair?: number[];
 }
 
@@ -67,7 +69,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
   const net = new LocalNet({
-    pairs, queueSize: o.queueSize, mode: o.mode, backend: { kind: 'loopback' }, source: () => spec,
+    pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, backend: { kind: 'loopback' }, source: () => spec,
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
@@ -127,6 +129,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     txPackets: drv.get(p, DrvStat.txPackets),
     rxPackets: drv.get(p, DrvStat.rxPackets),
     rxBytes: drv.get(p, DrvStat.rxBytes),
+    rxBuffers: dev.get(p, DevStat.rxBuffers),
     drops: dev.get(p, DevStat.rxDrops),
     kicks: dev.get(p, DevStat.kicks),
     notifications: dev.get(p, DevStat.notifySent),

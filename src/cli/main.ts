@@ -24,6 +24,7 @@ program
   .option('--resize <pairs>', 'halfway through, change the active pair count with VQ_PAIRS_SET', (v) => int('--resize', 1, 64)(v))
   .option('--mode <mode>', 'worker wait mode: notify (Atomics.wait + EVENT_IDX) or busy (poll)', 'notify')
   .option('--queue-size <n>', 'descriptors per receiveq/transmitq', int('--queue-size', 1, 32768), 256)
+  .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
   .action(async (opts) => {
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');

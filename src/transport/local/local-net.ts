@@ -46,6 +46,8 @@ export interface LocalNetOptions {
   driverFeatures?: bigint;
   /** Frames per poll round. Default 64. */
   budget?: number;
+  /** Bytes per RX buffer the driver posts (default 2048; smaller makes MRG_RXBUF frames span buffers). */
+  rxBufSize?: number;
   /** Bytes per cross-pair inbox / backlog. Default 256 KiB. */
   inboxBytes?: number;
 }
@@ -67,7 +69,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   readonly errors: QueueErrorReport[] = [];
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
-  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures'>> & LocalNetOptions;
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
     super();
@@ -79,7 +81,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     const sab = new SharedArrayBuffer(Math.ceil(bytes / 4096) * 4096);
     this.mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
     const alloc = new GuestAllocator(4096, sab.byteLength); // keep guest address 0 unused
-    this.driver = new NetDriver(this.transport(), this.mem, alloc, { pairs, queueSize, wanted: opts.driverFeatures });
+    this.driver = new NetDriver(this.transport(), this.mem, alloc, { pairs, queueSize, wanted: opts.driverFeatures, rxBufSize: opts.rxBufSize });
     this.ctl = new SharedControl(pairs);
     this.devStats = new StatsBlock(pairs, DEV_STAT_COUNT);
     this.drvStats = new StatsBlock(pairs, DRV_STAT_COUNT);
