@@ -102,10 +102,11 @@ for side in S C; do
 done
 
 # ---- capture ------------------------------------------------------------------
-# Background jobs are started with `ip netns exec` directly (it execs), so $! is
-# the pid of tcpdump / iperf3 themselves and signals reach them.
+# --immediate-mode: no 1 s buffer timeout, so nothing is still in the kernel ring
+# when tcpdump is stopped. Background jobs are started with `ip netns exec`
+# directly (it execs), so $! is tcpdump / iperf3 itself and signals reach it.
 : >"$OUT"
-ip netns exec "$NS_C" tcpdump -i "$VETH_C" -s 0 -c 200000 -U -n -Z root -w "$OUT" 2>"$WORK/tcpdump.err" &
+ip netns exec "$NS_C" tcpdump -i "$VETH_C" -s 0 -c 200000 -U --immediate-mode -n -Z root -w "$OUT" 2>"$WORK/tcpdump.err" &
 TCPDUMP_PID=$!
 for _ in $(seq 100); do
   grep -q 'listening on' "$WORK/tcpdump.err" 2>/dev/null && break

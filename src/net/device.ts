@@ -9,7 +9,6 @@
  * controlq = 2 × max_virtqueue_pairs.
  */
 import { EventEmitter } from 'node:events';
-import { VirtioError } from '../virtio/errors.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1,
   VIRTIO_STATUS_DEVICE_NEEDS_RESET, VIRTIO_STATUS_DRIVER_OK, VIRTIO_STATUS_FEATURES_OK,
@@ -187,13 +186,12 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
         if (chain.writableBytes < 1) {
           this.emit('control-error', 'controlq command without a device-writable ack byte');
         } else {
-          const before = this.ctrl.activePairs;
           const res = applyControlCommand(this.ctrl, this.features, this.config, cmd);
           ack = res.ack;
           if (res.error) this.emit('control-error', res.error);
           if (res.changed) {
             this.config.mac = this.ctrl.mac.slice();
-            if (this.ctrl.activePairs !== before || res.changed) this.emit('control', this.ctrl);
+            this.emit('control', this.ctrl);
           }
           const w = chain.readable;
           mem.bytes[chain.region[w]].u8[chain.offset[w]] = ack;
@@ -202,8 +200,8 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
         served++;
       }
     } catch (e) {
-      const err = e instanceof Error ? e : new Error(String(e));
-      this.queueFailed(this.controlqIndex, err instanceof VirtioError ? err : err);
+      // A malformed chain (VirtioError) or an unexpected fault: stop the controlq only.
+      this.queueFailed(this.controlqIndex, e instanceof Error ? e : new Error(String(e)));
     }
     q.publish();
     return served;

@@ -186,7 +186,9 @@ export class NetDriver {
     const ackAddr = this.ctrlBuf + 4064;
     this.mem.write(this.ctrlBuf, cmd);
     this.mem.write(ackAddr, Uint8Array.of(0xff));
-    q.add([{ addr: this.ctrlBuf, len: cmd.length, writable: false }, { addr: ackAddr, len: 1, writable: true }], 0);
+    // One command at a time (callers await): the controlq never has more than one chain in flight.
+    if (q.add([{ addr: this.ctrlBuf, len: cmd.length, writable: false }, { addr: ackAddr, len: 1, writable: true }], 0) < 0)
+      throw new Error('controlq full: a previous command is still outstanding');
     q.publish();
     this.t.notify(this.ctrlIndex);
     const deadline = Date.now() + timeoutMs;

@@ -307,6 +307,7 @@ interface Iface {
   fcsBytes: number;
 }
 
+/** Called only when the file starts with a Section Header Block. */
 function parsePcapng(buf: Uint8Array, dv: DataView, opts: ReadOptions): PcapCapture {
   const c = new Collector();
   let le = true;
@@ -331,8 +332,6 @@ function parsePcapng(buf: Uint8Array, dv: DataView, opts: ReadOptions): PcapCapt
       else if (bomLE === 0x4d3c2b1a) le = false;
       else throw new PcapFormatError('bad-magic', pos + 8, `pcapng byte-order magic 0x${bomLE.toString(16)} is invalid`);
       ifaces = [];
-    } else if (pos === 0) {
-      throw new PcapFormatError('bad-block', 0, 'pcapng file does not start with a Section Header Block');
     }
     const total = dv.getUint32(pos + 4, le);
     if (total < 12 || total % 4 !== 0) {

@@ -39,7 +39,12 @@ export class FrameRing {
     this.bytes = { u8: new Uint8Array(this.buffer), i32: new Int32Array(this.buffer) };
   }
 
-  /** Producer: append one frame. Returns false (nothing written) when there is no room. */
+  /**
+   * Producer: append one frame. Returns false (nothing written) when there is
+   * no room. A record never straddles the end, so an empty ring is only
+   * guaranteed to take a record (4 + len rounded up to 4) of at most half its
+   * capacity, less 2 bytes: size rings at least twice the largest frame.
+   */
   push(src: Bytes, off: number, len: number): boolean {
     const need = 4 + ((len + 3) & ~3);
     const cap = this.cap;
@@ -49,7 +54,7 @@ export class FrameRing {
     const free = r > w ? r - w - 4 : cap - w + r - 4; // keep 4 bytes so full != empty
     if (w + need > cap) {
       // Not enough contiguous room at the end: wrap (needs room for the marker and the record at 0).
-      if (r > w || r <= need) return false;
+      if (r > w || r < need + 4) return false;
       if (cap - w >= 4) this.bytes.i32[(HDR + w) >> 2] = WRAP;
       w = 0;
     } else if (need > free) {

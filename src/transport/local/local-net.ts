@@ -151,7 +151,6 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
         inboxes: box.map((row) => row[p]), outboxes: box[p],
         backend: this.opts.backend, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
       };
-      void s;
       this.spawn('device-worker.js', data, [port2]);
     }
   }

@@ -1,0 +1,406 @@
+/**
+ * `npm run bench`: packet rates of the split rings on the local transport.
+ *
+ * Prints one table (or, with --json, one JSON document) with, per frame size:
+ *
+ * - copy:     the upper limit: one thread copies the same frame per packet
+ *             from a private buffer into a guest-like SharedArrayBuffer
+ *             (stamping a sequence number) and from there into a sink
+ *             buffer, with the same copyBytes the data path uses. No rings.
+ * - one-way:  driver TX writes each frame into guest memory (bench source:
+ *             prebuilt frame + sequence number), the device consumes it with
+ *             the 'sink' backend (copies every byte out). Counted as device
+ *             txPackets over the window.
+ * - loopback: TX -> device -> RX with the 'loopback' backend; the driver
+ *             reads each received frame's sequence number. Counted as
+ *             driver rxPackets (completed round trips) over the window.
+ *
+ * for 1, 2 and 4 queue pairs (each pair = one driver worker + one device
+ * worker) in busy-poll and notify (Atomics.wait + EVENT_IDX) modes.
+ *
+ * CPU cost comes from process.cpuUsage() deltas (all threads of the
+ * process). Before every configuration the bench waits (bounded) for the
+ * machine to be idle, and every row reports the CPU share other processes
+ * took during its window (/proc/stat busy time minus our own), so noisy rows
+ * can be discarded.
+ *
+ * Options: --quick (short windows, 64-byte frames, 1 and 2 pairs), --seconds N
+ * (measuring window per configuration), --json. For experiments: --sizes,
+ * --pairs, --modes, --tests (comma lists), --queue-size, --budget, --warmup,
+ * --no-idle-wait.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { LocalNet } from '../src/transport/local/local-net.js';
+import { DevStat, DrvStat } from '../src/net/stats.js';
+import { benchTraffic, BENCH_SEQ_OFF } from '../src/traffic/bench-source.js';
+import { writeGenFrame } from '../src/traffic/generator-source.js';
+import { copyBytes, type Bytes } from '../src/virtio/copy.js';
+
+type Test = 'copy' | 'one-way' | 'loopback';
+type Mode = 'busy' | 'notify';
+
+interface Options {
+  quick: boolean;
+  seconds: number;
+  warmup: number;
+  json: boolean;
+  sizes: number[];
+  pairs: number[];
+  modes: Mode[];
+  tests: Test[];
+  queueSize: number;
+  budget: number;
+  idleWait: boolean;
+}
+
+export interface Row {
+  test: Test;
+  size: number;
+  pairs: number;
+  mode: Mode | '-';
+  /** Measuring window actually used (seconds). */
+  seconds: number;
+  packets: number;
+  mpps: number;
+  mppsPerPair: number;
+  /** CPU seconds used by this process (all threads) per wall second. */
+  cpuCores: number;
+  /** Packets per CPU-second (millions). */
+  mppsPerCpuS: number;
+  /** For 2 and 4 pairs: packets/CPU-s relative to 1 pair of the same test, size and mode. */
+  cpuEfficiency: number | null;
+  /** Share of all CPUs other processes used during the window (0..1). */
+  otherCpu: number;
+  /** Whether the idle gate passed before the configuration (false: gave up waiting). */
+  idleBefore: boolean;
+  /** More worker threads than CPUs (busy mode): short window, collapse expected. */
+  oversubscribed: boolean;
+  /** Loopback: frames whose sequence number was not the next one. */
+  outOfOrder: number;
+  errors: string[];
+}
+
+const CPUS = availableParallelism();
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    quick: false, seconds: NaN, warmup: NaN, json: false, sizes: [], pairs: [], modes: [], tests: [],
+    queueSize: 1024, budget: 64, idleWait: true,
+  };
+  const list = (v: string | undefined) => (v ?? '').split(',').filter((x) => x !== '');
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--quick': o.quick = true; break;
+      case '--json': o.json = true; break;
+      case '--seconds': o.seconds = Number(val()); break;
+      case '--warmup': o.warmup = Number(val()); break;
+      case '--sizes': o.sizes = list(val()).map(Number); break;
+      case '--pairs': o.pairs = list(val()).map(Number); break;
+      case '--modes': o.modes = list(val()) as Mode[]; break;
+      case '--tests': o.tests = list(val()) as Test[]; break;
+      case '--queue-size': o.queueSize = Number(val()); break;
+      case '--budget': o.budget = Number(val()); break;
+      case '--no-idle-wait': o.idleWait = false; break;
+      case '-h': case '--help':
+        console.log('usage: node dist/bench/rings.js [--quick] [--seconds N] [--json] [--sizes 64,1500] [--pairs 1,2,4] [--modes busy,notify] [--tests copy,one-way,loopback] [--queue-size 1024] [--budget 64] [--warmup S] [--no-idle-wait]');
+        process.exit(0);
+        break;
+      default: throw new Error(`unknown option ${a}`);
+    }
+  }
+  if (Number.isNaN(o.seconds)) o.seconds = o.quick ? 0.3 : 1.5;
+  if (Number.isNaN(o.warmup)) o.warmup = o.quick ? 0.2 : 0.5;
+  if (!(o.seconds > 0) || !(o.warmup >= 0)) throw new Error('--seconds must be > 0 and --warmup >= 0');
+  if (o.sizes.length === 0) o.sizes = o.quick ? [64] : [64, 1500];
+  if (o.pairs.length === 0) o.pairs = o.quick ? [1, 2] : [1, 2, 4];
+  if (o.modes.length === 0) o.modes = ['busy', 'notify'];
+  if (o.tests.length === 0) o.tests = ['copy', 'one-way', 'loopback'];
+  for (const s of o.sizes) if (!(Number.isInteger(s) && s >= 60 && s <= 1514)) throw new Error(`frame size ${s} outside 60..1514`);
+  for (const p of o.pairs) if (!(Number.isInteger(p) && p >= 1 && p <= 64)) throw new Error(`pairs ${p} outside 1..64`);
+  for (const m of o.modes) if (m !== 'busy' && m !== 'notify') throw new Error(`mode ${m}: busy or notify`);
+  for (const t of o.tests) if (t !== 'copy' && t !== 'one-way' && t !== 'loopback') throw new Error(`test ${t}: copy, one-way or loopback`);
+  return o;
+}
+
+// ---- CPU accounting --------------------------------------------------------
+
+/** Aggregate CPU time from /proc/stat, in clock ticks (USER_HZ). */
+interface CpuTimes {
+  busy: number;
+  total: number;
+}
+
+function readProcStat(): CpuTimes | null {
+  try {
+    const line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0];
+    const f = line.trim().split(/\s+/).slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - f[3] - f[4], total };
+  } catch {
+    return null;
+  }
+}
+
+/** utime + stime of this process (every thread), in clock ticks. */
+function readSelfTicks(): number | null {
+  try {
+    const s = readFileSync('/proc/self/stat', 'latin1');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // fields 14 and 15 of proc(5)
+  } catch {
+    return null;
+  }
+}
+
+/** A point in time for CPU accounting. */
+interface Mark {
+  wall: number;
+  cpu: NodeJS.CpuUsage;
+  sys: CpuTimes | null;
+  self: number | null;
+}
+
+function mark(): Mark {
+  return { wall: performance.now(), cpu: process.cpuUsage(), sys: readProcStat(), self: readSelfTicks() };
+}
+
+/** Seconds of wall time, our CPU seconds, and the share of all CPUs others used between two marks. */
+function between(a: Mark, b: Mark): { wall: number; cpu: number; other: number } {
+  const wall = (b.wall - a.wall) / 1000;
+  const cpu = (b.cpu.user - a.cpu.user + b.cpu.system - a.cpu.system) / 1e6;
+  let other = NaN;
+  if (a.sys && b.sys && a.self !== null && b.self !== null) {
+    const total = b.sys.total - a.sys.total;
+    const busy = b.sys.busy - a.sys.busy;
+    if (total > 0) other = Math.max(0, (busy - (b.self - a.self)) / total);
+  }
+  return { wall, cpu, other };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Wait (up to `maxS`) until the whole machine is idle: under `threshold` of
+ * all CPUs busy over a 0.5 s sample while this process does nothing.
+ * Returns whether it got there and how long it waited.
+ */
+async function waitIdle(maxS: number, threshold = 0.1): Promise<{ idle: boolean; waited: number }> {
+  const t0 = performance.now();
+  for (;;) {
+    const a = readProcStat();
+    if (a === null) return { idle: true, waited: 0 }; // no /proc: cannot tell, do not wait
+    await sleep(500);
+    const b = readProcStat()!;
+    const total = b.total - a.total;
+    const share = total > 0 ? (b.busy - a.busy) / total : 0;
+    const waited = (performance.now() - t0) / 1000;
+    if (share < threshold) return { idle: true, waited };
+    if (waited + 0.5 > maxS) return { idle: false, waited };
+  }
+}
+
+// ---- the copy baseline -----------------------------------------------------
+
+/** Copy-only upper bound in this thread: frame -> guest-like SAB slot -> sink buffer, per packet. */
+function copyBaseline(size: number, seconds: number, warmup: number, queueSize: number): { packets: number; m0: Mark; m1: Mark } {
+  const fb = new ArrayBuffer((size + 3) & ~3);
+  const frame: Bytes = { u8: new Uint8Array(fb), i32: new Int32Array(fb) };
+  writeGenFrame(frame.u8, 0, size, 0, 0);
+  const slot = 2048;
+  const gb = new SharedArrayBuffer(queueSize * slot);
+  const guest: Bytes = { u8: new Uint8Array(gb), i32: new Int32Array(gb) };
+  const sb = new ArrayBuffer(65536 + 64);
+  const sink: Bytes = { u8: new Uint8Array(sb), i32: new Int32Array(sb) };
+  const hdr = 12;
+  let seq = 0;
+  let check = 0;
+  const batch = (): void => {
+    const g = guest.u8;
+    for (let i = 0; i < queueSize; i++) {
+      const o = i * slot + hdr;
+      copyBytes(guest, o, frame, 0, size);
+      const s = o + BENCH_SEQ_OFF;
+      g[s] = seq; g[s + 1] = seq >>> 8; g[s + 2] = seq >>> 16; g[s + 3] = seq >>> 24;
+      seq = (seq + 1) | 0;
+      copyBytes(sink, 0, guest, o, size);
+      check ^= sink.i32[0];
+    }
+  };
+  const until = (ms: number) => {
+    const end = performance.now() + ms;
+    let n = 0;
+    do { batch(); n += queueSize; } while (performance.now() < end);
+    return n;
+  };
+  until(warmup * 1000);
+  const m0 = mark();
+  const packets = until(seconds * 1000);
+  const m1 = mark();
+  if (check === 0x7fffffff) console.error(''); // keep the copies observable
+  return { packets, m0, m1 };
+}
+
+// ---- ring configurations ---------------------------------------------------
+
+interface NetResult {
+  packets: number;
+  m0: Mark;
+  m1: Mark;
+  outOfOrder: number;
+  errors: string[];
+}
+
+async function runNet(test: 'one-way' | 'loopback', size: number, pairs: number, mode: Mode, seconds: number, warmup: number, o: Options): Promise<NetResult> {
+  const net = new LocalNet({
+    pairs, queueSize: o.queueSize, mode, budget: o.budget,
+    backend: { kind: test === 'one-way' ? 'sink' : 'loopback' },
+    source: () => benchTraffic(size, test === 'loopback'),
+  });
+  const errors: string[] = [];
+  net.on('queue-error', (e) => errors.push(`${e.side} queue ${e.queue}: ${e.code}: ${e.message}`));
+  net.on('control-error', (m) => errors.push(`control: ${m}`));
+  await net.start();
+  const count = test === 'one-way'
+    ? () => net.devStats.total(DevStat.txPackets)
+    : () => net.drvStats.total(DrvStat.rxPackets);
+  // Warm-up: until traffic flows on every pair, then the fixed warm-up time (JIT, caches).
+  const flowDeadline = performance.now() + 5000;
+  const stat = test === 'one-way' ? net.devStats : net.drvStats;
+  const which = test === 'one-way' ? DevStat.txPackets : DrvStat.rxPackets;
+  for (;;) {
+    let all = true;
+    for (let p = 0; p < pairs; p++) if (stat.get(p, which) === 0) all = false;
+    if (all || performance.now() > flowDeadline || errors.length > 0) break;
+    await sleep(5);
+  }
+  await sleep(warmup * 1000);
+  const c0 = count();
+  const m0 = mark();
+  await sleep(seconds * 1000);
+  const c1 = count();
+  const m1 = mark();
+  const outOfOrder = net.drvStats.total(DrvStat.rxOutOfOrder);
+  await net.stop();
+  if (net.drvStats.total(DrvStat.rxBad) > 0) errors.push(`${net.drvStats.total(DrvStat.rxBad)} bad frames`);
+  return { packets: c1 - c0, m0, m1, outOfOrder, errors };
+}
+
+// ---- output ----------------------------------------------------------------
+
+function fmt(x: number | null, digits = 2): string {
+  if (x === null || Number.isNaN(x)) return '-';
+  return x.toFixed(digits);
+}
+
+function table(rows: Row[], o: Options, notes: string[]): string {
+  const head = ['test', 'size', 'pairs', 'mode', 'win s', 'Mpps', 'Mpps/pair', 'CPUs', 'Mpkt/CPU-s', 'eff vs 1p', 'others %', 'note'];
+  const body = rows.map((r) => [
+    r.test, String(r.size), r.test === 'copy' ? '-' : String(r.pairs), r.mode, fmt(r.seconds, 1),
+    fmt(r.mpps, 3), r.test === 'copy' ? '-' : fmt(r.mppsPerPair, 3), fmt(r.cpuCores, 2), fmt(r.mppsPerCpuS, 3),
+    fmt(r.cpuEfficiency, 2), fmt(r.otherCpu * 100, 1),
+    [r.oversubscribed ? 'oversub' : '', r.idleBefore ? '' : 'not-idle', r.otherCpu > 0.1 ? 'NOISY' : '',
+      r.outOfOrder > 0 ? `ooo=${r.outOfOrder}` : '', r.errors.length > 0 ? 'ERR' : ''].filter((x) => x !== '').join(','),
+  ]);
+  const all = [head, ...body];
+  const w = head.map((_, i) => Math.max(...all.map((row) => row[i].length)));
+  const line = (row: string[]) => row.map((c, i) => (i < 2 || i === 3 || i === head.length - 1 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
+  const out = [
+    `virtio-mq ring bench: node ${process.version}, ${CPUS} CPUs, queue size ${o.queueSize}, budget ${o.budget}, window ${o.seconds} s (warm-up ${o.warmup} s)`,
+    line(head),
+    w.map((n) => '-'.repeat(n)).join('  '),
+    ...body.map(line),
+    '',
+    ...notes.map((n) => `note: ${n}`),
+  ];
+  return out.join('\n');
+}
+
+// ---- main ------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const rows: Row[] = [];
+  const tStart = performance.now();
+  // Idle gating: up to 10 s before each configuration, at most ~60 s in all (so the bench stays bounded).
+  let idleBudget = o.idleWait ? (o.quick ? 5 : 60) : 0;
+  const gate = async () => {
+    if (idleBudget <= 0) return false;
+    const r = await waitIdle(Math.min(10, idleBudget));
+    idleBudget -= r.waited;
+    return r.idle;
+  };
+  const progress = (s: string) => { if (!o.json) process.stderr.write(s); };
+  const notes: string[] = [];
+  const oversubShort = Math.min(o.seconds, 0.5);
+
+  for (const size of o.sizes) {
+    if (o.tests.includes('copy')) {
+      progress(`copy ${size} B ... `);
+      const idle = await gate();
+      const r = copyBaseline(size, o.seconds, o.warmup, o.queueSize);
+      const b = between(r.m0, r.m1);
+      rows.push({
+        test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets,
+        mpps: r.packets / b.wall / 1e6, mppsPerPair: r.packets / b.wall / 1e6, cpuCores: b.cpu / b.wall,
+        mppsPerCpuS: r.packets / b.cpu / 1e6, cpuEfficiency: null, otherCpu: b.other, idleBefore: idle,
+        oversubscribed: false, outOfOrder: 0, errors: [],
+      });
+      progress(`${fmt(rows[rows.length - 1].mpps, 3)} Mpps\n`);
+    }
+    for (const test of ['one-way', 'loopback'] as const) {
+      if (!o.tests.includes(test)) continue;
+      for (const mode of o.modes) {
+        for (const pairs of o.pairs) {
+          const oversub = mode === 'busy' && 2 * pairs > CPUS;
+          const seconds = oversub ? oversubShort : o.seconds;
+          const warmup = oversub ? Math.min(o.warmup, 0.3) : o.warmup;
+          progress(`${test} ${size} B ${pairs} pair(s) ${mode} ... `);
+          const idle = await gate();
+          const r = await runNet(test, size, pairs, mode, seconds, warmup, o);
+          const b = between(r.m0, r.m1);
+          const mpps = r.packets / b.wall / 1e6;
+          const row: Row = {
+            test, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
+            cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
+            otherCpu: b.other, idleBefore: idle, oversubscribed: oversub, outOfOrder: r.outOfOrder, errors: r.errors,
+          };
+          if (pairs > 1) {
+            const one = rows.find((x) => x.test === test && x.size === size && x.mode === mode && x.pairs === 1);
+            if (one && one.mppsPerCpuS > 0) row.cpuEfficiency = row.mppsPerCpuS / one.mppsPerCpuS;
+          }
+          rows.push(row);
+          progress(`${fmt(mpps, 3)} Mpps${r.errors.length ? ` (${r.errors.join('; ')})` : ''}\n`);
+        }
+      }
+    }
+  }
+
+  const total = (performance.now() - tStart) / 1000;
+  notes.push(`Mpps one-way = device txPackets (sink backend copies every byte out) per second of window; loopback = driver rxPackets (full TX -> device -> RX round trips); copy = one thread doing only the two copies per packet (upper limit).`);
+  notes.push(`each pair runs 2 worker threads (driver + device); busy mode with more threads than the ${CPUS} CPUs ('oversub') spins against descheduled peers and collapses: measured anyway, with a ${oversubShort} s window.`);
+  notes.push(`CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; 'eff vs 1p' = Mpkt/CPU-s relative to 1 pair of the same test, size and mode (target >= 0.95 for 2 pairs).`);
+  notes.push(`others % = share of all ${CPUS} CPUs other processes used during the window (/proc/stat busy minus this process); rows marked NOISY (> 10 %) or not-idle (idle gate gave up) are unreliable.`);
+  notes.push(`total bench time ${total.toFixed(1)} s.`);
+  for (const r of rows) for (const e of r.errors) notes.push(`error in ${r.test} ${r.size} B ${r.pairs}p ${r.mode}: ${e}`);
+
+  if (o.json) {
+    console.log(JSON.stringify({
+      node: process.version, cpus: CPUS, queueSize: o.queueSize, budget: o.budget, seconds: o.seconds, warmup: o.warmup,
+      totalSeconds: total, rows, notes,
+    }, null, 2));
+  } else {
+    console.log(table(rows, o, notes));
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  process.exitCode = 1;
+});
