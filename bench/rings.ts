@@ -34,7 +34,7 @@ import { availableParallelism } from 'node:os';
 import { LocalNet } from '../src/transport/local/local-net.js';
 import { DevStat, DrvStat } from '../src/net/stats.js';
 import { benchTraffic, BENCH_SEQ_OFF } from '../src/traffic/bench-source.js';
-import { writeGenFrame } from '../src/traffic/generator-source.js';
+import { TrafficGenerator } from '../src/netdev/generator.js';
 import { copyBytes, type Bytes } from '../src/virtio/copy.js';
 
 type Test = 'copy' | 'one-way' | 'loopback';
@@ -212,7 +212,7 @@ async function waitIdle(maxS: number, threshold = 0.1): Promise<{ idle: boolean;
 function copyBaseline(size: number, seconds: number, warmup: number, queueSize: number): { packets: number; m0: Mark; m1: Mark } {
   const fb = new ArrayBuffer((size + 3) & ~3);
   const frame: Bytes = { u8: new Uint8Array(fb), i32: new Int32Array(fb) };
-  writeGenFrame(frame.u8, 0, size, 0, 0);
+  new TrafficGenerator({ flows: 1, frameSize: size }).writeFrame(0, 0, frame.u8, 0);
   const slot = 2048;
   const gb = new SharedArrayBuffer(queueSize * slot);
   const guest: Bytes = { u8: new Uint8Array(gb), i32: new Int32Array(gb) };

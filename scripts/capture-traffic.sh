@@ -53,7 +53,9 @@ NS_S=vmqcap-s-$$          # server side (iperf3 -s)
 NS_C=vmqcap-c-$$          # client side (tcpdump, iperf3 -c, ping)
 VETH_S=vmqs$$             # <= 15 chars for any pid (pid_max <= 4194304)
 VETH_C=vmqc$$
+# shellcheck disable=SC2034  # IP_C / IP6_C are read indirectly below
 IP_S=198.18.0.1 IP_C=198.18.0.2
+# shellcheck disable=SC2034
 IP6_S=fd00:5e:18::1 IP6_C=fd00:5e:18::2
 WORK=$(mktemp -d /tmp/vmqcap.XXXXXX)
 TCPDUMP_PID=
@@ -122,11 +124,15 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
-# iperf3 -c with a few retries (the server serves one test at a time)
+# iperf3 -c with a few retries (the server serves one test at a time). Run as a
+# background job + wait so that INT/TERM interrupt us at once (bash runs traps
+# only after a foreground command ends).
 client() {
-  local try
-  for try in 1 2 3 4 5; do
-    if in_c iperf3 -c "$IP_S" "$@" >>"$WORK/iperf3-client.log" 2>&1; then return 0; fi
+  local _i pid
+  for _i in 1 2 3 4 5; do
+    ip netns exec "$NS_C" iperf3 -c "$IP_S" "$@" >>"$WORK/iperf3-client.log" 2>&1 &
+    pid=$!
+    if wait "$pid"; then return 0; fi
     sleep 0.3
   done
   cat "$WORK/iperf3-client.log" >&2
@@ -135,8 +141,8 @@ client() {
 
 client -P 8 -t "$SECS" -b 5M   # 8 TCP streams, 40 Mbit/s in all
 client -u -b 50M -l 1400 -t 1        # UDP, ~6 MB
-in_c ping -n -q -c 5 -i 0.2 "$IP_S" >/dev/null
-in_c ping -6 -n -q -c 3 -i 0.2 "$IP6_S" >/dev/null
+in_c ping -n -q -c 5 -i 0.2 "$IP_S" >/dev/null || die "ping $IP_S failed"
+in_c ping -6 -n -q -c 3 -i 0.2 "$IP6_S" >/dev/null || die "ping $IP6_S failed"
 
 sleep 0.2                            # let the last replies reach tcpdump
 kill -INT "$TCPDUMP_PID" 2>/dev/null || true

@@ -25,6 +25,10 @@ export interface LoopbackOptions {
   resize?: number;
   mode: 'busy' | 'notify';
   queueSize: number;
+  /** Generated flows: UDP, TCP, or alternating (default udp). */
+  proto?: 'udp' | 'tcp' | 'mixed';
+  /** Generated flows: IPv4, IPv6, or mixed (default 4). */
+  ipVersion?: 4 | 6 | 'mixed';
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
   json: boolean;
@@ -65,7 +69,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     spec = preparePcapTraffic(frames, (f) => selector.select(f, 0, f.length, pairs));
     tcpFlowsPerPair = countTcpFlows(frames, spec, pairs);
   } else {
-    spec = prepareGeneratorTraffic(o.flows, o.size);
+    spec = prepareGeneratorTraffic({ flows: o.flows, frameSize: o.size, proto: o.proto ?? 'udp', ipVersion: o.ipVersion ?? 4 });
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
   const net = new LocalNet({

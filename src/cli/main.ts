@@ -17,8 +17,10 @@ program
   .description('run driver and device in worker threads over a SharedArrayBuffer; every TX frame comes back on RX and is checked')
   .option('-q, --queues <n>', 'queue pairs', int('--queues', 1, 64), 4)
   .option('-f, --flows <n>', 'generated flows', int('--flows', 1, 65536), 16)
-  .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS)', int('--size', 60, 1514), 256)
+  .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS)', int('--size', 60, 1514), 256) // 1514: RX buffers are 2 KiB
   .option('-d, --duration <seconds>', 'how long to send', Number, 3)
+  .option('--proto <proto>', 'generated flows: udp, tcp or mixed', 'udp')
+  .option('--ip <version>', 'generated flows: 4, 6 or mixed', '4')
   .option('--pcap <file>', 'replay this capture (pcap or pcapng) instead of generated flows')
   .option('--rss', 'program RSS (Toeplitz, default key, 128-entry table) through the controlq', false)
   .option('--resize <pairs>', 'halfway through, change the active pair count with VQ_PAIRS_SET', (v) => int('--resize', 1, 64)(v))
@@ -28,6 +30,9 @@ program
   .option('--json', 'print the summary as JSON', false)
   .action(async (opts) => {
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');
+    if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new InvalidArgumentError('--proto must be udp, tcp or mixed');
+    if (!['4', '6', 'mixed'].includes(opts.ip)) throw new InvalidArgumentError('--ip must be 4, 6 or mixed');
+    opts.ipVersion = opts.ip === 'mixed' ? 'mixed' : Number(opts.ip);
     const ok = await runLoopback(opts);
     process.exitCode = ok ? 0 : 1;
   });

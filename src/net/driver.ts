@@ -72,6 +72,7 @@ export class NetDriver {
   private ctrlq: SplitDriverQueue | null = null;
   private ctrlBuf = 0;
   private ctrlIndex = -1;
+  private ctrlLock: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly t: VirtioTransport,
@@ -179,14 +180,20 @@ export class NetDriver {
    * Returns the ack (VIRTIO_NET_OK or VIRTIO_NET_ERR).
    * @throws Error when there is no controlq or the device does not answer in `timeoutMs`.
    */
-  async command(cmd: Uint8Array, timeoutMs = 5000): Promise<number> {
+  command(cmd: Uint8Array, timeoutMs = 5000): Promise<number> {
+    // Serialise: one command buffer, one chain in flight (Linux holds the ctrl lock likewise).
+    const run = this.ctrlLock.then(() => this.commandNow(cmd, timeoutMs));
+    this.ctrlLock = run.catch(() => undefined);
+    return run;
+  }
+
+  private async commandNow(cmd: Uint8Array, timeoutMs: number): Promise<number> {
     const q = this.ctrlq;
     if (!q) throw new Error('no controlq (VIRTIO_NET_F_CTRL_VQ not negotiated)');
     if (cmd.length > 4000) throw new RangeError('controlq command too long');
     const ackAddr = this.ctrlBuf + 4064;
     this.mem.write(this.ctrlBuf, cmd);
     this.mem.write(ackAddr, Uint8Array.of(0xff));
-    // One command at a time (callers await): the controlq never has more than one chain in flight.
     if (q.add([{ addr: this.ctrlBuf, len: cmd.length, writable: false }, { addr: ackAddr, len: 1, writable: true }], 0) < 0)
       throw new Error('controlq full: a previous command is still outstanding');
     q.publish();

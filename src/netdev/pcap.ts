@@ -33,6 +33,7 @@ export type PcapErrorCode =
   | 'unsupported-version'  // pcapng major version != 1, pcap major != 2
   | 'unsupported-linktype' // not LINKTYPE_ETHERNET
   | 'bad-block'            // malformed pcapng block (length, interface id, ...)
+  | 'bad-record'           // classic pcap record longer than any snaplen allows
   | 'too-large';           // packed output would not fit 32-bit offsets
 
 /** Malformed or unsupported capture; `offset` is the byte offset in the file. */
@@ -263,6 +264,10 @@ function parseClassic(buf: Uint8Array, dv: DataView, opts: ReadOptions): PcapCap
   // F bit (bit 28): bits 26-27 give the FCS length in 16-bit words.
   const fcsBytes = network & 0x10000000 ? ((network >>> 26) & 3) * 2 : 0;
   const fracMul = nanos ? 1n : 1000n;
+  // Classic pcap cannot resynchronise, so a corrupt length would swallow the
+  // rest of the file as one frame: like libpcap, refuse records longer than
+  // both the file's snaplen and 256 KiB (tcpdump's maximum snaplen).
+  const maxRecord = Math.max(dv.getUint32(16, le), 262144);
   const c = new Collector();
   let pos = 24;
   let truncatedAt = -1;
@@ -276,6 +281,9 @@ function parseClassic(buf: Uint8Array, dv: DataView, opts: ReadOptions): PcapCap
     const frac = dv.getUint32(pos + 4, le);
     const incl = dv.getUint32(pos + 8, le);
     const orig = dv.getUint32(pos + 12, le);
+    if (incl > maxRecord) {
+      throw new PcapFormatError('bad-record', pos + 8, `pcap record length ${incl} exceeds the maximum ${maxRecord}`);
+    }
     if (incl > rest - 16) {
       if (opts.onTruncated === 'stop') { truncatedAt = pos; break; }
       throw new PcapFormatError('truncated', pos, `pcap record of ${incl} bytes, only ${rest - 16} left`);

@@ -9,7 +9,7 @@
 import { copyBytes, type Bytes } from '../virtio/copy.js';
 import type { NetDriverPair } from '../net/driver-pair.js';
 import type { SourceCounters, TrafficSource } from './source.js';
-import { writeGenFrame } from './generator-source.js';
+import { TrafficGenerator } from '../netdev/generator.js';
 
 /** Byte offset of the little-endian u32 sequence number in a bench frame (the generator's seq field). */
 export const BENCH_SEQ_OFF = 50;
@@ -42,7 +42,7 @@ export class BenchSource implements TrafficSource {
     this.checkOrder = spec.checkOrder !== false;
     const buf = new ArrayBuffer((spec.size + 3) & ~3);
     const u8 = new Uint8Array(buf);
-    writeGenFrame(u8, 0, spec.size, pair, 0);
+    new TrafficGenerator({ flows: pair + 1, frameSize: spec.size }).writeFrame(pair, 0, u8, 0);
     this.frame = { u8, i32: new Int32Array(buf) };
   }
 
