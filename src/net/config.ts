@@ -46,17 +46,13 @@ export const VIRTIO_NET_DUPLEX_UNKNOWN = 0xff;
 export const VIRTIO_NET_SPEED_UNKNOWN = 0xffff_ffff;
 
 // supported_hash_types / hash_types bits (spec "Supported/enabled hash types").
-export const VIRTIO_NET_HASH_TYPE_IPv4 = 1 << 0;
-export const VIRTIO_NET_HASH_TYPE_TCPv4 = 1 << 1;
-export const VIRTIO_NET_HASH_TYPE_UDPv4 = 1 << 2;
-export const VIRTIO_NET_HASH_TYPE_IPv6 = 1 << 3;
-export const VIRTIO_NET_HASH_TYPE_TCPv6 = 1 << 4;
-export const VIRTIO_NET_HASH_TYPE_UDPv6 = 1 << 5;
-export const VIRTIO_NET_HASH_TYPE_IP_EX = 1 << 6;
-export const VIRTIO_NET_HASH_TYPE_TCP_EX = 1 << 7;
-export const VIRTIO_NET_HASH_TYPE_UDP_EX = 1 << 8;
+export {
+  VIRTIO_NET_HASH_TYPE_IPv4, VIRTIO_NET_HASH_TYPE_TCPv4, VIRTIO_NET_HASH_TYPE_UDPv4, VIRTIO_NET_HASH_TYPE_IPv6,
+  VIRTIO_NET_HASH_TYPE_TCPv6, VIRTIO_NET_HASH_TYPE_UDPv6, VIRTIO_NET_HASH_TYPE_IP_EX, VIRTIO_NET_HASH_TYPE_TCP_EX,
+  VIRTIO_NET_HASH_TYPE_UDP_EX, VIRTIO_NET_HASH_TYPE_ALL,
+} from './rss.js';
+import { VIRTIO_NET_HASH_TYPE_ALL } from './rss.js';
 /** All nine hash types. */
-export const VIRTIO_NET_HASH_TYPE_ALL = 0x1ff;
 
 // supported_tunnel_types bits (spec "Encapsulation types supported/enabled for inner header hash").
 export const VIRTIO_NET_HASH_TUNNEL_TYPE_GRE_2784 = 1 << 0;

@@ -140,7 +140,6 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     const afs = DeviceSteering.newAfsBuffer();
     const dev = this.device;
     for (let p = 0; p < drv.pairs; p++) {
-      const s = drv.pairSetup(p);
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
       const data: DeviceWorkerData = {

@@ -8,11 +8,12 @@
  * with Atomics.load (acquire) and `used->idx` written with Atomics.store
  * (release), the barriers §2.7.13 asks for.
  */
-import { DescriptorError, QueueConfigError } from '../errors.js';
+import { DescriptorError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import { DescChain } from './chain.js';
+import { SplitRingViews } from './views.js';
 import {
-  availRingBytes, checkLayout, descTableBytes, needEvent, usedRingBytes,
+  checkLayout, needEvent,
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY, type SplitQueueLayout,
 } from './layout.js';
@@ -65,21 +66,15 @@ export class SplitDeviceQueue {
     this.index = opts.index ?? -1;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
-    let r = mem.translate(layout.descAddr, descTableBytes(this.size));
-    const dOff = mem.off;
-    this.desc = mem.bytes[r].i32;
-    this.descW = dOff / 4;
-    r = mem.translate(layout.availAddr, availRingBytes(this.size));
-    const buf = (x: number) => mem.bytes[x].u8.buffer;
-    this.avail = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
-    this.availH = mem.off / 2;
-    r = mem.translate(layout.usedAddr, usedRingBytes(this.size));
-    this.used16 = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
-    this.usedH = mem.off / 2;
-    this.used32 = new Uint32Array(buf(r), 0, buf(r).byteLength >>> 2);
-    this.usedElemW = mem.off / 4 + 1;
-    if (!Number.isInteger(this.descW) || !Number.isInteger(this.availH) || !Number.isInteger(this.usedElemW))
-      throw new QueueConfigError('ring not aligned in its region');
+    const v = new SplitRingViews(mem, layout, false);
+    this.desc = v.desc;
+    this.descW = v.descW;
+    this.avail = v.avail;
+    this.availH = v.availH;
+    this.used16 = v.used16;
+    this.usedH = v.usedH;
+    this.used32 = v.used32;
+    this.usedElemW = v.usedElemW;
   }
 
   /** Restore ring positions (vhost-user SET_VRING_BASE; spec §2.7 "next index"). */

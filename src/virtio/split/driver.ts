@@ -9,13 +9,14 @@
  * descriptor table or returns a bogus id can corrupt nothing but that one
  * completion: the id is checked and rejected with a DescriptorError.
  */
-import { DescriptorError, QueueConfigError } from '../errors.js';
+import { DescriptorError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import {
-  availRingBytes, checkLayout, descTableBytes, needEvent, usedRingBytes,
+  checkLayout, needEvent,
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY, type SplitQueueLayout,
 } from './layout.js';
+import { SplitRingViews } from './views.js';
 import type { SplitQueueOptions } from './device.js';
 
 const TWO32 = 4294967296;
@@ -79,23 +80,15 @@ export class SplitDriverQueue {
     this.chainLen = new Uint16Array(this.size);
     this.writableLen = new Float64Array(this.size);
     this.tokens = new Int32Array(this.size);
-    const buf = (x: number) => mem.bytes[x].u8.buffer;
-    let r = mem.translate(layout.descAddr, descTableBytes(this.size));
-    this.desc = mem.bytes[r].i32;
-    this.descW = mem.off / 4;
-    mem.bytes[r].u8.fill(0, mem.off, mem.off + descTableBytes(this.size));
-    r = mem.translate(layout.availAddr, availRingBytes(this.size));
-    this.avail = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
-    this.availH = mem.off / 2;
-    mem.bytes[r].u8.fill(0, mem.off, mem.off + availRingBytes(this.size));
-    r = mem.translate(layout.usedAddr, usedRingBytes(this.size));
-    this.used16 = new Uint16Array(buf(r), 0, buf(r).byteLength >>> 1);
-    this.usedH = mem.off / 2;
-    this.used32 = new Uint32Array(buf(r), 0, buf(r).byteLength >>> 2);
-    this.usedElemW = mem.off / 4 + 1;
-    mem.bytes[r].u8.fill(0, mem.off, mem.off + usedRingBytes(this.size)); // §2.7.8: driver initialises used flags to 0
-    if (!Number.isInteger(this.descW) || !Number.isInteger(this.availH) || !Number.isInteger(this.usedElemW))
-      throw new QueueConfigError('ring not aligned in its region');
+    const v = new SplitRingViews(mem, layout, true);
+    this.desc = v.desc;
+    this.descW = v.descW;
+    this.avail = v.avail;
+    this.availH = v.availH;
+    this.used16 = v.used16;
+    this.usedH = v.usedH;
+    this.used32 = v.used32;
+    this.usedElemW = v.usedElemW;
   }
 
   /** The head {@link addOne} will use next, or -1 when none is free (lets a caller tie buffers to heads). */
