@@ -37,8 +37,8 @@ export interface RxSteering {
 
 /** Signals the workers of both ends. */
 export interface PairNotifier {
-  /** Used-buffer notification to the driver of `pair`. */
-  notifyDriver(pair: number): void;
+  /** Used-buffer notification for virtqueue `queue` (receiveqN = 2(N-1), transmitqN = 2(N-1)+1). */
+  notifyQueue(queue: number): void;
   /** Wake the device worker of `pair` (a frame arrived in its inbox). */
   wakeDevice(pair: number): void;
 }
@@ -391,28 +391,27 @@ export class NetDevicePair implements RxPort {
 
   // ---- notifications and faults -------------------------------------------
 
+  /**
+   * Publish both used rings and send a used-buffer notification for each
+   * queue whose driver asked for one (EVENT_IDX or flags, §2.7.10): one
+   * notification per virtqueue, as vhost-user's per-queue call fds need.
+   */
   private publish(): void {
     const st = this.stats, b = this.statBase;
-    let notify = false;
-    let published = false;
     const txq = this.txq, rxq = this.rxq;
     if (!this.txFailed && txq.usedIdx !== this.txPublished) {
-      published = true;
       this.txPublished = txq.usedIdx;
-      notify = txq.publish();
+      if (txq.publish()) {
+        st[b + DevStat.notifySent]++;
+        this.notifier.notifyQueue(2 * this.pair + 1);
+      } else st[b + DevStat.notifySuppressed]++;
     }
     if (!this.rxFailed && rxq.usedIdx !== this.rxPublished) {
-      published = true;
       this.rxPublished = rxq.usedIdx;
-      if (rxq.publish()) notify = true;
-    }
-    if (!published) return;
-    // One wake-up serves both queues of the pair (one driver worker owns both).
-    if (notify) {
-      st[b + DevStat.notifySent]++;
-      this.notifier.notifyDriver(this.pair);
-    } else {
-      st[b + DevStat.notifySuppressed]++;
+      if (rxq.publish()) {
+        st[b + DevStat.notifySent]++;
+        this.notifier.notifyQueue(2 * this.pair);
+      } else st[b + DevStat.notifySuppressed]++;
     }
   }
 

@@ -5,18 +5,28 @@
 import type { PairBackend } from '../../net/backend.js';
 import { LoopbackBackend } from '../../netdev/loopback.js';
 import { SinkBackend } from '../../netdev/sink.js';
+import { GeneratorBackend, type GeneratorBackendSpec } from '../../netdev/generator-backend.js';
+import { PcapBackend, type PcapBackendSpec } from '../../netdev/pcap-backend.js';
 
 export type BackendSpec =
   /** Every TX frame comes back on RX, steered by the device. */
   | { kind: 'loopback' }
   /** Every TX frame is copied out and counted (one-way benchmark). */
-  | { kind: 'sink' };
+  | { kind: 'sink' }
+  /** Generated frames from outside (RSS / flow steering pick the receiveq); TX counted, checked, discarded. */
+  | GeneratorBackendSpec
+  /** Replay a capture into RX (lossless, per-flow order kept) and/or record TX into per-pair pcap files. */
+  | PcapBackendSpec;
 
-export function makeBackend(spec: BackendSpec, pair: number, _maxPairs: number): PairBackend {
+export function makeBackend(spec: BackendSpec, pair: number, maxPairs: number): PairBackend {
   switch (spec.kind) {
     case 'loopback':
       return new LoopbackBackend(pair);
     case 'sink':
       return new SinkBackend();
+    case 'generator':
+      return new GeneratorBackend(spec, pair, maxPairs);
+    case 'pcap':
+      return new PcapBackend(spec, pair, maxPairs);
   }
 }

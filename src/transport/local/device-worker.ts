@@ -62,7 +62,7 @@ steering.setRss(d.rss);
 steering.setFilter(d.filter ? makeRxFilter(d.filter) : null);
 const backend: PairBackend = makeBackend(d.backend, d.pair, d.maxPairs);
 const notifier: PairNotifier = {
-  notifyDriver: (p) => ctl.ring(ctl.drvBell(p)),
+  notifyQueue: (q) => ctl.ring(ctl.drvBell(q >> 1)), // one driver worker owns both queues of a pair
   wakeDevice: (p) => ctl.ring(ctl.devBell(p)),
 };
 const inboxes = d.inboxes.map((b) => new FrameRing(b));
