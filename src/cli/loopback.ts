@@ -122,6 +122,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   if (rx < tx) problems.push(`${tx - rx} frames lost`);
   if (drv.total(DrvStat.rxBad) > 0) problems.push(`${drv.total(DrvStat.rxBad)} frames altered or unknown`);
   if (drv.total(DrvStat.rxOutOfOrder) > 0) problems.push(`${drv.total(DrvStat.rxOutOfOrder)} frames out of order`);
+  if (drv.total(DrvStat.rxGaps) > 0) problems.push(`${drv.total(DrvStat.rxGaps)} frames missing from their flow's sequence`);
   if (dev.total(DevStat.rxDrops) > 0) problems.push(`${dev.total(DevStat.rxDrops)} frames dropped by the device`);
   for (const e of net.errors) problems.push(`queue error (${e.side} ${e.queue}): ${e.code}: ${e.message}`);
   if (o.pcap) {

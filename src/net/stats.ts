@@ -9,7 +9,7 @@
 export const DevStat = {
   rxPackets: 0, // frames placed in receiveqN
   rxBytes: 1, // frame bytes placed (without virtio_net_hdr)
-  rxDrops: 2, // frames dropped: no RX buffer and the backlog full, or filtered
+  rxDrops: 2, // frames dropped: no RX buffer and the backlog full (filtered frames count in rxFiltered)
   rxFiltered: 3, // frames the RX filter (promisc/MAC/VLAN tables) refused
   txPackets: 4, // chains consumed from transmitqN
   txBytes: 5, // frame bytes consumed (without virtio_net_hdr)
@@ -33,10 +33,11 @@ export const DrvStat = {
   interrupts: 6, // used-buffer notifications (wake-ups) received
   txRingFull: 7, // times TX found no free descriptor
   rxBad: 8, // frames that failed verification (altered, unknown)
-  rxOutOfOrder: 9, // frames whose per-flow sequence number was not the next one
+  rxOutOfOrder: 9, // frames whose per-flow sequence number was below the next expected (reordered or duplicated)
   errors: 10, // ring errors seen by the driver
+  rxGaps: 11, // frames missing: a flow's sequence number jumped ahead (lost or filtered before it)
 } as const;
-export const DRV_STAT_COUNT = 11;
+export const DRV_STAT_COUNT = 12;
 
 /** A block of `pairs × width` counters over one SharedArrayBuffer. */
 export class StatsBlock {

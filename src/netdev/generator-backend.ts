@@ -187,13 +187,18 @@ export class GeneratorBackend implements PairBackend {
     return true;
   }
 
-  /** Offer up to `budget` frames; returns frames taken or dropped (a refused frame held for retry does not count). */
+  /**
+   * Offer up to `budget` frames. Returns the frames the receive path took:
+   * dropped frames are not work done, so a device worker whose receive path
+   * is stuck (e.g. the driver stopped) sees an idle round and can notice
+   * that it is told to stop.
+   */
   poll(rx: RxPort, budget: number): number {
     if (!this.isOpen()) return 0;
     const st = this.stats, b = this.base;
     const buf = this.buf;
-    let moved = 0;
-    while (moved < budget) {
+    let taken = 0;
+    for (let n = 0; n < budget; n++) {
       if (!this.pending) {
         if (this.finished) break;
         this.pendingLen = this.gen.writeFrame(this.flows[this.cursor], this.round, buf.u8, 0);
@@ -202,6 +207,7 @@ export class GeneratorBackend implements PairBackend {
       }
       if (rx.receive(buf, 0, this.pendingLen, -1)) {
         st[b + GenStat.accepted]++;
+        taken++;
       } else if (this.retry) {
         st[b + GenStat.retries]++;
         break; // the same frame next round
@@ -210,10 +216,9 @@ export class GeneratorBackend implements PairBackend {
         st[b + GenStat.dropped]++;
       }
       this.pending = false;
-      moved++;
       this.advance();
     }
-    return moved;
+    return taken;
   }
 
   private advance(): void {

@@ -17,8 +17,13 @@ export class SinkBackend implements PairBackend {
     this.buf = { u8: new Uint8Array(b), i32: new Int32Array(b) };
   }
   transmit(src: Bytes, off: number, len: number): boolean {
-    copyBytes(this.buf, 0, src, off, len);
-    this.checksum ^= this.buf.i32[0];
+    // Copy to the same offset modulo 8 as the source: copyBytes' word loop
+    // needs both sides 4-aligned, and V8's copy between a SharedArrayBuffer
+    // and another buffer (TypedArray set) falls back to byte by byte when the
+    // two are not 8-aligned alike (1500 bytes: ~1 us instead of ~0.15 us).
+    const d = off & 7;
+    copyBytes(this.buf, d, src, off, len);
+    this.checksum ^= this.buf.i32[d >>> 2];
     return true;
   }
   poll(): number {

@@ -94,7 +94,11 @@ export class GeneratorSource implements TrafficSource {
     }
     const seq = this.gen.seq | 0;
     const want = this.rxSeq[flow];
-    if (seq !== want) this.counters.outOfOrder();
-    if (seq >= want) this.rxSeq[flow] = seq + 1;
+    if (seq < want) {
+      this.counters.outOfOrder();
+      return;
+    }
+    if (seq > want) this.counters.gap(seq - want);
+    this.rxSeq[flow] = seq + 1;
   }
 }

@@ -144,12 +144,12 @@ export class PcapSource implements TrafficSource {
     const pos = this.rxPos[flow];
     for (let k = start + pos; k < end; k++) {
       if (this.equal(this.flowList[k], src, off, len)) {
-        if (k !== start + pos) this.counters.outOfOrder();
+        if (k !== start + pos) this.counters.gap(k - start - pos);
         this.rxPos[flow] = k - start + 1;
         return;
       }
     }
-    this.counters.bad(); // altered, duplicated, or arrived after a later frame of its flow
+    this.counters.outOfOrder(); // altered, duplicated, or arrived after a later frame of its flow
   }
 
   private equal(i: number, src: Bytes, off: number, len: number): boolean {

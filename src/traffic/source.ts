@@ -20,4 +20,6 @@ export interface TrafficSource {
 export interface SourceCounters {
   bad(): void;
   outOfOrder(): void;
+  /** `n` frames of a flow never arrived before a later one did. */
+  gap(n: number): void;
 }

@@ -86,6 +86,7 @@ function control(): void {
     if (msg.type === 'rss') steering.setRss(msg.cfg);
     else if (msg.type === 'filter') steering.setFilter(msg.spec ? makeRxFilter(msg.spec) : null);
   }
+  Atomics.store(ctl.words, ctl.genAck(d.pair), gen); // the control plane may wait for this
 }
 control();
 
@@ -95,9 +96,9 @@ const busy = d.mode === 'busy';
 const budget = d.budget;
 for (;;) {
   if (Atomics.load(words, CTL_GEN) !== gen) control();
+  if (Atomics.load(words, CTL_STOP) !== 0) break; // checked every round: a backend may never go idle
   const work = dev.poll(budget);
   if (work > 0) continue;
-  if (Atomics.load(words, CTL_STOP) !== 0) break;
   if (busy) continue;
   const seen = Atomics.load(words, bell);
   dev.enableNotifications();

@@ -50,6 +50,7 @@ const drv = new NetDriverPair(mem, rxq, txq, stats, statBase, {
 const source = makeSource(d.source, d.pair, {
   bad: () => { stats[statBase + DrvStat.rxBad]++; },
   outOfOrder: () => { stats[statBase + DrvStat.rxOutOfOrder]++; },
+  gap: (n) => { stats[statBase + DrvStat.rxGaps] += n; },
 });
 const consume = (src: Parameters<typeof source.consume>[0], off: number, len: number) => source.consume(src, off, len);
 

@@ -69,6 +69,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   readonly errors: QueueErrorReport[] = [];
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
+  private deviceStarted = false;
   private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
@@ -152,6 +153,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       };
       this.spawn('device-worker.js', data, [port2]);
     }
+    this.deviceStarted = true;
   }
 
   private spawn(file: string, data: DeviceWorkerData | DriverWorkerData, transfer: MessagePort[] = []): Worker {
@@ -173,7 +175,10 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     return w;
   }
 
-  /** Tell the device workers about a controlq change. */
+  /**
+   * Tell the device workers about a controlq change. {@link settled} resolves
+   * once every device worker has applied it.
+   */
   private pushControl(s: ControlState): void {
     this.ctl.set(CTL_ACTIVE_PAIRS, s.activePairs);
     const rss = rssOf(s);
@@ -183,6 +188,19 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     }
     Atomics.add(this.ctl.words, CTL_GEN, 1);
     this.ctl.wakeAll();
+  }
+
+  /** Resolves when every device worker has applied the latest control change (RSS, filters, active pairs). */
+  async settled(timeoutMs = 5000): Promise<void> {
+    const gen = this.ctl.get(CTL_GEN);
+    const deadline = Date.now() + timeoutMs;
+    for (let p = 0; p < this.driver.pairs; p++) {
+      while (this.deviceStarted && this.ctl.get(this.ctl.genAck(p)) !== gen) {
+        if (Date.now() > deadline) throw new Error(`device worker ${p} did not apply control generation ${gen}`);
+        this.ctl.wakeAll();
+        await sleep(1);
+      }
+    }
   }
 
   /**
@@ -211,6 +229,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       await sleep(1);
     }
     await this.driver.setActivePairs(n);
+    await this.settled();
     beforeResume();
     ctl.set(CTL_PAUSE, epoch + 1);
     ctl.wakeAll();
@@ -219,6 +238,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   /** Program RSS through the controlq (the driver side of §5.1.6.5.7.1). */
   async setRss(cmd: RssConfigCommand): Promise<void> {
     await this.driver.setRss(cmd);
+    await this.settled();
   }
 
   stopTx(): void {

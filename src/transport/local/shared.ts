@@ -11,6 +11,7 @@
  * | BELL_DEV + p         | device doorbell of pair p: available-buffer notifications (kicks) |
  * | BELL_DRV + p         | driver doorbell of pair p: used-buffer notifications (interrupts) |
  * | ACK + p              | pause epoch pair p's driver acknowledged |
+ * | GEN_ACK + p          | control generation pair p's device worker has applied |
  *
  * A doorbell is rung with Atomics.add + Atomics.notify; a worker sleeps with
  * Atomics.wait on the value it read before re-checking its rings (§2.7.7's
@@ -26,7 +27,7 @@ const FIXED = 8;
 export class SharedControl {
   readonly words: Int32Array;
   constructor(readonly maxPairs: number, buffer?: SharedArrayBuffer) {
-    this.words = new Int32Array(buffer ?? new SharedArrayBuffer((FIXED + 3 * maxPairs) * 4));
+    this.words = new Int32Array(buffer ?? new SharedArrayBuffer((FIXED + 4 * maxPairs) * 4));
   }
   get buffer(): SharedArrayBuffer {
     return this.words.buffer as SharedArrayBuffer;
@@ -39,6 +40,9 @@ export class SharedControl {
   }
   ack(p: number): number {
     return FIXED + 2 * this.maxPairs + p;
+  }
+  genAck(p: number): number {
+    return FIXED + 3 * this.maxPairs + p;
   }
   ring(index: number): void {
     Atomics.add(this.words, index, 1);
