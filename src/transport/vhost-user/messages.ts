@@ -95,8 +95,66 @@ import {
 
 export * from './constants.js';
 export * from './errors.js';
-export * from './payloads.js';
 export * from './framer.js';
+// Payload layouts and their codecs (payloads.ts also holds internal helpers, not re-exported).
+export {
+  INFLIGHT_SIZE,
+  IOTLB_MSG_SIZE,
+  LOG_SIZE,
+  MEMORY_REGION_SIZE,
+  MEMORY_TABLE_HDR_SIZE,
+  SHARED_OBJECT_SIZE,
+  SINGLE_MEMORY_REGION_SIZE,
+  TRANSFER_STATE_SIZE,
+  U64_PAYLOAD_SIZE,
+  VRING_ADDR_SIZE,
+  VRING_AREA_SIZE,
+  VRING_STATE_SIZE,
+  checkNoGuestOverlap,
+  decodeConfigSpace,
+  decodeHeader,
+  decodeInflight,
+  decodeIotlbMsg,
+  decodeLog,
+  decodeMemoryTable,
+  decodeSharedObject,
+  decodeSingleMemoryRegion,
+  decodeTransferState,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringArea,
+  decodeVringFileU64,
+  decodeVringState,
+  encodeConfigSpace,
+  encodeHeader,
+  encodeInflight,
+  encodeIotlbMsg,
+  encodeLog,
+  encodeMemoryTable,
+  encodeSharedObject,
+  encodeSingleMemoryRegion,
+  encodeTransferState,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringArea,
+  encodeVringFileU64,
+  encodeVringState,
+} from './payloads.js';
+export type {
+  DecodeContext,
+  VhostIotlbMsg,
+  VhostUserConfigSpace,
+  VhostUserHeader,
+  VhostUserInflight,
+  VhostUserLog,
+  VhostUserMemoryRegion,
+  VhostUserMemoryRegionDesc,
+  VhostUserTransferState,
+  VhostUserVringArea,
+  VhostVringAddr,
+  VhostVringFile,
+  VhostVringState,
+} from './payloads.js';
 
 // ---------------------------------------------------------------------------
 // Common

@@ -1,1 +1,0 @@
-cmd_Release/obj.target/virtio_mq_host.node := g++ -o Release/obj.target/virtio_mq_host.node -shared -pthread -rdynamic -m64  -Wl,-soname=virtio_mq_host.node -Wl,--start-group Release/obj.target/virtio_mq_host/src/host/native/host.o -Wl,--end-group 

@@ -1,1 +1,0 @@
-cmd_Release/virtio_mq_host.node := ln -f "Release/obj.target/virtio_mq_host.node" "Release/virtio_mq_host.node" 2>/dev/null || (rm -rf "Release/virtio_mq_host.node" && cp -af "Release/obj.target/virtio_mq_host.node" "Release/virtio_mq_host.node")
