@@ -29,6 +29,19 @@ export interface PairBackend {
   transmit(src: Bytes, off: number, len: number, rx: RxPort): boolean;
   /** Offer up to `budget` frames from outside through `rx`; returns how many were offered. */
   poll(rx: RxPort, budget: number): number;
+  /**
+   * True: transmit() gets the driver's virtio_net_hdr followed by the frame
+   * ([off, off+hdrLen) is the header), as a TAP opened with IFF_VNET_HDR
+   * wants it; the bytes may be guest memory.
+   */
+  readonly wantsHeader?: boolean;
+  /**
+   * Finish every transmit() of this round. Called before the used ring is
+   * published: after that the driver may reuse the buffers transmit() saw.
+   */
+  flush?(): void;
+  /** File descriptors a worker waiting for work should also wake on (e.g. a TAP queue fd). */
+  readonly waitFds?: readonly number[];
   /** True when poll() can produce frames on its own (so AFS must learn TX flows). */
   readonly externalRx: boolean;
   /** True while poll() has more to offer right now (the worker must not sleep). */

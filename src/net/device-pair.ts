@@ -153,6 +153,8 @@ export class NetDevicePair implements RxPort {
     const chain = this.txChain;
     const st = this.stats, b = this.statBase;
     const hdrLen = this.hdrLen;
+    const backend = this.backend;
+    const withHdr = backend.wantsHeader === true;
     let done = 0;
     try {
       let n = txq.pending();
@@ -164,14 +166,14 @@ export class NetDevicePair implements RxPort {
           src = this.mem.bytes[chain.region[0]];
           off = chain.offset[0] + hdrLen;
           len = chain.len[0] - hdrLen;
-        } else if (chain.readable === 2 && chain.len[0] === hdrLen) {
+        } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
           src = this.mem.bytes[chain.region[1]];
           off = chain.offset[1];
           len = chain.len[1];
         } else {
           len = this.gatherTx(chain);
           src = this.gather;
-          off = 0;
+          off = hdrLen; // gatherTx keeps the header at [0, hdrLen)
           if (len < 0) {
             // Too short for a header, or too large: a bad packet, not a broken queue.
             st[b + DevStat.errors]++;
@@ -180,7 +182,7 @@ export class NetDevicePair implements RxPort {
           }
         }
         if (this.backend.externalRx) this.steering.learnTx(src, off, len, this.pair);
-        if (!this.backend.transmit(src, off, len, this)) {
+        if (!(withHdr ? backend.transmit(src, off - hdrLen, len + hdrLen, this) : backend.transmit(src, off, len, this))) {
           txq.unpop(1); // backpressure: offered again next round
           break;
         }
@@ -191,30 +193,25 @@ export class NetDevicePair implements RxPort {
     } catch (e) {
       this.fail(true, e);
     }
+    backend.flush?.();
     return done;
   }
 
-  /** Copy a multi-buffer TX chain's frame (after the header) into the gather buffer. Returns its length or -1. */
+  /**
+   * Copy a multi-buffer TX chain (header and frame) into the gather buffer:
+   * header at [0, hdrLen), frame after it. Returns the frame length, or -1
+   * when the chain is shorter than a header or larger than the buffer.
+   */
   private gatherTx(chain: DescChain): number {
-    const total = chain.readableBytes - this.hdrLen;
-    if (total < 0 || total > this.gather.u8.length) return -1;
-    let skip = this.hdrLen;
+    const total = chain.readableBytes;
+    if (total < this.hdrLen || total > this.gather.u8.length) return -1;
     let pos = 0;
     for (let i = 0; i < chain.readable; i++) {
-      let off = chain.offset[i];
-      let len = chain.len[i];
-      if (skip > 0) {
-        const s = skip < len ? skip : len;
-        off += s;
-        len -= s;
-        skip -= s;
-      }
-      if (len > 0) {
-        copyBytes(this.gather, pos, this.mem.bytes[chain.region[i]], off, len);
-        pos += len;
-      }
+      const len = chain.len[i];
+      if (len > 0) copyBytes(this.gather, pos, this.mem.bytes[chain.region[i]], chain.offset[i], len);
+      pos += len;
     }
-    return pos;
+    return pos - this.hdrLen;
   }
 
   // ---- RX ---------------------------------------------------------------
