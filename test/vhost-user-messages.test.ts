@@ -414,8 +414,10 @@ test('decodeReply refuses replies that do not match the request, lack REPLY, or 
   expectRefusal(() => decodeReply(40, hdr(40, st, 5), st, []), 'BAD_FIELD', []);
   const inf = split(encodeInflightFdReply({ mmapSize: 1, mmapOffset: 0, numQueues: 1, queueSize: 1 }, 3));
   expectRefusal(() => decodeReply(31, inf.header, inf.payload, []), 'BAD_FD_COUNT', []);
-  const bad = encodeU64(0x101n); // error 1 + NOFD clear would need an fd; with an fd it is an error carrying an fd
-  expectRefusal(() => decodeReply(42, hdr(42, bad, 5), bad, []), 'BAD_FD_COUNT', []);
+  const needsFd = encodeU64(0n); // success with NOFD clear: the back-end's transfer fd must be attached
+  expectRefusal(() => decodeReply(42, hdr(42, needsFd, 5), needsFd, []), 'BAD_FD_COUNT', []);
+  const errNoFd = encodeU64(0x101n); // error 1 + NOFD: fine without an fd
+  assert.deepEqual(decodeReply(42, hdr(42, errNoFd, 5), errNoFd, []), { type: 'SET_DEVICE_STATE_FD', error: 1, fd: null, request: 42, fds: [] });
   const errWithFd = encodeU64(0x01n);
   expectRefusal(() => decodeReply(42, hdr(42, errWithFd, 5), errWithFd, [8]), 'BAD_FIELD', [8]);
 });
@@ -479,8 +481,9 @@ test('wrong payload size: one byte more or less than the request takes is BAD_SI
 test('more fds than the request takes (or fewer) is BAD_FD_COUNT and every fd is handed back', () => {
   for (const init of SAMPLES) {
     const { header, payload, fds } = split(encodeRequest(init));
-    if (init.type === 'REM_MEM_REG' && fds.length === 0) {
-      // one stray fd is tolerated (spec) and surfaced so it gets closed; two are not
+    if (init.type === 'REM_MEM_REG') {
+      // no fd SHOULD be sent, one stray fd is tolerated (spec) and surfaced so it gets closed; two are not
+      assert.equal((decodeRequest(header, payload, []) as { strayFd: number | null }).strayFd, null);
       const msg = decodeRequest(header, payload, [900]);
       assert.ok(msg.type === 'REM_MEM_REG' && msg.strayFd === 900);
       expectRefusal(() => decodeRequest(header, payload, [900, 901]), 'BAD_FD_COUNT', [900, 901], header.request);
@@ -850,7 +853,7 @@ test('framer end(): a peer that disconnects mid-message is TRUNCATED and the unc
   framer.push(mt.bytes.subarray(0, 30), mt.fds);
   assert.deepEqual([...framer.frames()].length, 1);
   let e = expectRefusal(() => framer.end(), 'TRUNCATED', [100, 101], 5);
-  assert.match(e.message, /18 bytes/);
+  assert.match(e.message, /30 bytes of request 5 \(84 bytes announced\)/);
   // mid-header
   framer = new VhostUserFramer();
   framer.push(mt.bytes.subarray(0, 4), mt.fds);

@@ -25,11 +25,18 @@ export interface BenchTrafficSpec {
   size: number;
   /** Count out-of-order sequence numbers on RX (one compare per frame). Default true. */
   checkOrder?: boolean;
+  /**
+   * Loopback pacing: keep TX frames in flight plus received frames not yet
+   * taken within the receiveq size, so every frame the device loops back
+   * finds an RX buffer. Default false (send whenever the transmitq has room).
+   */
+  rxWindow?: boolean;
 }
 
-export function benchTraffic(size: number, checkOrder = true): BenchTrafficSpec {
+/** Spec for {@link BenchSource}: `size`-byte frames; `loopback` = check order on RX and pace TX to the receiveq. */
+export function benchTraffic(size: number, loopback = true): BenchTrafficSpec {
   if (!(Number.isInteger(size) && size >= 60 && size <= 1514)) throw new RangeError('bench frame size must be 60..1514');
-  return { kind: 'bench', size, checkOrder };
+  return { kind: 'bench', size, checkOrder: loopback, rxWindow: loopback };
 }
 
 export class BenchSource implements TrafficSource {
@@ -39,8 +46,10 @@ export class BenchSource implements TrafficSource {
   private readonly pair: number;
   private readonly size: number;
   private readonly checkOrder: boolean;
+  private readonly rxWindow: boolean;
   private txSeq = 0;
   private rxSeq = 0;
+  private sentTotal = 0;
   /** Frames consumed, and the XOR of their sequence numbers (keeps the read observable). */
   received = 0;
   seqXor = 0;
@@ -49,6 +58,7 @@ export class BenchSource implements TrafficSource {
     this.pair = pair;
     this.size = spec.size;
     this.checkOrder = spec.checkOrder !== false;
+    this.rxWindow = spec.rxWindow === true;
     this.frame = this.build(0);
   }
 
@@ -72,6 +82,16 @@ export class BenchSource implements TrafficSource {
     const size = this.size;
     let seq = this.txSeq;
     let sent = 0;
+    if (this.rxWindow) {
+      // Frames sent and not yet received are in the transmitq, the device's
+      // backlog or the used receiveq; keep them within the receiveq size so
+      // every looped-back frame finds an RX buffer. Without this a driver
+      // that sends faster than it takes RX makes the device park every frame
+      // in its backlog: an extra copy per frame, and the backlog never drains
+      // while TX keeps coming.
+      const room = drv.rxq.size - (this.sentTotal - this.received);
+      if (room < budget) budget = room;
+    }
     for (; sent < budget; sent++) {
       const o = drv.reserveTx();
       if (o < 0) break;
@@ -87,6 +107,7 @@ export class BenchSource implements TrafficSource {
       drv.commitTx(size);
     }
     this.txSeq = seq;
+    this.sentTotal += sent;
     return sent;
   }
 

@@ -325,7 +325,10 @@ export function backendRequestName(code: number): VhostUserBackendRequestName | 
  *
  * `SET_LOG_BASE` is here because this codec only accepts its shared-memory
  * form (LOG_SHMFD), which is answered. `SET_MEM_TABLE`/`ADD_MEM_REG` are not:
- * their reply exists only in postcopy mode.
+ * their reply exists only in postcopy mode. `IOTLB_MSG` is not either: the
+ * spec says the back-end acknowledges it with a u64, but QEMU always sets
+ * NEED_REPLY on it and DPDK answers only then, so it goes through the
+ * ordinary REPLY_ACK path.
  */
 export const VHOST_USER_REQUESTS_WITH_REPLY: ReadonlySet<number> = new Set<number>([
   VhostUserRequest.GET_FEATURES,

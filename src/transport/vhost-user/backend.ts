@@ -1,0 +1,147 @@
+/**
+ * `virtio-mq serve`: a vhost-user back-end (vhost-user.rst) for QEMU,
+ * cloud-hypervisor or DPDK's virtio-user. It listens on a unix socket
+ * (created 0600) or, with `client`, connects to one and reconnects with
+ * back-off; each front-end connection is a {@link Session}. One front-end at
+ * a time: a second connection waits until the first has gone.
+ */
+import { EventEmitter } from 'node:events';
+import { unlinkSync, existsSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock } from '../../host/index.js';
+import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
+import type { RssConfig } from '../../net/rss.js';
+import type { BackendSpec } from '../local/backends.js';
+import { Session } from './session.js';
+import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
+
+export interface VhostUserBackendOptions {
+  socket: string;
+  /** Connect to the socket instead of listening on it (front-end is the server). */
+  client?: boolean;
+  /** Queue pairs offered (GET_QUEUE_NUM). */
+  pairs: number;
+  /** Largest vring size accepted (SET_VRING_NUM). Default 32768. */
+  maxQueueSize?: number;
+  backend: BackendSpec;
+  mode?: 'busy' | 'notify';
+  budget?: number;
+  mac?: Uint8Array;
+  mtu?: number;
+  rss?: RssConfig | null;
+  log?: (line: string) => void;
+}
+
+export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
+  readonly stats: StatsBlock;
+  session: Session | null = null;
+  private listenFd = -1;
+  private acceptor: { worker: Worker; wakeFd: number } | null = null;
+  private readonly waiting: number[] = [];
+  private stopping = false;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly o: VhostUserBackendOptions) {
+    super();
+    if (!(o.pairs >= 1 && o.pairs <= 256)) throw new RangeError('pairs must be 1..256');
+    this.stats = new StatsBlock(o.pairs, DEV_STAT_COUNT);
+    this.log = o.log ?? ((l) => console.error(l));
+  }
+
+  /** Listen (or connect). Resolves once the socket exists (server) or the first connection is up (client). */
+  async start(): Promise<void> {
+    if (this.o.client) {
+      await this.connectLoop();
+      return;
+    }
+    if (existsSync(this.o.socket)) unlinkSync(this.o.socket); // a stale socket from an earlier run
+    this.listenFd = unixListen(this.o.socket, { mode: 0o600, nonblock: true });
+    this.log(`vhost-user: listening on ${this.o.socket} (${this.o.pairs} queue pairs)`);
+    const wakeFd = eventfdCreate(0, { nonblock: true });
+    const worker = this.socketWorker({ mode: 'accept', fd: this.listenFd, wakeFd });
+    worker.on('message', (e: SocketWorkerEvent) => {
+      if (e.type === 'accepted') {
+        this.waiting.push(e.fd);
+        this.nextSession();
+      } else if (e.type === 'error') this.log(`vhost-user: accept failed: ${e.message}`);
+    });
+    this.acceptor = { worker, wakeFd };
+  }
+
+  private socketWorker(data: SocketWorkerData): Worker {
+    const w = new Worker(new URL('./socket-worker.js', import.meta.url), { workerData: data });
+    w.unref();
+    return w;
+  }
+
+  private nextSession(): void {
+    if (this.session || this.stopping) return;
+    const fd = this.waiting.shift();
+    if (fd === undefined) return;
+    this.serve(fd);
+  }
+
+  private serve(fd: number): void {
+    setNonblock(fd, true);
+    new Float64Array(this.stats.buffer).fill(0);
+    const session = new Session(fd, {
+      pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, backend: this.o.backend,
+      mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
+      mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
+    });
+    this.session = session;
+    this.log(`vhost-user: front-end connected (fd ${fd})`);
+    const wakeFd = eventfdCreate(0, { nonblock: true });
+    const worker = this.socketWorker({ mode: 'read', fd, wakeFd });
+    worker.on('message', (e: SocketWorkerEvent) => {
+      if (e.type === 'data') session.receive(e.bytes, e.fds);
+      else if (e.type === 'eof') session.peerClosed('EOF');
+      else if (e.type === 'error') session.peerClosed(`${e.code}: ${e.message}`);
+    });
+    this.emit('session', session);
+    void session.done.then(async () => {
+      eventfdWrite(wakeFd, 1);
+      await worker.terminate().catch(() => undefined);
+      close(wakeFd);
+      if (this.session === session) this.session = null;
+      this.emit('session-end', session);
+      this.log('vhost-user: connection closed; ready for the next front-end');
+      if (this.o.client && !this.stopping) void this.connectLoop();
+      else this.nextSession();
+    });
+  }
+
+  /** Client mode: connect, retrying with exponential back-off (50 ms .. 2 s). */
+  private async connectLoop(): Promise<void> {
+    let delay = 50;
+    while (!this.stopping) {
+      try {
+        const fd = unixConnect(this.o.socket);
+        this.serve(fd);
+        return;
+      } catch (e) {
+        this.log(`vhost-user: connect ${this.o.socket}: ${(e as Error).message}; retrying in ${delay} ms`);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(2000, delay * 2);
+      }
+    }
+  }
+
+  /** Close the current session, stop listening, remove the socket. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.session) await this.session.close();
+    for (const fd of this.waiting.splice(0)) close(fd);
+    if (this.acceptor) {
+      eventfdWrite(this.acceptor.wakeFd, 1);
+      await this.acceptor.worker.terminate().catch(() => undefined);
+      close(this.acceptor.wakeFd);
+      this.acceptor = null;
+    }
+    if (this.listenFd >= 0) {
+      close(this.listenFd);
+      this.listenFd = -1;
+      if (existsSync(this.o.socket)) unlinkSync(this.o.socket);
+    }
+  }
+}

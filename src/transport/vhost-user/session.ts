@@ -1,0 +1,498 @@
+/**
+ * One vhost-user front-end connection, back-end side (vhost-user.rst): the
+ * negotiated features, the memory table mapped as SharedArrayBuffers, the
+ * state of every vring, and one worker per queue pair that runs while both
+ * of its rings are started and enabled ("Ring states": a ring starts on its
+ * kick fd, and with VHOST_USER_F_PROTOCOL_FEATURES also needs
+ * SET_VRING_ENABLE 1; GET_VRING_BASE stops it).
+ *
+ * Every message is decoded and validated (messages.ts) before it acts. A bad
+ * message gets a failure reply when the front-end asked for one
+ * (REPLY_ACK / NEED_REPLY); otherwise the connection is closed, with one log
+ * line either way. Received fds are always either kept (and closed when
+ * replaced or at the end) or closed at once.
+ */
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg } from '../../host/index.js';
+import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES } from '../../virtio/features.js';
+import { MAX_QUEUE_SIZE, type SplitQueueLayout, descTableBytes, availRingBytes, usedRingBytes } from '../../virtio/split/layout.js';
+import { defaultNetConfig, encodeNetConfig } from '../../net/config.js';
+import {
+  NET_FEATURE_NAMES, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+} from '../../net/features.js';
+import { netHdrSize } from '../../net/hdr.js';
+import { DEV_STAT_COUNT } from '../../net/stats.js';
+import { DeviceSteering } from '../../net/steering.js';
+import type { RssConfig } from '../../net/rss.js';
+import { FrameRing } from '../local/frame-ring.js';
+import type { BackendSpec } from '../local/backends.js';
+import {
+  decodeRequest, encodeGetConfigReply, encodeReplyAck, encodeStatusReply, encodeU64Reply, encodeVringBaseReply,
+  hasExplicitReply, VhostUserFramer, VhostUserProtocolError,
+  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
+  VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_RARP, VHOST_USER_PROTOCOL_F_REPLY_ACK,
+  VHOST_USER_PROTOCOL_F_STATUS, requestName,
+  type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
+} from './messages.js';
+import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
+
+/** Virtio features the back-end offers (what NetDevicePair implements; the front-end keeps the controlq). */
+export const VHOST_NET_FEATURES =
+  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_IN_ORDER |
+  VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
+  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
+
+/** Protocol features offered (vhost-user.rst "Protocol features"). */
+export const VHOST_NET_PROTOCOL_FEATURES =
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_RARP)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIG)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS));
+
+/** Memory slots offered with CONFIGURE_MEM_SLOTS (GuestMemory's limit). */
+export const MAX_MEM_SLOTS = 509;
+
+export interface SessionOptions {
+  pairs: number;
+  maxQueueSize: number;
+  backend: BackendSpec;
+  mode: 'busy' | 'notify';
+  budget: number;
+  mac: Uint8Array;
+  mtu: number;
+  rss: RssConfig | null;
+  /** Per-pair device counters (DEV_STAT_COUNT each), shared with the workers. */
+  stats: SharedArrayBuffer;
+  log: (line: string) => void;
+}
+
+/** A failure that ends the request with an error reply, or the connection when no reply was asked for. */
+class RequestError extends Error {}
+
+interface Vring {
+  num: number;
+  avail: number; // next avail index (SET_VRING_BASE / where the ring stopped)
+  used: number;
+  addr: { desc: number; avail: number; used: number } | null; // front-end user addresses
+  kick: number; // eventfd, -1 none, -2 NOFD (poll the ring)
+  call: number;
+  err: number;
+  started: boolean; // has a kick (or NOFD) and was not stopped by GET_VRING_BASE since
+  enabled: boolean;
+}
+
+interface PairRunner {
+  worker: Worker;
+  control: Int32Array;
+  wakeFd: number;
+  port: MessageChannel['port1'];
+  stopped: Promise<void>;
+}
+
+export class Session {
+  features = 0n;
+  protocolFeatures = 0n;
+  status = 0;
+  private mtu: number;
+  private memRegions: { spec: RegionSpec; desc: VhostUserMemoryRegion }[] = [];
+  private mem: GuestMemory | null = null;
+  private readonly vrings: Vring[];
+  private readonly runners: (PairRunner | null)[];
+  private readonly wakeFds: number[];
+  private readonly framer = new VhostUserFramer();
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+  private readonly inbox: SharedArrayBuffer[][];
+  private readonly afs = DeviceSteering.newAfsBuffer();
+  /** Resolves when the connection is closed (by either side). */
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+
+  constructor(readonly fd: number, private readonly o: SessionOptions) {
+    this.mtu = o.mtu;
+    this.vrings = Array.from({ length: 2 * o.pairs }, () => ({
+      num: 0, avail: 0, used: 0, addr: null, kick: -1, call: -1, err: -1, started: false, enabled: false,
+    }));
+    this.runners = new Array(o.pairs).fill(null);
+    this.wakeFds = Array.from({ length: o.pairs }, () => eventfdCreate(0, { nonblock: true }));
+    this.inbox = Array.from({ length: o.pairs }, () => Array.from({ length: o.pairs }, () => new FrameRing(256 * 1024).buffer));
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  /** Bytes and fds from the socket. Messages are handled one after another, in order. */
+  receive(bytes: Uint8Array, fds: number[]): void {
+    if (this.closed) {
+      for (const fd of fds) safeClose(fd);
+      return;
+    }
+    this.framer.push(bytes, fds);
+    for (;;) {
+      let frame: VhostUserFrame | undefined;
+      try {
+        frame = this.framer.next();
+      } catch (e) {
+        const pe = e as VhostUserProtocolError;
+        for (const fd of pe.fds ?? []) safeClose(fd);
+        this.o.log(`vhost-user: closing connection: ${pe.message}`);
+        void this.close();
+        return;
+      }
+      if (!frame) return;
+      const f = frame;
+      this.chain = this.chain.then(() => this.handleFrame(f));
+    }
+  }
+
+  /** The front-end went away (EOF, or the socket failed mid-message). */
+  peerClosed(reason: string): void {
+    try {
+      this.framer.end();
+    } catch (e) {
+      const pe = e as VhostUserProtocolError;
+      for (const fd of pe.fds ?? []) safeClose(fd);
+      reason = `${reason} in the middle of a message (${pe.message})`;
+    }
+    this.o.log(`vhost-user: front-end disconnected: ${reason}`);
+    this.chain = this.chain.then(() => this.close());
+  }
+
+  private async handleFrame(f: VhostUserFrame): Promise<void> {
+    if (this.closed) {
+      for (const fd of f.fds) safeClose(fd);
+      return;
+    }
+    let msg: VhostUserMessage;
+    try {
+      msg = decodeRequest(f.header, f.payload, f.fds);
+    } catch (e) {
+      const pe = e as VhostUserProtocolError;
+      for (const fd of pe.fds ?? f.fds) safeClose(fd);
+      const name = requestName(f.header.request) ?? `request ${f.header.request}`;
+      if (pe.needReply && !hasExplicitReply(f.header.request)) {
+        this.o.log(`vhost-user: ${name}: ${pe.code}: ${pe.message} (failure reply sent)`);
+        this.send(encodeReplyAck(f.header.request, 1));
+      } else {
+        this.o.log(`vhost-user: ${name}: ${pe.code}: ${pe.message}; closing connection`);
+        await this.close();
+      }
+      return;
+    }
+    try {
+      const reply = await this.handle(msg);
+      if (reply) this.send(reply);
+      else if (msg.needReply && !hasExplicitReply(msg.request)) this.send(encodeReplyAck(msg.request, 0));
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      if (msg.needReply && !hasExplicitReply(msg.request)) {
+        this.o.log(`vhost-user: ${msg.type}: ${why} (failure reply sent)`);
+        this.send(encodeReplyAck(msg.request, 1));
+      } else {
+        this.o.log(`vhost-user: ${msg.type}: ${why}; closing connection`);
+        await this.close();
+      }
+    }
+  }
+
+  /** One handler per request; returns the explicit reply, if the request has one. */
+  private async handle(m: VhostUserMessage): Promise<EncodedVhostUserMessage | void> {
+    switch (m.type) {
+      case 'GET_FEATURES':
+        return encodeU64Reply(m.request, VHOST_NET_FEATURES);
+      case 'SET_FEATURES': {
+        const extra = m.features & ~VHOST_NET_FEATURES;
+        if (extra) throw new RequestError(`features not offered: ${featureNames(extra, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
+        const changed = m.features !== this.features;
+        this.features = m.features;
+        this.o.log(`vhost-user: features ${featureNames(m.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
+        if (changed) await this.restartRunning();
+        return;
+      }
+      case 'GET_PROTOCOL_FEATURES':
+        return encodeU64Reply(m.request, VHOST_NET_PROTOCOL_FEATURES);
+      case 'SET_PROTOCOL_FEATURES':
+        if (m.features & ~VHOST_NET_PROTOCOL_FEATURES) throw new RequestError('protocol features not offered');
+        this.protocolFeatures = m.features;
+        return;
+      case 'SET_OWNER':
+        return;
+      case 'RESET_OWNER':
+      case 'RESET_DEVICE':
+        await this.stopAll();
+        for (const v of this.vrings) Object.assign(v, { started: false, enabled: false, avail: 0, used: 0 });
+        this.status = 0;
+        return;
+      case 'GET_QUEUE_NUM':
+        return encodeU64Reply(m.request, this.o.pairs);
+      case 'GET_MAX_MEM_SLOTS':
+        return encodeU64Reply(m.request, MAX_MEM_SLOTS);
+      case 'SET_MEM_TABLE':
+        await this.setMemory(m.regions);
+        return;
+      case 'ADD_MEM_REG':
+        await this.setMemory([...this.memRegions.map((r) => r.desc), m.region], [m.region]);
+        return;
+      case 'REM_MEM_REG': {
+        if (m.strayFd !== null) safeClose(m.strayFd);
+        const keep = this.memRegions.filter((r) => !(r.desc.guestAddr === m.region.guestAddr && r.desc.size === m.region.size && r.desc.userAddr === m.region.userAddr));
+        if (keep.length === this.memRegions.length) throw new RequestError('REM_MEM_REG: no such region');
+        await this.setMemory(keep.map((r) => r.desc), []);
+        return;
+      }
+      case 'SET_VRING_NUM': {
+        const v = this.vring(m.index);
+        if (m.num < 1 || m.num > Math.min(MAX_QUEUE_SIZE, this.o.maxQueueSize) || (m.num & (m.num - 1)) !== 0)
+          throw new RequestError(`vring ${m.index}: size ${m.num} is not a power of two in 1..${Math.min(MAX_QUEUE_SIZE, this.o.maxQueueSize)}`);
+        v.num = m.num;
+        return;
+      }
+      case 'SET_VRING_ADDR': {
+        const v = this.vring(m.index);
+        if (m.flags !== 0) throw new RequestError(`vring ${m.index}: dirty logging is not supported`);
+        v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
+        if (this.mem && v.num > 0) this.layoutOf(m.index); // check now: throws when outside every region
+        return;
+      }
+      case 'SET_VRING_BASE': {
+        const v = this.vring(m.index);
+        v.avail = v.used = m.num & 0xffff;
+        return;
+      }
+      case 'GET_VRING_BASE': {
+        const v = this.vring(m.index);
+        await this.stopPair(m.index >> 1);
+        v.started = false;
+        this.o.log(`vhost-user: vring ${m.index} stopped at avail index ${v.avail}`);
+        return encodeVringBaseReply(m.index, v.avail);
+      }
+      case 'SET_VRING_KICK': {
+        const v = this.vring(m.index, m.fd);
+        if (v.kick >= 0) safeClose(v.kick);
+        v.kick = m.fd ?? -2;
+        v.started = true;
+        if (!(this.features & VHOST_USER_F_PROTOCOL_FEATURES_MASK)) v.enabled = true; // no SET_VRING_ENABLE without protocol features
+        await this.maybeStart(m.index >> 1);
+        return;
+      }
+      case 'SET_VRING_CALL': {
+        const v = this.vring(m.index, m.fd);
+        if (v.call >= 0) safeClose(v.call);
+        v.call = m.fd ?? -1;
+        if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
+        return;
+      }
+      case 'SET_VRING_ERR': {
+        const v = this.vring(m.index, m.fd);
+        if (v.err >= 0) safeClose(v.err);
+        v.err = m.fd ?? -1;
+        return;
+      }
+      case 'SET_VRING_ENABLE': {
+        const v = this.vring(m.index);
+        if (v.enabled === m.enable) return;
+        v.enabled = m.enable;
+        this.o.log(`vhost-user: vring ${m.index} ${m.enable ? 'enabled' : 'disabled'}`);
+        if (m.enable) await this.maybeStart(m.index >> 1);
+        else await this.stopPair(m.index >> 1);
+        return;
+      }
+      case 'SEND_RARP':
+        this.o.log(`vhost-user: SEND_RARP for ${[...m.mac].map((b) => b.toString(16).padStart(2, '0')).join(':')} (the netdev announces nothing)`);
+        return;
+      case 'NET_SET_MTU':
+        if (m.mtu < 68 || m.mtu > 65535) throw new RequestError(`MTU ${m.mtu} out of range 68..65535`);
+        this.mtu = m.mtu;
+        return;
+      case 'GET_CONFIG': {
+        const cfg = encodeNetConfig(defaultNetConfig({ mac: this.o.mac, maxVirtqueuePairs: this.o.pairs, mtu: this.mtu }));
+        const data = new Uint8Array(m.size);
+        data.set(cfg.subarray(Math.min(m.offset, cfg.length), Math.min(m.offset + m.size, cfg.length)));
+        return encodeGetConfigReply({ offset: m.offset, flags: m.flags, data });
+      }
+      case 'SET_CONFIG':
+        return; // virtio-net config is read-only for the driver
+      case 'SET_STATUS':
+        this.status = m.status;
+        this.o.log(`vhost-user: device status 0x${m.status.toString(16)}`);
+        return;
+      case 'GET_STATUS':
+        return encodeStatusReply(this.status);
+      default: {
+        for (const fd of m.fds) safeClose(fd);
+        throw new RequestError(`${m.type} is not supported by this back-end`);
+      }
+    }
+  }
+
+  // ---- vrings and workers -------------------------------------------------
+
+  /** The vring `index`, or a RequestError (closing `fd`) when it does not exist. */
+  private vring(index: number, fd?: number | null): Vring {
+    const v = this.vrings[index];
+    if (!v) {
+      if (fd !== undefined && fd !== null) safeClose(fd);
+      throw new RequestError(`vring ${index} does not exist (${this.vrings.length} vrings: ${this.o.pairs} queue pairs)`);
+    }
+    return v;
+  }
+
+  /** Guest physical layout of vring `index` from its user addresses. @throws GuestMemoryError */
+  private layoutOf(index: number): SplitQueueLayout {
+    const v = this.vrings[index];
+    const mem = this.mem!;
+    const a = v.addr!;
+    return {
+      size: v.num,
+      descAddr: mem.userToGuest(a.desc, descTableBytes(v.num)),
+      availAddr: mem.userToGuest(a.avail, availRingBytes(v.num)),
+      usedAddr: mem.userToGuest(a.used, usedRingBytes(v.num)),
+    };
+  }
+
+  private ready(index: number): boolean {
+    const v = this.vrings[index];
+    return v.started && v.enabled && v.num > 0 && v.addr !== null && this.mem !== null;
+  }
+
+  private async maybeStart(pair: number): Promise<void> {
+    if (this.runners[pair] || !this.ready(2 * pair) || !this.ready(2 * pair + 1)) return;
+    const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
+    const data: PairWorkerData = {
+      pair, maxPairs: this.o.pairs, activePairs: this.o.pairs,
+      regions: this.memRegions.map((r) => r.spec),
+      rx: this.layoutOf(2 * pair), tx: this.layoutOf(2 * pair + 1),
+      rxBase: { avail: rx.avail, used: rx.used }, txBase: { avail: tx.avail, used: tx.used },
+      eventIdx: (this.features & VIRTIO_F_EVENT_IDX) !== 0n,
+      indirect: (this.features & VIRTIO_F_INDIRECT_DESC) !== 0n,
+      mrgRxbuf: (this.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n,
+      hdrLen: netHdrSize(this.features),
+      kickFds: [rx.kick >= 0 ? rx.kick : -1, tx.kick >= 0 ? tx.kick : -1],
+      callFds: [rx.call, tx.call],
+      wakeFd: this.wakeFds[pair], wakeFds: this.wakeFds,
+      mode: this.o.mode, budget: this.o.budget, stats: this.o.stats, afs: this.afs,
+      inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
+      backend: this.o.backend, rss: this.o.rss,
+      control: new SharedArrayBuffer(4), port: undefined as never,
+    };
+    const { port1, port2 } = new MessageChannel();
+    data.port = port2;
+    const worker = new Worker(new URL('./pair-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    let resolveStopped!: () => void;
+    const runner: PairRunner = {
+      worker, control: new Int32Array(data.control), wakeFd: this.wakeFds[pair], port: port1,
+      stopped: new Promise((r) => (resolveStopped = r)),
+    };
+    worker.on('message', (r: PairWorkerReport) => {
+      if (r.type === 'queue-error') this.o.log(`vhost-user: queue ${r.queue} stopped: ${r.code}: ${r.message}`);
+      else if (r.type === 'stopped') {
+        Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
+        Object.assign(this.vrings[2 * pair + 1], { avail: r.tx.avail, used: r.tx.used });
+        resolveStopped();
+      }
+    });
+    worker.on('error', (e) => {
+      this.o.log(`vhost-user: pair ${pair} worker failed: ${e.message}`);
+      resolveStopped();
+    });
+    worker.on('exit', () => resolveStopped());
+    this.runners[pair] = runner;
+    this.o.log(`vhost-user: queue pair ${pair} started (receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${rx.avail}/${tx.avail})`);
+  }
+
+  private async stopPair(pair: number): Promise<void> {
+    const r = this.runners[pair];
+    if (!r) return;
+    this.runners[pair] = null;
+    Atomics.store(r.control, 0, 1);
+    eventfdWrite(r.wakeFd, 1);
+    const t = setTimeout(() => void r.worker.terminate(), 3000);
+    await r.stopped;
+    clearTimeout(t);
+    r.port.close();
+    this.o.log(`vhost-user: queue pair ${pair} stopped (avail ${this.vrings[2 * pair].avail}/${this.vrings[2 * pair + 1].avail})`);
+  }
+
+  private async restartPair(pair: number): Promise<void> {
+    await this.stopPair(pair);
+    await this.maybeStart(pair);
+  }
+
+  private async stopAll(): Promise<number[]> {
+    const running: number[] = [];
+    for (let p = 0; p < this.runners.length; p++) if (this.runners[p]) running.push(p);
+    await Promise.all(running.map((p) => this.stopPair(p)));
+    return running;
+  }
+
+  private async restartRunning(): Promise<void> {
+    for (const p of await this.stopAll()) await this.maybeStart(p);
+  }
+
+  /**
+   * Replace the memory table (SET_MEM_TABLE, or ADD/REM_MEM_REG applied to
+   * the current one) on a live device: workers are stopped first, the new
+   * regions mapped, and the workers restarted where their rings stood.
+   * `fresh` are the regions whose fds are new (mapped then closed); the rest
+   * keep their existing mappings.
+   */
+  private async setMemory(regions: VhostUserMemoryRegion[], fresh: VhostUserMemoryRegion[] = regions): Promise<void> {
+    const running = await this.stopAll();
+    const next: { spec: RegionSpec; desc: VhostUserMemoryRegion }[] = [];
+    try {
+      for (const d of regions) {
+        const old = fresh.includes(d) ? undefined : this.memRegions.find((r) => r.desc === d);
+        const buffer = old ? old.spec.buffer : mmapShared(d.fd, d.size, d.mmapOffset);
+        next.push({ spec: { guestPhysAddr: d.guestAddr, size: d.size, buffer, userAddr: d.userAddr }, desc: d });
+      }
+      this.mem = new GuestMemory(next.map((r) => r.spec)); // rejects overlaps
+    } finally {
+      for (const d of fresh) safeClose(d.fd); // the mapping keeps the memory; the fd is not needed
+    }
+    this.memRegions = next;
+    this.o.log(`vhost-user: memory table: ${next.map((r) => `[0x${r.desc.guestAddr.toString(16)}, +${r.desc.size >>> 20} MiB]`).join(' ')}`);
+    for (const p of running) await this.maybeStart(p);
+  }
+
+  private send(m: EncodedVhostUserMessage): void {
+    if (this.closed) return;
+    try {
+      for (let tries = 0; sendmsg(this.fd, m.bytes, m.fds) === null; tries++) {
+        if (tries > 1000) throw new Error('socket send buffer full');
+      }
+    } catch (e) {
+      this.o.log(`vhost-user: reply failed: ${(e as Error).message}`);
+      void this.close();
+    }
+  }
+
+  /** Stop every ring, unmap memory (the SABs are dropped), close every fd this session holds. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.stopAll();
+    for (const fd of this.framer.abort()) safeClose(fd);
+    for (const v of this.vrings) {
+      for (const fd of [v.kick, v.call, v.err]) if (fd >= 0) safeClose(fd);
+      v.kick = v.call = v.err = -1;
+    }
+    for (const fd of this.wakeFds) safeClose(fd);
+    this.memRegions = [];
+    this.mem = null;
+    safeClose(this.fd);
+    this.resolveDone();
+  }
+
+  /** Device counters of this session's pairs (DEV_STAT_COUNT per pair). */
+  static statsBuffer(pairs: number): SharedArrayBuffer {
+    return new SharedArrayBuffer(pairs * DEV_STAT_COUNT * 8);
+  }
+}
+
+function safeClose(fd: number): void {
+  try {
+    close(fd);
+  } catch {
+    /* already closed */
+  }
+}
