@@ -64,19 +64,27 @@ export interface Row {
   packets: number;
   mpps: number;
   mppsPerPair: number;
+  /** (max - min) / mean of the packet rate over 5 equal parts of the window: how steady the run was. */
+  spread: number;
   /** CPU seconds used by this process (all threads) per wall second. */
   cpuCores: number;
   /** Packets per CPU-second (millions). */
   mppsPerCpuS: number;
   /** For 2 and 4 pairs: packets/CPU-s relative to 1 pair of the same test, size and mode. */
   cpuEfficiency: number | null;
-  /** Share of all CPUs other processes used during the window (0..1). */
+  /** Share of all CPUs other processes used during the window (0..1; NaN without /proc). */
   otherCpu: number;
-  /** Whether the idle gate passed before the configuration (false: gave up waiting). */
-  idleBefore: boolean;
+  /** Whether the idle gate passed before the configuration; null when it was not asked (--no-idle-wait). */
+  idleBefore: boolean | null;
+  /** Seconds spent waiting for the machine to be idle before this row. */
+  idleWaitS: number;
   /** More worker threads than CPUs (busy mode): short window, collapse expected. */
   oversubscribed: boolean;
-  /** Loopback: frames whose sequence number was not the next one. */
+  /** Per 1000 packets in the window: driver kicks sent, device notifications sent, worker wake-ups (device + driver). */
+  kicksPerK: number;
+  notificationsPerK: number;
+  wakeupsPerK: number;
+  /** Loopback: frames whose sequence number was not the next one (should be 0). */
   outOfOrder: number;
   errors: string[];
 }
@@ -214,7 +222,7 @@ async function waitIdle(maxS: number, threshold = 0.1): Promise<{ idle: boolean;
  * the driver's TX buffers), stamp the sequence number, then slot -> sink
  * buffer; the same copyBytes and the same alignments as the data path.
  */
-function copyBaseline(size: number, seconds: number, warmup: number, queueSize: number): { packets: number; m0: Mark; m1: Mark } {
+function copyBaseline(size: number, seconds: number, warmup: number, queueSize: number): { packets: number; parts: number[]; m0: Mark; m1: Mark } {
   const hdr = 12;
   const slot = 2048;
   const at = hdr & 7; // frame at the same offset modulo 8 as in the slots (see BenchSource)
@@ -248,21 +256,35 @@ function copyBaseline(size: number, seconds: number, warmup: number, queueSize: 
   };
   until(warmup * 1000);
   const m0 = mark();
-  const packets = until(seconds * 1000);
+  const parts: number[] = [];
+  let packets = 0;
+  for (let i = 0; i < PARTS; i++) {
+    const t = performance.now();
+    const n = until((seconds * 1000) / PARTS);
+    parts.push(n / (performance.now() - t) / 1e3);
+    packets += n;
+  }
   const m1 = mark();
   if (check === 0x7fffffff) console.error(''); // keep the copies observable
-  return { packets, m0, m1 };
+  return { packets, parts, m0, m1 };
 }
 
 // ---- ring configurations ---------------------------------------------------
 
 interface NetResult {
   packets: number;
+  /** Packet rate of each part of the window (Mpps). */
+  parts: number[];
   m0: Mark;
   m1: Mark;
+  kicks: number;
+  notifications: number;
+  wakeups: number;
   outOfOrder: number;
   errors: string[];
 }
+
+const PARTS = 5;
 
 async function runNet(test: 'one-way' | 'loopback', size: number, pairs: number, mode: Mode, seconds: number, warmup: number, o: Options): Promise<NetResult> {
   const net = new LocalNet({
@@ -274,29 +296,50 @@ async function runNet(test: 'one-way' | 'loopback', size: number, pairs: number,
   net.on('queue-error', (e) => errors.push(`${e.side} queue ${e.queue}: ${e.code}: ${e.message}`));
   net.on('control-error', (m) => errors.push(`control: ${m}`));
   await net.start();
-  const count = test === 'one-way'
-    ? () => net.devStats.total(DevStat.txPackets)
-    : () => net.drvStats.total(DrvStat.rxPackets);
-  // Warm-up: until traffic flows on every pair, then the fixed warm-up time (JIT, caches).
-  const flowDeadline = performance.now() + 5000;
-  const stat = test === 'one-way' ? net.devStats : net.drvStats;
-  const which = test === 'one-way' ? DevStat.txPackets : DrvStat.rxPackets;
-  for (;;) {
-    let all = true;
-    for (let p = 0; p < pairs; p++) if (stat.get(p, which) === 0) all = false;
-    if (all || performance.now() > flowDeadline || errors.length > 0) break;
-    await sleep(5);
+  const dev = net.devStats, drv = net.drvStats;
+  const count = test === 'one-way' ? () => dev.total(DevStat.txPackets) : () => drv.total(DrvStat.rxPackets);
+  try {
+    // Warm-up: until traffic flows on every pair, then the fixed warm-up time (JIT, caches, steady state).
+    const flowDeadline = performance.now() + 5000;
+    for (;;) {
+      let all = true;
+      for (let p = 0; p < pairs; p++) {
+        if ((test === 'one-way' ? dev.get(p, DevStat.txPackets) : drv.get(p, DrvStat.rxPackets)) === 0) all = false;
+      }
+      if (all || performance.now() > flowDeadline || errors.length > 0) break;
+      await sleep(5);
+    }
+    await sleep(warmup * 1000);
+    const side = () => ({
+      kicks: drv.total(DrvStat.kicksSent), notifications: dev.total(DevStat.notifySent),
+      wakeups: dev.total(DevStat.kicks) + drv.total(DrvStat.interrupts),
+    });
+    const s0 = side();
+    const c0 = count();
+    const m0 = mark();
+    const parts: number[] = [];
+    let c = c0, t = m0.wall;
+    for (let i = 1; i <= PARTS; i++) {
+      // Sleep to the part's end on the wall clock (a late timer shortens the next part, not the window).
+      await sleep(Math.max(0, m0.wall + (i * seconds * 1000) / PARTS - performance.now()));
+      const ci = count(), ti = performance.now();
+      parts.push((ci - c) / (ti - t) / 1e3);
+      c = ci;
+      t = ti;
+    }
+    const m1 = mark();
+    const s1 = side();
+    const packets = c - c0;
+    m1.wall = t; // the last count was taken at t
+    return {
+      packets, parts, m0, m1,
+      kicks: s1.kicks - s0.kicks, notifications: s1.notifications - s0.notifications, wakeups: s1.wakeups - s0.wakeups,
+      outOfOrder: drv.total(DrvStat.rxOutOfOrder), errors,
+    };
+  } finally {
+    await net.stop();
+    if (drv.total(DrvStat.rxBad) > 0) errors.push(`${drv.total(DrvStat.rxBad)} bad frames`);
   }
-  await sleep(warmup * 1000);
-  const c0 = count();
-  const m0 = mark();
-  await sleep(seconds * 1000);
-  const c1 = count();
-  const m1 = mark();
-  const outOfOrder = net.drvStats.total(DrvStat.rxOutOfOrder);
-  await net.stop();
-  if (net.drvStats.total(DrvStat.rxBad) > 0) errors.push(`${net.drvStats.total(DrvStat.rxBad)} bad frames`);
-  return { packets: c1 - c0, m0, m1, outOfOrder, errors };
 }
 
 // ---- output ----------------------------------------------------------------
@@ -307,26 +350,32 @@ function fmt(x: number | null, digits = 2): string {
 }
 
 function table(rows: Row[], o: Options, notes: string[]): string {
-  const head = ['test', 'size', 'pairs', 'mode', 'win s', 'Mpps', 'Mpps/pair', 'CPUs', 'Mpkt/CPU-s', 'eff vs 1p', 'others %', 'note'];
+  const head = ['test', 'size', 'pairs', 'mode', 'win s', 'Mpps', 'Mpps/pair', 'spread %', 'CPUs', 'Mpkt/CPU-s', 'eff vs 1p', 'others %', 'note'];
+  const left = new Set([0, 1, 3, head.length - 1]);
   const body = rows.map((r) => [
     r.test, String(r.size), r.test === 'copy' ? '-' : String(r.pairs), r.mode, fmt(r.seconds, 1),
-    fmt(r.mpps, 3), r.test === 'copy' ? '-' : fmt(r.mppsPerPair, 3), fmt(r.cpuCores, 2), fmt(r.mppsPerCpuS, 3),
+    fmt(r.mpps, 3), r.test === 'copy' ? '-' : fmt(r.mppsPerPair, 3), fmt(r.spread * 100, 0), fmt(r.cpuCores, 2), fmt(r.mppsPerCpuS, 3),
     fmt(r.cpuEfficiency, 2), fmt(r.otherCpu * 100, 1),
-    [r.oversubscribed ? 'oversub' : '', r.idleBefore ? '' : 'not-idle', r.otherCpu > 0.1 ? 'NOISY' : '',
+    [r.oversubscribed ? 'oversub' : '', r.idleBefore === false ? 'not-idle' : '', r.otherCpu > 0.1 ? 'NOISY' : '',
       r.outOfOrder > 0 ? `ooo=${r.outOfOrder}` : '', r.errors.length > 0 ? 'ERR' : ''].filter((x) => x !== '').join(','),
   ]);
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((row) => row[i].length)));
-  const line = (row: string[]) => row.map((c, i) => (i < 2 || i === 3 || i === head.length - 1 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
-  const out = [
+  const line = (row: string[]) => row.map((c, i) => (left.has(i) ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
+  return [
     `virtio-mq ring bench: node ${process.version}, ${CPUS} CPUs, queue size ${o.queueSize}, budget ${o.budget}, window ${o.seconds} s (warm-up ${o.warmup} s)`,
     line(head),
     w.map((n) => '-'.repeat(n)).join('  '),
     ...body.map(line),
     '',
     ...notes.map((n) => `note: ${n}`),
-  ];
-  return out.join('\n');
+  ].join('\n');
+}
+
+function spreadOf(parts: number[]): number {
+  if (parts.length < 2) return 0;
+  const mean = parts.reduce((a, b) => a + b, 0) / parts.length;
+  return mean > 0 ? (Math.max(...parts) - Math.min(...parts)) / mean : 0;
 }
 
 // ---- main ------------------------------------------------------------------
@@ -335,31 +384,33 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const rows: Row[] = [];
   const tStart = performance.now();
-  // Idle gating: up to 10 s before each configuration, at most ~60 s in all (so the bench stays bounded).
-  let idleBudget = o.idleWait ? (o.quick ? 5 : 60) : 0;
-  const gate = async () => {
-    if (idleBudget <= 0) return false;
-    const r = await waitIdle(Math.min(10, idleBudget));
+  // Idle gating: up to 10 s before each configuration, at most 60 s in all
+  // (5 s with --quick) so the bench stays bounded on a busy machine; once
+  // that is spent, one 0.5 s sample per configuration still tells idle or not.
+  let idleBudget = o.quick ? 5 : 60;
+  const gate = async (): Promise<{ idle: boolean | null; waited: number }> => {
+    if (!o.idleWait) return { idle: null, waited: 0 };
+    const r = await waitIdle(Math.max(0.5, Math.min(10, idleBudget)));
     idleBudget -= r.waited;
-    return r.idle;
+    return r;
   };
   const progress = (s: string) => { if (!o.json) process.stderr.write(s); };
-  const notes: string[] = [];
   const oversubShort = Math.min(o.seconds, 0.5);
 
   for (const size of o.sizes) {
     if (o.tests.includes('copy')) {
       progress(`copy ${size} B ... `);
-      const idle = await gate();
+      const g = await gate();
       const r = copyBaseline(size, o.seconds, o.warmup, o.queueSize);
       const b = between(r.m0, r.m1);
+      const mpps = r.packets / b.wall / 1e6;
       rows.push({
-        test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets,
-        mpps: r.packets / b.wall / 1e6, mppsPerPair: r.packets / b.wall / 1e6, cpuCores: b.cpu / b.wall,
-        mppsPerCpuS: r.packets / b.cpu / 1e6, cpuEfficiency: null, otherCpu: b.other, idleBefore: idle,
-        oversubscribed: false, outOfOrder: 0, errors: [],
+        test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps,
+        spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
+        otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: false,
+        kicksPerK: 0, notificationsPerK: 0, wakeupsPerK: 0, outOfOrder: 0, errors: [],
       });
-      progress(`${fmt(rows[rows.length - 1].mpps, 3)} Mpps\n`);
+      progress(`${fmt(mpps, 3)} Mpps\n`);
     }
     for (const test of ['one-way', 'loopback'] as const) {
       if (!o.tests.includes(test)) continue;
@@ -369,14 +420,17 @@ async function main(): Promise<void> {
           const seconds = oversub ? oversubShort : o.seconds;
           const warmup = oversub ? Math.min(o.warmup, 0.3) : o.warmup;
           progress(`${test} ${size} B ${pairs} pair(s) ${mode} ... `);
-          const idle = await gate();
+          const g = await gate();
           const r = await runNet(test, size, pairs, mode, seconds, warmup, o);
           const b = between(r.m0, r.m1);
           const mpps = r.packets / b.wall / 1e6;
+          const perK = (n: number) => (r.packets > 0 ? (1000 * n) / r.packets : NaN);
           const row: Row = {
             test, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
-            cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
-            otherCpu: b.other, idleBefore: idle, oversubscribed: oversub, outOfOrder: r.outOfOrder, errors: r.errors,
+            spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN,
+            cpuEfficiency: null, otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: oversub,
+            kicksPerK: perK(r.kicks), notificationsPerK: perK(r.notifications), wakeupsPerK: perK(r.wakeups),
+            outOfOrder: r.outOfOrder, errors: r.errors,
           };
           if (pairs > 1) {
             const one = rows.find((x) => x.test === test && x.size === size && x.mode === mode && x.pairs === 1);
@@ -390,11 +444,14 @@ async function main(): Promise<void> {
   }
 
   const total = (performance.now() - tStart) / 1000;
-  notes.push(`Mpps one-way = device txPackets (sink backend copies every byte out) per second of window; loopback = driver rxPackets (full TX -> device -> RX round trips); copy = one thread doing only the two copies per packet (upper limit).`);
-  notes.push(`each pair runs 2 worker threads (driver + device); busy mode with more threads than the ${CPUS} CPUs ('oversub') spins against descheduled peers and collapses: measured anyway, with a ${oversubShort} s window.`);
-  notes.push(`CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; 'eff vs 1p' = Mpkt/CPU-s relative to 1 pair of the same test, size and mode (target >= 0.95 for 2 pairs).`);
-  notes.push(`others % = share of all ${CPUS} CPUs other processes used during the window (/proc/stat busy minus this process); rows marked NOISY (> 10 %) or not-idle (idle gate gave up) are unreliable.`);
-  notes.push(`total bench time ${total.toFixed(1)} s.`);
+  const notes = [
+    `Mpps: one-way = device txPackets per second of window (the sink netdev copies every byte out, as testpmd rxonly into an mbuf); loopback = driver rxPackets (complete TX -> device -> RX round trips, the driver reads each frame's sequence number); copy = one thread doing only the per-packet copies (frame -> guest SharedArrayBuffer -> sink, same copyBytes and alignment, no rings): the upper limit of one thread, while a pair splits those two copies over its two threads.`,
+    `each pair = 2 worker threads (driver + device). Busy mode with more threads than the ${CPUS} CPUs ('oversub') spins against descheduled peers and collapses: measured anyway, with a ${oversubShort} s window.`,
+    `spread % = (max - min) / mean of the rate over ${PARTS} equal parts of the window. CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; eff vs 1p = Mpkt/CPU-s relative to 1 pair of the same test, size and mode (target >= 0.95 for 2 pairs).`,
+    `others % = share of all ${CPUS} CPUs that other processes used during the window (/proc/stat busy minus this process's /proc/self/stat time). Rows marked NOISY (> 10 %) or not-idle (the idle gate gave up waiting) are unreliable: rerun them.`,
+    `loopback sources keep at most one receiveq (${o.queueSize}) of frames in flight, so looped-back frames never wait in the device's RX backlog (an extra copy each).`,
+    `queue size ${o.queueSize}, budget ${o.budget} frames per poll round, EVENT_IDX on; total bench time ${total.toFixed(1)} s.`,
+  ];
   for (const r of rows) for (const e of r.errors) notes.push(`error in ${r.test} ${r.size} B ${r.pairs}p ${r.mode}: ${e}`);
 
   if (o.json) {

@@ -45,6 +45,9 @@ class ScriptedRx implements RxPort {
     this.frames.push(src.u8.slice(off, off + len));
     return true;
   }
+  room(): number {
+    return 1 << 20; // the scripted receive path always has buffers; refusals are scripted
+  }
   drop(): void {
     this.drops++;
   }

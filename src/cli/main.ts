@@ -2,6 +2,7 @@
 /** virtio-mq command line. */
 import { Command, InvalidArgumentError } from 'commander';
 import { runLoopback } from './loopback.js';
+import { runServe } from './serve.js';
 
 const int = (name: string, min: number, max: number) => (v: string): number => {
   const n = Number(v);
@@ -35,6 +36,21 @@ program
     opts.ipVersion = opts.ip === 'mixed' ? 'mixed' : Number(opts.ip);
     const ok = await runLoopback(opts);
     process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('serve')
+  .description('vhost-user back-end for QEMU, cloud-hypervisor or DPDK virtio-user: one worker per queue pair, frames to a netdev')
+  .requiredOption('--socket <path>', 'vhost-user unix socket')
+  .option('--client', 'connect to the socket (the front-end listens) and reconnect with back-off', false)
+  .option('-q, --queues <n>', 'queue pairs offered (GET_QUEUE_NUM)', int('--queues', 1, 256), 1)
+  .option('--queue-size <n>', 'largest vring size accepted', int('--queue-size', 1, 32768), 1024)
+  .option('--netdev <spec>', 'tap,ifname=NAME | loopback | sink | generator,flows=F,size=S | pcap,file=F[,write=OUT]', 'loopback')
+  .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
+  .option('--json', 'log lines and per-second statistics as JSON lines', false)
+  .action(async (opts) => {
+    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');
+    await runServe(opts);
   });
 
 program.parseAsync().catch((e: unknown) => {

@@ -17,6 +17,13 @@ export interface RxPort {
   receive(src: Bytes, off: number, len: number, originPair: number): boolean;
   /** Count a frame the netdev had to drop because receive() refused it. */
   drop(): void;
+  /**
+   * Receive buffers (descriptor chains) the driver has made available on this
+   * pair's receiveq: a netdev that can hold frames (a TAP's kernel queue)
+   * reads no more than this, as QEMU stops polling a tap while the guest has
+   * no RX buffers, instead of reading frames only to drop them.
+   */
+  room(): number;
 }
 
 export interface PairBackend {

@@ -244,6 +244,15 @@ export class NetDevicePair implements RxPort {
     this.stats[this.statBase + DevStat.rxDrops]++;
   }
 
+  room(): number {
+    if (this.rxFailed) return 0;
+    try {
+      return this.inboxes[this.pair].isEmpty() ? this.rxq.pending() : 0;
+    } catch {
+      return 0;
+    }
+  }
+
   private drainInboxes(budget: number): number {
     let moved = 0;
     const boxes = this.inboxes;

@@ -12,7 +12,9 @@
  * - RX: frames are read in batches (readv per frame) into a private buffer;
  *   the kernel's vnet header is all zero because no TUNSETOFFLOAD flags are
  *   set, so the device writes a fresh one. A frame the receiveq cannot take
- *   (no buffer, backlog full) is dropped and counted, like a NIC.
+ *   (no buffer, backlog full) is dropped and counted, like a NIC; but no
+ *   more frames are read than the receiveq has buffers for, so under load
+ *   frames wait in the TAP's kernel queue (QEMU's tap does the same).
  */
 import { readFrames, writevFrames, HostError } from '../host/index.js';
 import type { Bytes } from '../virtio/copy.js';
@@ -79,7 +81,10 @@ export class TapBackend implements PairBackend {
   }
 
   poll(rx: RxPort, budget: number): number {
-    const want = budget < BATCH ? budget : BATCH;
+    let want = budget < BATCH ? budget : BATCH;
+    const room = rx.room();
+    if (room === 0) return 0; // leave frames in the kernel's queue until the guest posts buffers
+    if (room < want) want = room;
     const n = readFrames(this.fd, this.rx.u8.buffer as SharedArrayBuffer, this.rxOffs, this.rxCaps, this.rxLens, want);
     const hdr = this.hdrLen;
     for (let i = 0; i < n; i++) {

@@ -118,8 +118,13 @@ export class BenchSource implements TrafficSource {
     this.received++;
     this.seqXor ^= seq;
     if (this.checkOrder) {
-      if (seq !== this.rxSeq || len !== this.size) this.counters.outOfOrder();
-      this.rxSeq = (seq + 1) | 0;
+      const diff = (seq - this.rxSeq) | 0;
+      if (diff !== 0 || len !== this.size) {
+        if (len !== this.size) this.counters.bad();
+        else if (diff < 0) this.counters.outOfOrder();
+        else this.counters.gap(diff);
+      }
+      if (diff >= 0) this.rxSeq = (seq + 1) | 0;
     }
   }
 

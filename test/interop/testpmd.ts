@@ -16,9 +16,15 @@
  * a process 'exit' hook (and on SIGINT/SIGTERM/SIGHUP), installed lazily on the
  * first start(); if Node itself dies, testpmd sees EOF on stdin and quits, and
  * `timeout` ends it regardless after `timeoutMs`.
+ *
+ * Tips: start a vhost (server) testpmd before the virtio-user that connects to
+ * it, but `start` forwarding on either only once both are up (a busy forwarding
+ * lcore slows the other's EAL init on its CPU ~3x); give each peer's forwarding
+ * lcore its own CPU (`0@0,1@1` vs `0@1,1@0`); gate rate measurements on
+ * waitIdle().
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -264,6 +270,43 @@ interface Waiter {
 }
 
 let seq = 0;
+let sweptStale = false;
+
+/**
+ * Remove runtime dirs left by harness testpmds whose Node owner is gone (e.g. a
+ * test process killed with SIGKILL: its testpmd quits on stdin EOF, but nobody
+ * removes /var/run/dpdk/<prefix>). Only touches this harness's `vmq-…-<pid>-<n>-<hex6>`
+ * prefixes. Returns the removed directory names.
+ */
+export function sweepStaleRuntimeDirs(): string[] {
+  const base = join(dpdkRuntimeDir('x'), '..');
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = /^vmq-[A-Za-z0-9_-]*-(\d+)-\d+-[0-9a-f]{6}$/.exec(n);
+    if (!m) continue;
+    const owner = Number(m[1]);
+    if (owner === process.pid) continue;
+    try {
+      process.kill(owner, 0);
+      continue; // owner alive
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    try {
+      rmSync(join(base, n), { recursive: true, force: true });
+      removed.push(n);
+    } catch {
+      /* best effort */
+    }
+  }
+  return removed;
+}
 
 export class Testpmd {
   readonly name: string;
@@ -330,6 +373,10 @@ export class Testpmd {
    */
   static async start(opts: TestpmdOptions): Promise<Testpmd> {
     installHooks();
+    if (!sweptStale) {
+      sweptStale = true;
+      sweepStaleRuntimeDirs();
+    }
     const safeName = opts.name.replace(/[^A-Za-z0-9_-]/g, '').slice(0, 16) || 'tp';
     const prefix = `vmq-${safeName}-${process.pid}-${++seq}-${randomBytes(3).toString('hex')}`;
     const timeoutS = Math.max(1, Math.ceil((opts.timeoutMs ?? 300_000) / 1000));
@@ -376,7 +423,8 @@ export class Testpmd {
       await t.waitFor(() => t.buf.includes(PROMPT), opts.startTimeoutMs ?? 30_000, 'first prompt');
     } catch (e) {
       await t.kill();
-      throw t.error(`failed to start: ${(e as Error).message}\n$ ${argv.join(' ')}`);
+      const why = (e as Error).message.split('\n', 1)[0]!.replace(`testpmd[${opts.name}] `, '');
+      throw t.error(`failed to start: ${why}\n$ ${argv.join(' ')}`);
     }
     return t;
   }

@@ -7,6 +7,7 @@ import { LoopbackBackend } from '../../netdev/loopback.js';
 import { SinkBackend } from '../../netdev/sink.js';
 import { GeneratorBackend, type GeneratorBackendSpec } from '../../netdev/generator-backend.js';
 import { PcapBackend, type PcapBackendSpec } from '../../netdev/pcap-backend.js';
+import { TapBackend } from '../../netdev/tap-backend.js';
 
 export type BackendSpec =
   /** Every TX frame comes back on RX, steered by the device. */
@@ -16,7 +17,9 @@ export type BackendSpec =
   /** Generated frames from outside (RSS / flow steering pick the receiveq); TX counted, checked, discarded. */
   | GeneratorBackendSpec
   /** Replay a capture into RX (lossless, per-flow order kept) and/or record TX into per-pair pcap files. */
-  | PcapBackendSpec;
+  | PcapBackendSpec
+  /** A multi-queue TAP: `fds[pair]` is that pair's queue fd (opened non-blocking with a vnet header of `hdrLen` bytes). */
+  | { kind: 'tap'; fds: number[]; hdrLen: number };
 
 export function makeBackend(spec: BackendSpec, pair: number, maxPairs: number): PairBackend {
   switch (spec.kind) {
@@ -28,5 +31,7 @@ export function makeBackend(spec: BackendSpec, pair: number, maxPairs: number): 
       return new GeneratorBackend(spec, pair, maxPairs);
     case 'pcap':
       return new PcapBackend(spec, pair, maxPairs);
+    case 'tap':
+      return new TapBackend(spec.fds[pair], spec.hdrLen);
   }
 }

@@ -92,10 +92,12 @@ dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);
 };
 
-// poll(2) set: kick fds, wake fd, then the netdev's fds.
+// poll(2) sets: kick fds, wake fd, then the netdev's fds, which are left out
+// while the receiveq has no buffers (else a readable TAP would spin us).
 const kicks = d.kickFds.filter((fd) => fd >= 0);
-const fds = Int32Array.from([...kicks, d.wakeFd, ...(backend.waitFds ?? [])]);
-const revents = new Uint16Array(fds.length);
+const fdsAll = Int32Array.from([...kicks, d.wakeFd, ...(backend.waitFds ?? [])]);
+const fdsNoNet = fdsAll.subarray(0, kicks.length + 1);
+const revents = new Uint16Array(fdsAll.length);
 const nKicks = kicks.length;
 const busy = d.mode === 'busy' || nKicks < 2; // a ring without a kick fd must be polled
 const budget = d.budget;
@@ -120,6 +122,7 @@ for (;;) {
   if (busy) continue;
   dev.enableNotifications();
   if (dev.hasWork()) continue;
+  const fds = dev.room() > 0 ? fdsAll : fdsNoNet;
   const n = pollFdsInto(fds, 100, revents);
   if (n > 0) {
     for (let i = 0; i < nKicks; i++) {

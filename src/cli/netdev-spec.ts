@@ -1,0 +1,80 @@
+/**
+ * `--netdev` for `virtio-mq serve`, in QEMU's `-netdev` style:
+ *   tap,ifname=NAME            multi-queue TAP, one queue fd per pair (created if missing)
+ *   loopback                   every TX frame comes back on RX (steered by RSS or flow)
+ *   sink                       TX frames are read and counted
+ *   generator,flows=F,size=S[,proto=udp|tcp|mixed]   frames from outside, steered by RSS or flow
+ *   pcap,file=F[,write=OUT][,loop=on]                replay F into RX; record TX into OUT.q<pair>.pcap
+ */
+import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
+import { readPcapFile } from '../netdev/pcap.js';
+import type { BackendSpec } from '../transport/local/backends.js';
+
+export interface OpenedNetdev {
+  spec: BackendSpec;
+  /** What to release at exit (TAP queue fds). */
+  close(): void;
+  describe: string;
+}
+
+/** Parse `kind,key=value,...`. @throws Error with a clear message for anything malformed. */
+export function parseNetdev(text: string): { kind: string; opts: Map<string, string> } {
+  const [kind, ...rest] = text.split(',');
+  const opts = new Map<string, string>();
+  for (const kv of rest) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new Error(`--netdev ${text}: "${kv}" is not key=value`);
+    opts.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  return { kind, opts };
+}
+
+/** Open what the netdev needs (TAP queues) and build the workers' backend spec. */
+export function openNetdev(text: string, pairs: number, hdrLen = 12): OpenedNetdev {
+  const { kind, opts } = parseNetdev(text);
+  const num = (k: string, dflt: number): number => {
+    const v = opts.get(k);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--netdev ${kind}: ${k}=${v} is not a positive integer`);
+    return n;
+  };
+  switch (kind) {
+    case 'loopback':
+    case 'sink':
+      return { spec: { kind }, close: () => {}, describe: kind };
+    case 'generator': {
+      const proto = (opts.get('proto') ?? 'udp') as 'udp' | 'tcp' | 'mixed';
+      if (!['udp', 'tcp', 'mixed'].includes(proto)) throw new Error(`--netdev generator: proto=${proto} is not udp, tcp or mixed`);
+      const flows = num('flows', 64), size = num('size', 64);
+      return { spec: { kind: 'generator', flows, size, proto }, close: () => {}, describe: `generator ${flows} flows × ${size} B` };
+    }
+    case 'pcap': {
+      const file = opts.get('file');
+      const write = opts.get('write');
+      if (!file && !write) throw new Error('--netdev pcap needs file=CAPTURE and/or write=OUT');
+      const read = file ? readPcapFile(file).toSharedArrayBuffer() : undefined;
+      return { spec: { kind: 'pcap', read, write, loop: opts.get('loop') === 'on' }, close: () => {}, describe: `pcap ${file ?? ''}${write ? ` → ${write}` : ''}` };
+    }
+    case 'tap': {
+      const ifname = opts.get('ifname');
+      if (!ifname) throw new Error('--netdev tap needs ifname=NAME');
+      const fds: number[] = [];
+      try {
+        for (let p = 0; p < pairs; p++) {
+          const t = tunOpen(ifname, { multiQueue: true, vnetHdr: true, nonblock: true });
+          fds.push(t.fd);
+          tunSetVnetHdrSize(t.fd, hdrLen);
+          tunSetOffload(t.fd, 0); // no GSO/csum offloads: every frame is a plain, checksummed frame
+        }
+        linkSetUp(ifname, true);
+      } catch (e) {
+        for (const fd of fds) close(fd);
+        throw e;
+      }
+      return { spec: { kind: 'tap', fds, hdrLen }, close: () => fds.forEach((fd) => close(fd)), describe: `tap ${ifname} (${pairs} queues)` };
+    }
+    default:
+      throw new Error(`--netdev ${kind}: unknown (tap, loopback, sink, generator, pcap)`);
+  }
+}
