@@ -99,6 +99,11 @@ export function openGate(gate: SharedArrayBuffer): void {
 }
 
 /** The TrafficGenerator options a spec uses (build a driver-side checker with the same). */
+/** Close a gate again: generation pauses (frames already offered are not taken back). */
+export function closeGate(gate: SharedArrayBuffer): void {
+  Atomics.store(new Int32Array(gate), 0, 0);
+}
+
 export function generatorOptionsOf(spec: GeneratorBackendSpec): GeneratorOptions {
   return {
     flows: spec.flows, frameSize: spec.size, proto: spec.proto, ipVersion: spec.ipVersion,
@@ -168,11 +173,9 @@ export class GeneratorBackend implements PairBackend {
     return this.flows.length * this.perFlow;
   }
 
+  /** Generation runs while the gate (if any) is open; it may be closed again (closeGate). */
   private isOpen(): boolean {
-    if (this.open) return true;
-    if (Atomics.load(this.gate!, 0) === 0) return false;
-    this.open = true;
-    return true;
+    return this.open || Atomics.load(this.gate!, 0) !== 0;
   }
 
   transmit(src: Bytes, off: number, len: number): boolean {

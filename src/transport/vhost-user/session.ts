@@ -121,6 +121,11 @@ export class Session {
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 
+  /** Queue pairs whose worker is running (both rings started and enabled). */
+  get runningPairs(): number {
+    return this.runners.filter((r) => r !== null).length;
+  }
+
   /** Bytes and fds from the socket. Messages are handled one after another, in order. */
   receive(bytes: Uint8Array, fds: number[]): void {
     if (this.closed) {
