@@ -1,0 +1,184 @@
+/**
+ * `npm run bench:dpdk`: virtio-mq serve against DPDK's own vhost PMD, side by
+ * side in one run, with the same testpmd virtio-user (split ring, 1 pair,
+ * 64-byte frames) on the other end:
+ *
+ *   virtio-user txonly → (a) testpmd net_vhost rxonly  (b) serve --netdev sink (reads every byte)
+ *   (a) testpmd net_vhost txonly  (b) serve --netdev generator → virtio-user rxonly
+ *
+ * Each peer gets a CPU of its own (testpmd's forwarding lcore on CPU 1, the
+ * device side on CPU 0), (a) and (b) alternate, and the rate is what the
+ * virtio-user side counted over the window. serve runs in busy mode for the
+ * comparison (DPDK polls too) and once more in notify mode. Also prints
+ * serve's resident memory with 4 pairs connected, and the CPU share other
+ * processes took during each window (rows with a large share are noise).
+ *
+ * Options: --seconds N (window, default 3), --rounds N (default 2), --json.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from '../test/interop/testpmd.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const seconds = opt('--seconds', 3);
+const rounds = opt('--rounds', 2);
+const json = args.includes('--json');
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Row {
+  direction: 'to device' | 'from device';
+  peer: string;
+  mode: string;
+  mpps: number;
+  othersCpu: number;
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Jiffies of CPU a set of pids used (utime + stime of every thread, from /proc/PID/stat). */
+function pidJiffies(pids: number[]): number {
+  let j = 0;
+  for (const pid of pids) {
+    try {
+      const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      j += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return j;
+}
+
+function childPids(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) out.push(...childPids(Number(c)));
+  } catch {
+    /* gone */
+  }
+  return out;
+}
+
+async function startServe(socket: string, netdev: string, mode: string, queues = 1): Promise<ChildProcess> {
+  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'serve', '--socket', socket, '--queues', String(queues), '--netdev', netdev, '--mode', mode, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const until = Date.now() + 10_000;
+  while (!out.includes('listening on') && Date.now() < until) await sleep(50);
+  if (!out.includes('listening on')) throw new Error(`serve did not start: ${out}`);
+  return p;
+}
+
+async function stopProc(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null) return;
+  p.kill('SIGTERM');
+  const until = Date.now() + 3000;
+  while (p.exitCode === null && Date.now() < until) await sleep(50);
+  if (p.exitCode === null) p.kill('SIGKILL');
+}
+
+/** One measurement: the device side is (a) testpmd vhost or (b) serve; virtio-user drives. */
+async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode: string): Promise<Row> {
+  const socket = tmpSocketPath(`bench-${peer}`);
+  let dev: Testpmd | undefined, serve: ChildProcess | undefined, vu: Testpmd | undefined;
+  try {
+    if (peer === 'dpdk') {
+      dev = await Testpmd.start({ name: 'benchvhost', lcores: '0@0,1@0', vdevs: [`net_vhost0,iface=${socket},queues=1`], forwardMode: direction === 'to device' ? 'rxonly' : 'txonly', txpkts: 64 });
+    } else {
+      serve = await startServe(socket, direction === 'to device' ? 'sink' : 'generator,flows=64,size=64', mode);
+    }
+    vu = await Testpmd.start({ name: 'benchvu', lcores: '0@1,1@1', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024`], forwardMode: direction === 'to device' ? 'txonly' : 'rxonly', txpkts: 64 });
+    await sleep(1000);
+    if (dev) await dev.start();
+    await vu.start();
+    await sleep(1000); // warm up
+    const key = direction === 'to device' ? 'tx_packets' : 'rx_packets';
+    const pids = [dev?.pid, serve?.pid, vu.pid].filter((x): x is number => typeof x === "number").flatMap((p) => childPids(p));
+    const a = (await vu.portStats(0))[key];
+    const c0 = cpuTimes(), p0 = pidJiffies(pids), t0 = Date.now();
+    await sleep(seconds * 1000);
+    const b = (await vu.portStats(0))[key];
+    const c1 = cpuTimes(), p1 = pidJiffies(pids), t1 = Date.now();
+    const mpps = (b - a) / ((t1 - t0) / 1000) / 1e6;
+    const othersCpu = Math.max(0, (c1.busy - c0.busy - (p1 - p0)) / (c1.total - c0.total));
+    return { direction, peer: peer === 'dpdk' ? 'testpmd net_vhost' : 'virtio-mq serve', mode: peer === 'dpdk' ? 'poll' : mode, mpps, othersCpu };
+  } finally {
+    await vu?.quit().catch(() => undefined);
+    await dev?.quit().catch(() => undefined);
+    await stopProc(serve);
+    rmSync(socket, { force: true });
+  }
+}
+
+/** serve's resident memory with `queues` pairs connected to virtio-user and idle. */
+async function serveRss(queues: number): Promise<number> {
+  const socket = tmpSocketPath('bench-rss');
+  let serve: ChildProcess | undefined, vu: Testpmd | undefined;
+  try {
+    serve = await startServe(socket, 'loopback', 'notify', queues);
+    vu = await Testpmd.start({ name: 'benchrss', lcores: '0@1,1@1', rxq: queues, txq: queues, vdevs: [`net_virtio_user0,path=${socket},queues=${queues},cq=1,queue_size=1024`], forwardMode: 'io' });
+    await vu.start(true);
+    await sleep(3000);
+    const kb = childPids(serve.pid!).map((pid) => {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return m ? Number(m[1]) : 0;
+    });
+    return kb.reduce((x, y) => x + y, 0) / 1024;
+  } finally {
+    await vu?.quit().catch(() => undefined);
+    await stopProc(serve);
+    rmSync(socket, { force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const skip = interopSkipReason();
+  if (skip) {
+    console.log(`bench:dpdk skipped: ${skip}`);
+    return;
+  }
+  const rows: Row[] = [];
+  for (const direction of ['to device', 'from device'] as const) {
+    for (let r = 0; r < rounds; r++) {
+      for (const [peer, mode] of [['dpdk', 'poll'], ['serve', 'busy']] as const) {
+        const idle = await waitIdle(10_000);
+        if (!idle.idle && !json) console.error(`(machine not idle: ${idle.busyPercent.toFixed(0)} % busy; measuring anyway)`);
+        rows.push(await measure(direction, peer, mode));
+      }
+    }
+    await waitIdle(10_000);
+    rows.push(await measure(direction, 'serve', 'notify'));
+  }
+  const rss = await serveRss(4);
+  const best = (d: Row['direction'], p: string, m: string) => Math.max(...rows.filter((r) => r.direction === d && r.peer === p && r.mode === m).map((r) => r.mpps));
+  const summary = (['to device', 'from device'] as const).map((d) => {
+    const dpdk = best(d, 'testpmd net_vhost', 'poll');
+    const ours = best(d, 'virtio-mq serve', 'busy');
+    return { direction: d, dpdkMpps: dpdk, serveBusyMpps: ours, ratio: ours / dpdk, serveNotifyMpps: best(d, 'virtio-mq serve', 'notify') };
+  });
+  if (json) {
+    console.log(JSON.stringify({ rows, summary, serveRssMiB4Pairs: rss }, null, 2));
+    return;
+  }
+  console.log(`\nvirtio-user (testpmd, split ring, 1 pair, 64-byte frames) against each device side; ${seconds} s windows, best of ${rounds}`);
+  console.log(`${'direction'.padEnd(12)} ${'device side'.padEnd(20)} ${'mode'.padEnd(7)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)}`);
+  for (const r of rows) console.log(`${r.direction.padEnd(12)} ${r.peer.padEnd(20)} ${r.mode.padEnd(7)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}%`);
+  console.log('');
+  for (const s of summary)
+    console.log(`${s.direction.padEnd(12)} serve busy / DPDK vhost = ${s.serveBusyMpps.toFixed(2)} / ${s.dpdkMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}   (serve notify ${s.serveNotifyMpps.toFixed(2)} Mpps)`);
+  console.log(`serve resident memory with 4 pairs connected: ${rss.toFixed(0)} MiB`);
+}
+
+await main();
