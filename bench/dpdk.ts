@@ -4,7 +4,8 @@
  * 64-byte frames) on the other end:
  *
  *   virtio-user txonly → (a) testpmd net_vhost rxonly  (b) serve --netdev sink (reads every byte)
- *   (a) testpmd net_vhost txonly  (b) serve --netdev generator → virtio-user rxonly
+ *   (a) testpmd net_vhost txonly  (b) serve --netdev generator,template=on → virtio-user rxonly
+ *   (both send a prebuilt frame per flow; serve stamps a sequence number in each)
  *
  * Each peer gets a CPU of its own (testpmd's forwarding lcore on CPU 1, the
  * device side on CPU 0), (a) and (b) alternate, and the rate is what the
@@ -97,7 +98,7 @@ async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode
     if (peer === 'dpdk') {
       dev = await Testpmd.start({ name: 'benchvhost', lcores: '0@0,1@0', vdevs: [`net_vhost0,iface=${socket},queues=1`], forwardMode: direction === 'to device' ? 'rxonly' : 'txonly', txpkts: 64 });
     } else {
-      serve = await startServe(socket, direction === 'to device' ? 'sink' : 'generator,flows=64,size=64', mode);
+      serve = await startServe(socket, direction === 'to device' ? 'sink' : 'generator,flows=64,size=64,template=on', mode);
     }
     vu = await Testpmd.start({ name: 'benchvu', lcores: '0@1,1@1', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024`], forwardMode: direction === 'to device' ? 'txonly' : 'rxonly', txpkts: 64 });
     await sleep(1000);
@@ -122,8 +123,12 @@ async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode
   }
 }
 
-/** serve's resident memory with `queues` pairs connected to virtio-user and idle. */
-async function serveRss(queues: number): Promise<number> {
+/**
+ * serve's resident memory with `queues` pairs connected to virtio-user and
+ * forwarding: total RSS (it includes the front-end's shared guest pages
+ * serve touched: rings and buffers) and the private part (RssAnon), MiB.
+ */
+async function serveRss(queues: number): Promise<{ total: number; private: number }> {
   const socket = tmpSocketPath('bench-rss');
   let serve: ChildProcess | undefined, vu: Testpmd | undefined;
   try {
@@ -131,11 +136,10 @@ async function serveRss(queues: number): Promise<number> {
     vu = await Testpmd.start({ name: 'benchrss', lcores: '0@1,1@1', rxq: queues, txq: queues, vdevs: [`net_virtio_user0,path=${socket},queues=${queues},cq=1,queue_size=1024`], forwardMode: 'io' });
     await vu.start(true);
     await sleep(3000);
-    const kb = childPids(serve.pid!).map((pid) => {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return m ? Number(m[1]) : 0;
-    });
-    return kb.reduce((x, y) => x + y, 0) / 1024;
+    const field = (pid: number, name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    const pids = childPids(serve.pid!);
+    const sum = (name: string) => pids.reduce((a, pid) => a + field(pid, name), 0) / 1024;
+    return { total: sum('VmRSS'), private: sum('RssAnon') };
   } finally {
     await vu?.quit().catch(() => undefined);
     await stopProc(serve);
@@ -169,7 +173,7 @@ async function main(): Promise<void> {
     return { direction: d, dpdkMpps: dpdk, serveBusyMpps: ours, ratio: ours / dpdk, serveNotifyMpps: best(d, 'virtio-mq serve', 'notify') };
   });
   if (json) {
-    console.log(JSON.stringify({ rows, summary, serveRssMiB4Pairs: rss }, null, 2));
+    console.log(JSON.stringify({ rows, summary, serveRssMiB4Pairs: rss.total, servePrivateMiB4Pairs: rss.private }, null, 2));
     return;
   }
   console.log(`\nvirtio-user (testpmd, split ring, 1 pair, 64-byte frames) against each device side; ${seconds} s windows, best of ${rounds}`);
@@ -178,7 +182,7 @@ async function main(): Promise<void> {
   console.log('');
   for (const s of summary)
     console.log(`${s.direction.padEnd(12)} serve busy / DPDK vhost = ${s.serveBusyMpps.toFixed(2)} / ${s.dpdkMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}   (serve notify ${s.serveNotifyMpps.toFixed(2)} Mpps)`);
-  console.log(`serve resident memory with 4 pairs connected: ${rss.toFixed(0)} MiB`);
+  console.log(`serve resident memory with 4 pairs connected and forwarding: ${rss.total.toFixed(0)} MiB RSS, of which ${rss.private.toFixed(0)} MiB private (the rest is the front-end's shared guest memory serve touched)`);
 }
 
 await main();

@@ -3,7 +3,8 @@
  *   tap,ifname=NAME            multi-queue TAP, one queue fd per pair (created if missing)
  *   loopback                   every TX frame comes back on RX (steered by RSS or flow)
  *   sink                       TX frames are read and counted
- *   generator,flows=F,size=S[,proto=udp|tcp|mixed]   frames from outside, steered by RSS or flow
+ *   generator,flows=F,size=S[,proto=udp|tcp|mixed][,template=on]   frames from outside, steered by RSS or flow
+ *                              (template=on: one prebuilt frame per flow, seq stamped, like DPDK txonly)
  *   pcap,file=F[,write=OUT][,loop=on]                replay F into RX; record TX into OUT.q<pair>.pcap
  */
 import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
@@ -47,7 +48,8 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12): OpenedNetd
       const proto = (opts.get('proto') ?? 'udp') as 'udp' | 'tcp' | 'mixed';
       if (!['udp', 'tcp', 'mixed'].includes(proto)) throw new Error(`--netdev generator: proto=${proto} is not udp, tcp or mixed`);
       const flows = num('flows', 64), size = num('size', 64);
-      return { spec: { kind: 'generator', flows, size, proto }, close: () => {}, describe: `generator ${flows} flows × ${size} B` };
+      const template = opts.get('template') === 'on';
+      return { spec: { kind: 'generator', flows, size, proto, template, onFull: 'pace' }, close: () => {}, describe: `generator ${flows} flows × ${size} B${template ? ' (template)' : ''}` };
     }
     case 'pcap': {
       const file = opts.get('file');

@@ -122,7 +122,8 @@ export class NetDevicePair implements RxPort {
 
   /** Anything to do right now? (checked before sleeping, after re-enabling notifications) */
   hasWork(): boolean {
-    if (this.backend.busy()) return true;
+    // A netdev with frames to offer keeps the worker up only while the receiveq can take some.
+    if (this.backend.busy() && this.room() > 0) return true;
     try {
       if (this.active && !this.txFailed && this.txq.pending() > 0) return true;
       if (!this.rxFailed && this.rxq.pending() > 0) {

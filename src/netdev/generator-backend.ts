@@ -50,14 +50,26 @@ export interface GeneratorBackendSpec {
   dstMac?: string;
   /** Frames per flow, then stop (default: endless). */
   perFlow?: number;
-  /** What to do when receive() refuses a frame (default 'drop'). */
-  onFull?: 'drop' | 'retry';
+  /**
+   * What to do when receive() refuses a frame (default 'drop'): drop it
+   * (counted, like a wire), retry it next round (lossless), or 'pace': offer
+   * no more frames than the receiveq has buffers for (RxPort.room()), as a
+   * sender that sees its peer's ring would; refusals are then retried.
+   */
+  onFull?: 'drop' | 'retry' | 'pace';
   /** Check transmitted frames that carry our payload (default true). */
   checkTx?: boolean;
   /** Int32 word 0: generate only once non-zero (see {@link newGate}). */
   gate?: SharedArrayBuffer;
   /** Per-pair counters, see {@link newGeneratorStats} and {@link GenStat}. */
   stats?: SharedArrayBuffer;
+  /**
+   * Build each flow's frame once and only stamp the payload's sequence
+   * number per frame, as DPDK's txonly sends a template: for benchmarks.
+   * The headers and filler stay those of sequence 0, so such frames are not
+   * byte-exact for TrafficGenerator.checkFrame (flow and seq still parse).
+   */
+  template?: boolean;
 }
 
 /** Per-pair counters of a generator netdev (Float64, index pair * GEN_STAT_COUNT + stat). */
@@ -126,6 +138,11 @@ export class GeneratorBackend implements PairBackend {
   private readonly retry: boolean;
   private readonly checkTx: boolean;
   private readonly gate: Int32Array | null;
+  private readonly pace: boolean;
+  private tmpl: Bytes | null = null;
+  private tmplSlot = 0;
+  private tmplLen = new Uint32Array(0);
+  private tmplSeqOff = new Uint32Array(0);
   private open: boolean;
   private readonly stats: Float64Array;
   private readonly base: number;
@@ -145,7 +162,8 @@ export class GeneratorBackend implements PairBackend {
     const perFlow = spec.perFlow ?? Infinity;
     if (!(perFlow >= 0)) throw new RangeError(`perFlow must be >= 0 (got ${spec.perFlow})`);
     this.perFlow = perFlow;
-    this.retry = spec.onFull === 'retry';
+    this.retry = spec.onFull === 'retry' || spec.onFull === 'pace';
+    this.pace = spec.onFull === 'pace';
     this.checkTx = spec.checkTx ?? true;
     this.gate = spec.gate ? new Int32Array(spec.gate, 0, 1) : null;
     this.open = this.gate === null;
@@ -158,6 +176,19 @@ export class GeneratorBackend implements PairBackend {
     } else {
       this.stats = new Float64Array(GEN_STAT_COUNT);
       this.base = 0;
+    }
+    if (spec.template) {
+      const g = this.gen;
+      this.tmplSlot = (g.maxFrameLength + 3) & ~3;
+      const tb = new ArrayBuffer(Math.max(4, this.tmplSlot * this.flows.length));
+      this.tmpl = { u8: new Uint8Array(tb), i32: new Int32Array(tb) };
+      this.tmplLen = new Uint32Array(this.flows.length);
+      this.tmplSeqOff = new Uint32Array(this.flows.length);
+      this.flows.forEach((f, i) => {
+        this.tmplLen[i] = g.writeFrame(f, 0, this.tmpl!.u8, i * this.tmplSlot);
+        // payload = Ethernet + IP + L4 header; then magic u16, flow u32, seq u32
+        this.tmplSeqOff[i] = 14 + (g.isV6(f) ? 40 : 20) + (g.isTcp(f) ? 20 : 8) + 6;
+      });
     }
     this.finished = this.flows.length === 0 || perFlow === 0;
     if (this.finished) this.stats[this.base + GenStat.done] = 1;
@@ -198,6 +229,12 @@ export class GeneratorBackend implements PairBackend {
    */
   poll(rx: RxPort, budget: number): number {
     if (!this.isOpen()) return 0;
+    if (this.pace) {
+      const room = rx.room();
+      if (room < budget) budget = room;
+      if (budget === 0) return 0;
+    }
+    if (this.tmpl !== null) return this.pollTemplate(rx, budget);
     const st = this.stats, b = this.base;
     const buf = this.buf;
     let taken = 0;
@@ -219,6 +256,34 @@ export class GeneratorBackend implements PairBackend {
         st[b + GenStat.dropped]++;
       }
       this.pending = false;
+      this.advance();
+    }
+    return taken;
+  }
+
+  /** Template mode: offer each flow's prebuilt frame with its sequence number stamped (be32 at payload + 6). */
+  private pollTemplate(rx: RxPort, budget: number): number {
+    const st = this.stats, b = this.base;
+    const t = this.tmpl!;
+    const u8 = t.u8;
+    let taken = 0;
+    for (let n = 0; n < budget && !this.finished; n++) {
+      const off = this.cursor * this.tmplSlot;
+      const at = off + this.tmplSeqOff[this.cursor];
+      const seq = this.round;
+      u8[at] = seq >>> 24; u8[at + 1] = (seq >>> 16) & 0xff; u8[at + 2] = (seq >>> 8) & 0xff; u8[at + 3] = seq & 0xff; // big-endian, as TrafficGenerator writes it
+      st[b + GenStat.generated]++;
+      if (rx.receive(t, off, this.tmplLen[this.cursor], -1)) {
+        st[b + GenStat.accepted]++;
+        taken++;
+      } else if (this.retry) {
+        st[b + GenStat.generated]--;
+        st[b + GenStat.retries]++;
+        break;
+      } else {
+        rx.drop();
+        st[b + GenStat.dropped]++;
+      }
       this.advance();
     }
     return taken;

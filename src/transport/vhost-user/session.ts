@@ -29,7 +29,8 @@ import type { RssConfig } from '../../net/rss.js';
 import { FrameRing } from '../local/frame-ring.js';
 import type { BackendSpec } from '../local/backends.js';
 import {
-  decodeRequest, encodeGetConfigReply, encodeReplyAck, encodeStatusReply, encodeU64Reply, encodeVringBaseReply,
+  decodeRequest, encodeGetConfigReply, encodeHeader, encodeReplyAck, encodeStatusReply, encodeU64, encodeU64Reply, encodeVringBaseReply,
+  VHOST_USER_HEADER_SIZE, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION,
   hasExplicitReply, VhostUserFramer, VhostUserProtocolError,
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_RARP, VHOST_USER_PROTOCOL_F_REPLY_ACK,
@@ -146,7 +147,11 @@ export class Session {
       }
       if (!frame) return;
       const f = frame;
-      this.chain = this.chain.then(() => this.handleFrame(f));
+      // A throw escaping a handler must not leave the chain rejected (every later message would be skipped).
+      this.chain = this.chain.then(() => this.handleFrame(f)).catch((e: unknown) => {
+        this.o.log(`vhost-user: internal error: ${e instanceof Error ? e.message : String(e)}; closing connection`);
+        return this.close();
+      });
     }
   }
 
@@ -177,7 +182,7 @@ export class Session {
       const name = requestName(f.header.request) ?? `request ${f.header.request}`;
       if (pe.needReply && !hasExplicitReply(f.header.request)) {
         this.o.log(`vhost-user: ${name}: ${pe.code}: ${pe.message} (failure reply sent)`);
-        this.send(encodeReplyAck(f.header.request, 1));
+        this.send(failureAck(f.header.request));
       } else {
         this.o.log(`vhost-user: ${name}: ${pe.code}: ${pe.message}; closing connection`);
         await this.close();
@@ -257,6 +262,9 @@ export class Session {
         if (m.flags !== 0) throw new RequestError(`vring ${m.index}: dirty logging is not supported`);
         v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
         if (this.mem && v.num > 0) this.layoutOf(m.index); // check now: throws when outside every region
+        // A running ring moves to the new addresses; a ring that was waiting for valid ones starts.
+        if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
+        else await this.maybeStart(m.index >> 1);
         return;
       }
       case 'SET_VRING_BASE': {
@@ -492,6 +500,19 @@ export class Session {
   static statsBuffer(pairs: number): SharedArrayBuffer {
     return new SharedArrayBuffer(pairs * DEV_STAT_COUNT * 8);
   }
+}
+
+/**
+ * A failing REPLY_ACK for any request code: encodeReplyAck checks its output
+ * with decodeReply, which refuses request codes it does not know, and an
+ * unknown request sent with NEED_REPLY must still get its failure reply.
+ */
+function failureAck(request: number): EncodedVhostUserMessage {
+  if (requestName(request) !== undefined) return encodeReplyAck(request, 1);
+  const bytes = new Uint8Array(VHOST_USER_HEADER_SIZE + 8);
+  encodeHeader({ request, flags: VHOST_USER_VERSION | VHOST_USER_REPLY_MASK, size: 8 }, bytes, 0);
+  bytes.set(encodeU64(1), VHOST_USER_HEADER_SIZE);
+  return { bytes, fds: [] };
 }
 
 function safeClose(fd: number): void {
