@@ -46,6 +46,7 @@ program
   .option('-q, --queues <n>', 'queue pairs offered (GET_QUEUE_NUM)', int('--queues', 1, 256), 1)
   .option('--queue-size <n>', 'largest vring size accepted', int('--queue-size', 1, 32768), 1024)
   .option('--netdev <spec>', 'tap,ifname=NAME | loopback | sink | generator,flows=F,size=S | pcap,file=F[,write=OUT]', 'loopback')
+  .option('--rss [spec]', 'steer netdev frames by RSS: [key=HEX][,types=tcpv4+udpv4+...|all][,table=N] (default key, all types, 128 entries)')
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
   .action(async (opts) => {

@@ -5,6 +5,7 @@
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { DevStat } from '../net/stats.js';
 import { openNetdev } from './netdev-spec.js';
+import { parseRss } from './rss-spec.js';
 
 export interface ServeOptions {
   socket: string;
@@ -12,17 +13,20 @@ export interface ServeOptions {
   queues: number;
   queueSize: number;
   netdev: string;
+  /** RSS for frames from the netdev: true (defaults) or `key=HEX,types=a+b,table=N`. */
+  rss?: string | boolean;
   mode: 'busy' | 'notify';
   json: boolean;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
   const log = (line: string) => (o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line })) : console.error(`${new Date().toISOString()} ${line}`));
+  const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, backend: netdev.spec, mode: o.mode, log,
+    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, backend: netdev.spec, mode: o.mode, rss, log,
   });
-  log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode`);
+  log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   await backend.start();
   const s = backend.stats;
   let last = s.snapshot();
