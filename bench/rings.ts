@@ -52,6 +52,7 @@ interface Options {
   queueSize: number;
   budget: number;
   idleWait: boolean;
+  repeat: number;
 }
 
 export interface Row {
@@ -94,7 +95,7 @@ const CPUS = availableParallelism();
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     quick: false, seconds: NaN, warmup: NaN, json: false, sizes: [], pairs: [], modes: [], tests: [],
-    queueSize: 1024, budget: 64, idleWait: true,
+    queueSize: 1024, budget: 64, idleWait: true, repeat: 1,
   };
   const list = (v: string | undefined) => (v ?? '').split(',').filter((x) => x !== '');
   for (let i = 0; i < argv.length; i++) {
@@ -116,8 +117,9 @@ function parseArgs(argv: string[]): Options {
       case '--queue-size': o.queueSize = Number(val()); break;
       case '--budget': o.budget = Number(val()); break;
       case '--no-idle-wait': o.idleWait = false; break;
+      case '--repeat': o.repeat = Number(val()); break;
       case '-h': case '--help':
-        console.log('usage: node dist/bench/rings.js [--quick] [--seconds N] [--json] [--sizes 64,1500] [--pairs 1,2,4] [--modes busy,notify] [--tests copy,one-way,loopback] [--queue-size 1024] [--budget 64] [--warmup S] [--no-idle-wait]');
+        console.log('usage: node dist/bench/rings.js [--quick] [--seconds N] [--json] [--sizes 64,1500] [--pairs 1,2,4] [--modes busy,notify] [--tests copy,one-way,loopback] [--queue-size 1024] [--budget 64] [--warmup S] [--no-idle-wait] [--repeat N]');
         process.exit(0);
         break;
       default: throw new Error(`unknown option ${a}`);
@@ -126,6 +128,7 @@ function parseArgs(argv: string[]): Options {
   if (Number.isNaN(o.seconds)) o.seconds = o.quick ? 0.3 : 1.5;
   if (Number.isNaN(o.warmup)) o.warmup = o.quick ? 0.2 : 0.5;
   if (!(o.seconds > 0) || !(o.warmup >= 0)) throw new Error('--seconds must be > 0 and --warmup >= 0');
+  if (!(Number.isInteger(o.repeat) && o.repeat >= 1)) throw new Error('--repeat must be a positive integer');
   if (o.sizes.length === 0) o.sizes = o.quick ? [64] : [64, 1500];
   if (o.pairs.length === 0) o.pairs = o.quick ? [1, 2] : [1, 2, 4];
   if (o.modes.length === 0) o.modes = ['busy', 'notify'];
@@ -363,7 +366,7 @@ function table(rows: Row[], o: Options, notes: string[]): string {
   const w = head.map((_, i) => Math.max(...all.map((row) => row[i].length)));
   const line = (row: string[]) => row.map((c, i) => (left.has(i) ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
   return [
-    `virtio-mq ring bench: node ${process.version}, ${CPUS} CPUs, queue size ${o.queueSize}, budget ${o.budget}, window ${o.seconds} s (warm-up ${o.warmup} s)`,
+    `virtio-mq ring bench: node ${process.version}, ${CPUS} CPUs, queue size ${o.queueSize}, budget ${o.budget}, window ${o.seconds} s (warm-up ${o.warmup} s)${o.repeat > 1 ? `, quietest of ${o.repeat} runs per row` : ''}`,
     line(head),
     w.map((n) => '-'.repeat(n)).join('  '),
     ...body.map(line),
@@ -395,22 +398,36 @@ async function main(): Promise<void> {
     return r;
   };
   const progress = (s: string) => { if (!o.json) process.stderr.write(s); };
+  // --repeat N: measure each configuration N times and keep the run other
+  // processes disturbed least (not the fastest: that would favour lucky runs).
+  const quietest = async (measure: () => Promise<Row>): Promise<Row> => {
+    let best: Row | null = null;
+    for (let i = 0; i < o.repeat; i++) {
+      const r = await measure();
+      const noise = (x: Row) => (Number.isNaN(x.otherCpu) ? 0 : x.otherCpu);
+      if (best === null || noise(r) < noise(best) - 0.005 || (Math.abs(noise(r) - noise(best)) <= 0.005 && r.mpps > best.mpps)) best = r;
+    }
+    return best!;
+  };
   const oversubShort = Math.min(o.seconds, 0.5);
 
   for (const size of o.sizes) {
     if (o.tests.includes('copy')) {
       progress(`copy ${size} B ... `);
-      const g = await gate();
-      const r = copyBaseline(size, o.seconds, o.warmup, o.queueSize);
-      const b = between(r.m0, r.m1);
-      const mpps = r.packets / b.wall / 1e6;
-      rows.push({
-        test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps,
-        spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
-        otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: false,
-        kicksPerK: 0, notificationsPerK: 0, wakeupsPerK: 0, outOfOrder: 0, errors: [],
+      const row = await quietest(async () => {
+        const g = await gate();
+        const r = copyBaseline(size, o.seconds, o.warmup, o.queueSize);
+        const b = between(r.m0, r.m1);
+        const mpps = r.packets / b.wall / 1e6;
+        return {
+          test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps,
+          spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
+          otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: false,
+          kicksPerK: 0, notificationsPerK: 0, wakeupsPerK: 0, outOfOrder: 0, errors: [],
+        };
       });
-      progress(`${fmt(mpps, 3)} Mpps\n`);
+      rows.push(row);
+      progress(`${fmt(row.mpps, 3)} Mpps\n`);
     }
     for (const test of ['one-way', 'loopback'] as const) {
       if (!o.tests.includes(test)) continue;
@@ -420,24 +437,26 @@ async function main(): Promise<void> {
           const seconds = oversub ? oversubShort : o.seconds;
           const warmup = oversub ? Math.min(o.warmup, 0.3) : o.warmup;
           progress(`${test} ${size} B ${pairs} pair(s) ${mode} ... `);
-          const g = await gate();
-          const r = await runNet(test, size, pairs, mode, seconds, warmup, o);
-          const b = between(r.m0, r.m1);
-          const mpps = r.packets / b.wall / 1e6;
-          const perK = (n: number) => (r.packets > 0 ? (1000 * n) / r.packets : NaN);
-          const row: Row = {
-            test, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
-            spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN,
-            cpuEfficiency: null, otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: oversub,
-            kicksPerK: perK(r.kicks), notificationsPerK: perK(r.notifications), wakeupsPerK: perK(r.wakeups),
-            outOfOrder: r.outOfOrder, errors: r.errors,
-          };
+          const row = await quietest(async () => {
+            const g = await gate();
+            const r = await runNet(test, size, pairs, mode, seconds, warmup, o);
+            const b = between(r.m0, r.m1);
+            const mpps = r.packets / b.wall / 1e6;
+            const perK = (n: number) => (r.packets > 0 ? (1000 * n) / r.packets : NaN);
+            return {
+              test, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
+              spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN,
+              cpuEfficiency: null, otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: oversub,
+              kicksPerK: perK(r.kicks), notificationsPerK: perK(r.notifications), wakeupsPerK: perK(r.wakeups),
+              outOfOrder: r.outOfOrder, errors: r.errors,
+            } satisfies Row;
+          });
           if (pairs > 1) {
             const one = rows.find((x) => x.test === test && x.size === size && x.mode === mode && x.pairs === 1);
             if (one && one.mppsPerCpuS > 0) row.cpuEfficiency = row.mppsPerCpuS / one.mppsPerCpuS;
           }
           rows.push(row);
-          progress(`${fmt(mpps, 3)} Mpps${r.errors.length ? ` (${r.errors.join('; ')})` : ''}\n`);
+          progress(`${fmt(row.mpps, 3)} Mpps${row.errors.length ? ` (${row.errors.join('; ')})` : ''}\n`);
         }
       }
     }
@@ -456,7 +475,7 @@ async function main(): Promise<void> {
 
   if (o.json) {
     console.log(JSON.stringify({
-      node: process.version, cpus: CPUS, queueSize: o.queueSize, budget: o.budget, seconds: o.seconds, warmup: o.warmup,
+      node: process.version, cpus: CPUS, queueSize: o.queueSize, budget: o.budget, seconds: o.seconds, warmup: o.warmup, repeat: o.repeat,
       totalSeconds: total, rows, notes,
     }, null, 2));
   } else {

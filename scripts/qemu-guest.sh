@@ -175,7 +175,7 @@ ok=1
 cpu=0
 while [ $cpu -lt "$(nproc)" ]; do
   mask=$(printf '%x' $((1 << cpu)))
-  out=$(taskset "$mask" ping -c "$count" -w 15 "$peer" 2>&1); rc=$?
+  out=$(taskset "$mask" ping -c "$count" -w 10 "$peer" 2>&1); rc=$?
   echo "GUEST-PING cpu=$cpu rc=$rc $(echo "$out" | grep -E 'transmitted|round-trip' | tr '\n' ' ')"
   [ $rc -eq 0 ] || ok=0
   cpu=$((cpu + 1))
@@ -186,9 +186,9 @@ fi
 if [ $ok -eq 1 ]; then
   echo "GUEST-PING-OK"
 else
-  ip -s link show eth0
+  ifconfig eth0
   ip neigh
-  dmesg | tail -n 20
+  dmesg | grep -iE 'virtio|eth0' | tail -n 20
   echo "GUEST-PING-FAIL"
 fi
 echo "GUEST-END uptime=$(cut -d' ' -f1 /proc/uptime)"

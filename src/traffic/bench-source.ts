@@ -19,6 +19,11 @@ import { TrafficGenerator } from '../netdev/generator.js';
  */
 export const BENCH_SEQ_OFF = 14 + 20 + 8 + 6;
 
+/** Byte-swap a 32-bit value (host little-endian <-> the frame's big-endian seq field). */
+function bswap32(x: number): number {
+  return ((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
+}
+
 export interface BenchTrafficSpec {
   kind: 'bench';
   /** Ethernet frame size in bytes, 60..1514. */
@@ -79,6 +84,7 @@ export class BenchSource implements TrafficSource {
   fill(drv: NetDriverPair, budget: number): number {
     const view = drv.txView;
     const d = view.u8;
+    const i32 = view.i32;
     const size = this.size;
     let seq = this.txSeq;
     let sent = 0;
@@ -99,10 +105,14 @@ export class BenchSource implements TrafficSource {
       if ((o & 7) !== this.frameOff) this.frame = this.build(o & 7);
       copyBytes(view, o, this.frame, this.frameOff, size);
       const s = o + BENCH_SEQ_OFF;
-      d[s] = seq >>> 24;
-      d[s + 1] = seq >>> 16;
-      d[s + 2] = seq >>> 8;
-      d[s + 3] = seq;
+      if ((s & 3) === 0) {
+        i32[s >>> 2] = bswap32(seq); // one store (little-endian host, checked by layout.ts)
+      } else {
+        d[s] = seq >>> 24;
+        d[s + 1] = seq >>> 16;
+        d[s + 2] = seq >>> 8;
+        d[s + 3] = seq;
+      }
       seq = (seq + 1) | 0;
       drv.commitTx(size);
     }
@@ -112,9 +122,14 @@ export class BenchSource implements TrafficSource {
   }
 
   consume(src: Bytes, off: number, len: number): void {
-    const d = src.u8;
     const s = off + BENCH_SEQ_OFF;
-    const seq = (d[s] << 24) | (d[s + 1] << 16) | (d[s + 2] << 8) | d[s + 3];
+    let seq: number;
+    if ((s & 3) === 0) {
+      seq = bswap32(src.i32[s >>> 2]);
+    } else {
+      const d = src.u8;
+      seq = (d[s] << 24) | (d[s + 1] << 16) | (d[s + 2] << 8) | d[s + 3];
+    }
     this.received++;
     this.seqXor ^= seq;
     if (this.checkOrder) {

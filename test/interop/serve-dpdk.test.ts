@@ -133,6 +133,15 @@ for (const { pairs, mrg, inOrder } of matrix) {
       assert.deepEqual(ioTpRx, ioDevRx, 'io: testpmd received what the back-end delivered');
       assert.deepEqual(ioDevTx, ioTpTx, 'io: the back-end consumed what testpmd forwarded back');
       assert.equal(s.total(DevStat.errors), 0);
+
+      // 4. quit: virtio-user disables every ring, then GET_VRING_BASE each; serve answers them all.
+      await tp.quit();
+      tp = undefined;
+      const end = Date.now() + 10_000;
+      while (backend.session && Date.now() < end) await sleep(50);
+      const log = logs.join('\n');
+      assert.doesNotMatch(log, /closing connection|failure reply/, 'no request refused');
+      for (let v = 0; v < 2 * pairs; v++) assert.match(log, new RegExp(`vring ${v} stopped at avail index \\d+`));
     } finally {
       await tp?.quit();
       await backend.stop();
@@ -141,3 +150,34 @@ for (const { pairs, mrg, inOrder } of matrix) {
     }
   });
 }
+
+test('serve --client connects to virtio-user in server mode (server=1), serves it, and reconnects after it quits', { skip, timeout: 120_000 }, async () => {
+  const socket = tmpSocketPath('client');
+  const logs: string[] = [];
+  let tp: Testpmd | undefined;
+  const backend = new VhostUserBackend({ socket, client: true, pairs: 1, backend: { kind: 'loopback' }, log: (l) => logs.push(l) });
+  try {
+    // serve keeps trying to connect (with back-off) until virtio-user listens; testpmd prompts once connected.
+    const connecting = backend.start();
+    tp = await Testpmd.start({ name: 'client', lcores: '0@1,1@0', forwardMode: 'io', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,server=1`] });
+    await connecting;
+    const until = Date.now() + 15_000;
+    while ((backend.session?.runningPairs ?? 0) < 1 && Date.now() < until) await sleep(50);
+    assert.equal(backend.session?.runningPairs, 1, logs.join('\n'));
+    await tp.start(true);
+    await sleep(1000);
+    await tp.stop();
+    const x = await tp.xstats(0);
+    assert.ok(x.rx_q0_good_packets > 0 && x.tx_q0_good_packets > 0, 'frames loop through serve');
+    await tp.quit();
+    tp = undefined;
+    // The front-end went away: serve goes back to connecting, with back-off.
+    const t2 = Date.now() + 10_000;
+    while (!logs.some((l) => l.includes('retrying in')) && Date.now() < t2) await sleep(50);
+    assert.ok(logs.some((l) => l.includes('retrying in')), logs.join('\n'));
+  } finally {
+    await tp?.quit();
+    await backend.stop();
+    rmSync(socket, { force: true });
+  }
+});

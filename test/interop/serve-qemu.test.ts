@@ -106,7 +106,9 @@ test('real Linux guest (QEMU TCG, virtio-net mq=on, 2 pairs) through vhost-user 
     qemu.stderr!.on('data', onData);
     const exited = new Promise<number | null>((r) => qemu!.once('exit', (code) => r(code)));
     // TCG boot takes seconds here, a minute on a loaded machine; the guest powers itself off.
-    const code = await Promise.race([exited, sleep(150_000).then(() => 'timeout' as const)]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 150_000)))]);
+    clearTimeout(timer);
     const tEnd = Date.now();
     const out = console_();
     const diag = `\n--- guest console / QEMU ---\n${out.slice(-6000)}\n--- serve ---\n${serveText().slice(-6000)}`;

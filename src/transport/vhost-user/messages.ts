@@ -215,7 +215,7 @@ export interface VhostUserRequestBodies {
   SET_VRING_ADDR: VhostVringAddr;
   /** Payload: vring state; `num` = next avail index (split) or packed indices + wrap counters (see VhostVringState). */
   SET_VRING_BASE: { index: number; num: number };
-  /** Payload: vring state with num = 0 (reserved, refused otherwise). Reply: vring state. Stops the ring. */
+  /** Payload: vring state; `num` is ignored (DPDK virtio-user fills it). Reply: vring state. Stops the ring. */
   GET_VRING_BASE: { index: number };
   /** Payload: u64 index/NOFD; 1 fd unless NOFD, then 0. */
   SET_VRING_KICK: VringFdBody;
@@ -456,7 +456,14 @@ function decodeBody(name: VhostUserRequestName, payload: Uint8Array, ctx: Decode
       return message(name, ctx, { index: s.index, num: s.num });
     }
 
-    case 'GET_VRING_BASE':
+    case 'GET_VRING_BASE': {
+      // `num` carries nothing for the back-end, and DPDK 22.11's virtio-user
+      // sends its ring's index there (seen: 3744): ignore it, as QEMU's and
+      // DPDK's own back-ends do.
+      const s = decodeVringState(payload, ctx);
+      expectFds(ctx, 0, name);
+      return message(name, ctx, { index: s.index });
+    }
     case 'VRING_KICK': {
       const s = decodeVringState(payload, ctx);
       expectFds(ctx, 0, name);
