@@ -9,7 +9,7 @@
  */
 import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
 import { readPcapFile } from '../netdev/pcap.js';
-import type { BackendSpec } from '../transport/local/backends.js';
+import type { BackendSpec } from '../netdev/spec.js';
 
 export interface OpenedNetdev {
   spec: BackendSpec;

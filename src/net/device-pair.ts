@@ -21,7 +21,7 @@ import { VirtioError } from '../virtio/errors.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import { DescChain } from '../virtio/split/chain.js';
 import type { SplitDeviceQueue } from '../virtio/split/device.js';
-import type { FrameRing } from '../transport/local/frame-ring.js';
+import type { FrameRing } from '../transport/frame-ring.js';
 import type { PairBackend, RxPort } from './backend.js';
 import { DevStat } from './stats.js';
 

@@ -23,9 +23,9 @@ import type { ControlState } from '../../net/ctrl.js';
 import type { RssConfigCommand } from '../../net/ctrl.js';
 import type { VirtioTransport } from '../transport.js';
 import type { SplitQueueLayout } from '../../virtio/split/layout.js';
-import { FrameRing } from './frame-ring.js';
+import { FrameRing } from '../frame-ring.js';
 import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
-import type { BackendSpec } from './backends.js';
+import type { BackendSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
 import type { DeviceWorkerData, DeviceWorkerMessage } from './device-worker.js';
 import type { DriverWorkerData } from './driver-worker.js';
@@ -146,7 +146,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       const data: DeviceWorkerData = {
         pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: dev.layouts[2 * p]!, tx: dev.layouts[2 * p + 1]!,
         eventIdx: drv.eventIdx, indirect: drv.indirect, mrgRxbuf: drv.mrgRxbuf, hdrLen: dev.hdrLen,
-        maxFrame: 65535, mode: this.opts.mode, budget: this.opts.budget,
+        mode: this.opts.mode, budget: this.opts.budget,
         control: this.ctl.buffer, stats: this.devStats.buffer, afs,
         inboxes: box.map((row) => row[p]), outboxes: box[p],
         backend: this.opts.backend, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,

@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock } from '../../host/index.js';
 import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
-import type { BackendSpec } from '../local/backends.js';
+import type { BackendSpec } from '../../netdev/spec.js';
 import { Session } from './session.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 

@@ -8,31 +8,17 @@
  * stands, which GET_VRING_BASE returns.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
-import { SplitDeviceQueue } from '../../virtio/split/device.js';
-import type { SplitQueueLayout } from '../../virtio/split/layout.js';
-import { NetDevicePair, type PairNotifier } from '../../net/device-pair.js';
+import type { PairNotifier } from '../../net/device-pair.js';
 import { DevStat, DEV_STAT_COUNT } from '../../net/stats.js';
-import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
-import { FrameRing } from '../local/frame-ring.js';
-import { makeBackend, type BackendSpec } from '../local/backends.js';
+import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
 import { eventfdRead, eventfdWrite, pollFdsInto } from '../../host/index.js';
 
-export interface PairWorkerData {
-  pair: number;
-  maxPairs: number;
+export interface PairWorkerData extends DevicePairData {
   activePairs: number;
-  regions: RegionSpec[];
-  rx: SplitQueueLayout;
-  tx: SplitQueueLayout;
   /** Ring positions to start from (SET_VRING_BASE, or where a stopped worker left off). */
   rxBase: { avail: number; used: number };
   txBase: { avail: number; used: number };
-  eventIdx: boolean;
-  indirect: boolean;
-  mrgRxbuf: boolean;
-  hdrLen: number;
   /** Kick eventfds of receiveqN and transmitqN (-1: none, poll the ring). */
   kickFds: [number, number];
   /** Call eventfds (-1: the front-end wants no calls). */
@@ -43,12 +29,6 @@ export interface PairWorkerData {
   wakeFds: number[];
   mode: 'busy' | 'notify';
   budget: number;
-  stats: SharedArrayBuffer;
-  afs: SharedArrayBuffer;
-  inboxes: SharedArrayBuffer[];
-  outboxes: SharedArrayBuffer[];
-  backend: BackendSpec;
-  rss: RssConfig | null;
   /** Int32 [stop] shared with the control plane. */
   control: SharedArrayBuffer;
   port: MessagePort;
@@ -60,18 +40,9 @@ export type PairWorkerReport =
   | { type: 'stopped'; pair: number; rx: { avail: number; used: number }; tx: { avail: number; used: number } };
 
 const d = workerData as PairWorkerData;
-const mem = new GuestMemory(d.regions);
 const stats = new Float64Array(d.stats);
 const statBase = d.pair * DEV_STAT_COUNT;
 const control = new Int32Array(d.control);
-const opts = { eventIdx: d.eventIdx, indirect: d.indirect };
-const rxq = new SplitDeviceQueue(mem, d.rx, { ...opts, index: 2 * d.pair });
-const txq = new SplitDeviceQueue(mem, d.tx, { ...opts, index: 2 * d.pair + 1 });
-rxq.setBase(d.rxBase.avail, d.rxBase.used);
-txq.setBase(d.txBase.avail, d.txBase.used);
-const steering = new DeviceSteering(d.activePairs, d.afs);
-steering.setRss(d.rss);
-const backend = makeBackend(d.backend, d.pair, d.maxPairs);
 const notifier: PairNotifier = {
   notifyQueue: (q) => {
     const fd = d.callFds[q & 1];
@@ -82,12 +53,7 @@ const notifier: PairNotifier = {
     if (fd >= 0) eventfdWrite(fd, 1);
   },
 };
-const inboxes = d.inboxes.map((b) => new FrameRing(b));
-const outboxes = d.outboxes.map((b, p) => (p === d.pair ? inboxes[p] : new FrameRing(b)));
-const dev = new NetDevicePair(mem, rxq, txq, backend, steering, inboxes, outboxes, notifier, stats, statBase, {
-  pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf, maxFrame: 65535,
-});
-dev.active = d.pair < d.activePairs;
+const { dev, rxq, txq, steering, backend } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);
 };

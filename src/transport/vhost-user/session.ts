@@ -26,8 +26,8 @@ import { netHdrSize } from '../../net/hdr.js';
 import { DEV_STAT_COUNT } from '../../net/stats.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
-import { FrameRing } from '../local/frame-ring.js';
-import type { BackendSpec } from '../local/backends.js';
+import { FrameRing } from '../frame-ring.js';
+import type { BackendSpec } from '../../netdev/spec.js';
 import {
   decodeRequest, encodeGetConfigReply, encodeHeader, encodeReplyAck, encodeStatusReply, encodeU64, encodeU64Reply, encodeVringBaseReply,
   VHOST_USER_HEADER_SIZE, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION,

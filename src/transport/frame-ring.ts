@@ -11,7 +11,7 @@
  * writePos with Atomics.store after writing the bytes; the consumer releases
  * space the same way through readPos.
  */
-import { copyBytes, type Bytes } from '../../virtio/copy.js';
+import { copyBytes, type Bytes } from '../virtio/copy.js';
 
 const HDR = 16; // header bytes
 const WRAP = -1;

@@ -2,12 +2,12 @@
  * Which netdev sits behind a device worker's queue pair: a structured-clonable
  * spec posted to the worker, turned into a {@link PairBackend} there.
  */
-import type { PairBackend } from '../../net/backend.js';
-import { LoopbackBackend } from '../../netdev/loopback.js';
-import { SinkBackend } from '../../netdev/sink.js';
-import { GeneratorBackend, type GeneratorBackendSpec } from '../../netdev/generator-backend.js';
-import { PcapBackend, type PcapBackendSpec } from '../../netdev/pcap-backend.js';
-import { TapBackend } from '../../netdev/tap-backend.js';
+import type { PairBackend } from '../net/backend.js';
+import { LoopbackBackend } from './loopback.js';
+import { SinkBackend } from './sink.js';
+import { GeneratorBackend, type GeneratorBackendSpec } from './generator-backend.js';
+import { PcapBackend, type PcapBackendSpec } from './pcap-backend.js';
+import { TapBackend } from './tap-backend.js';
 
 export type BackendSpec =
   /** Every TX frame comes back on RX, steered by the device. */
