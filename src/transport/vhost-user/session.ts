@@ -32,7 +32,7 @@ import {
   decodeRequest, encodeGetConfigReply, encodeHeader, encodeReplyAck, encodeStatusReply, encodeU64, encodeU64Reply, encodeVringBaseReply,
   VHOST_USER_HEADER_SIZE, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION,
   hasExplicitReply, VhostUserFramer, VhostUserProtocolError,
-  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
+  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_RARP, VHOST_USER_PROTOCOL_F_REPLY_ACK,
   VHOST_USER_PROTOCOL_F_STATUS, requestName,
   type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
@@ -45,11 +45,15 @@ export const VHOST_NET_FEATURES =
   VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
   VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
 
-/** Protocol features offered (vhost-user.rst "Protocol features"). */
+/**
+ * Protocol features offered (vhost-user.rst "Protocol features"). Not CONFIG:
+ * virtio-net's config space belongs to the front-end (QEMU warns when a net
+ * back-end offers it); GET_CONFIG is still answered if sent.
+ */
 export const VHOST_NET_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_RARP)) |
-  (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIG)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS));
 
 /** Memory slots offered with CONFIGURE_MEM_SLOTS (GuestMemory's limit). */
@@ -97,7 +101,8 @@ export class Session {
   protocolFeatures = 0n;
   status = 0;
   private mtu: number;
-  private memRegions: { spec: RegionSpec; desc: VhostUserMemoryRegion }[] = [];
+  /** Mapped regions; `refs` counts identical ADD_MEM_REGs (one per QEMU vhost device). */
+  private memRegions: { spec: RegionSpec; desc: VhostUserMemoryRegion; refs: number }[] = [];
   private mem: GuestMemory | null = null;
   private readonly vrings: Vring[];
   private readonly runners: (PairRunner | null)[];
@@ -240,14 +245,24 @@ export class Session {
       case 'SET_MEM_TABLE':
         await this.setMemory(m.regions);
         return;
-      case 'ADD_MEM_REG':
+      case 'ADD_MEM_REG': {
+        // QEMU (7.2) runs one vhost device per queue pair on the same socket, and
+        // each adds the same regions: an identical region is counted, not mapped again.
+        const same = this.memRegions.find((r) => sameRegion(r.desc, m.region));
+        if (same) {
+          safeClose(m.region.fd);
+          same.refs++;
+          return;
+        }
         await this.setMemory([...this.memRegions.map((r) => r.desc), m.region], [m.region]);
         return;
+      }
       case 'REM_MEM_REG': {
         if (m.strayFd !== null) safeClose(m.strayFd);
-        const keep = this.memRegions.filter((r) => !(r.desc.guestAddr === m.region.guestAddr && r.desc.size === m.region.size && r.desc.userAddr === m.region.userAddr));
-        if (keep.length === this.memRegions.length) throw new RequestError('REM_MEM_REG: no such region');
-        await this.setMemory(keep.map((r) => r.desc), []);
+        const r = this.memRegions.find((x) => sameRegion(x.desc, m.region));
+        if (!r) throw new RequestError('REM_MEM_REG: no such region');
+        if (--r.refs > 0) return;
+        await this.setMemory(this.memRegions.filter((x) => x !== r).map((x) => x.desc), []);
         return;
       }
       case 'SET_VRING_NUM': {
@@ -451,19 +466,19 @@ export class Session {
    */
   private async setMemory(regions: VhostUserMemoryRegion[], fresh: VhostUserMemoryRegion[] = regions): Promise<void> {
     const running = await this.stopAll();
-    const next: { spec: RegionSpec; desc: VhostUserMemoryRegion }[] = [];
+    const next: { spec: RegionSpec; desc: VhostUserMemoryRegion; refs: number }[] = [];
     try {
       for (const d of regions) {
         const old = fresh.includes(d) ? undefined : this.memRegions.find((r) => r.desc === d);
         const buffer = old ? old.spec.buffer : mmapShared(d.fd, d.size, d.mmapOffset);
-        next.push({ spec: { guestPhysAddr: d.guestAddr, size: d.size, buffer, userAddr: d.userAddr }, desc: d });
+        next.push({ spec: { guestPhysAddr: d.guestAddr, size: d.size, buffer, userAddr: d.userAddr }, desc: d, refs: old?.refs ?? 1 });
       }
       this.mem = new GuestMemory(next.map((r) => r.spec)); // rejects overlaps
     } finally {
       for (const d of fresh) safeClose(d.fd); // the mapping keeps the memory; the fd is not needed
     }
     this.memRegions = next;
-    this.o.log(`vhost-user: memory table: ${next.map((r) => `[0x${r.desc.guestAddr.toString(16)}, +${r.desc.size >>> 20} MiB]`).join(' ')}`);
+    this.o.log(`vhost-user: memory table: ${next.map((r) => `[0x${r.desc.guestAddr.toString(16)}, +${r.desc.size >= 1 << 20 ? `${Math.round(r.desc.size / 2 ** 20)} MiB` : `${Math.round(r.desc.size / 1024)} KiB`}]`).join(' ')}`);
     for (const p of running) await this.maybeStart(p);
   }
 
@@ -513,6 +528,11 @@ function failureAck(request: number): EncodedVhostUserMessage {
   encodeHeader({ request, flags: VHOST_USER_VERSION | VHOST_USER_REPLY_MASK, size: 8 }, bytes, 0);
   bytes.set(encodeU64(1), VHOST_USER_HEADER_SIZE);
   return { bytes, fds: [] };
+}
+
+/** Same guest physical range at the same front-end address (the mmap offset may differ per fd). */
+function sameRegion(a: { guestAddr: number; size: number; userAddr: number }, b: { guestAddr: number; size: number; userAddr: number }): boolean {
+  return a.guestAddr === b.guestAddr && a.size === b.size && a.userAddr === b.userAddr;
 }
 
 function safeClose(fd: number): void {
