@@ -187,6 +187,8 @@ export class NetDevicePair implements RxPort {
           txq.unpop(1); // backpressure: offered again next round
           break;
         }
+        // A gathered frame lives in the one gather buffer: a batching netdev must finish it now.
+        if (src === this.gather) backend.flush?.();
         txq.pushUsed(chain.head, 0);
         st[b + DevStat.txPackets]++;
         st[b + DevStat.txBytes] += len;
