@@ -27,7 +27,12 @@
  * Options: --quick (short windows, 64-byte frames, 1 and 2 pairs), --seconds N
  * (measuring window per configuration), --json. For experiments: --sizes,
  * --pairs, --modes, --tests (comma lists), --queue-size, --budget, --warmup,
- * --no-idle-wait.
+ * --no-idle-wait, --repeat N (measure each row N times, keep the run other
+ * processes disturbed least).
+ *
+ * Rates vary from run to run on a shared 2-CPU VM (the same configuration
+ * with nothing else running has measured 4.5 and 9.5 Mpps): read the
+ * `spread %` and `others %` columns before comparing rows.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -468,6 +473,7 @@ async function main(): Promise<void> {
     `each pair = 2 worker threads (driver + device). Busy mode with more threads than the ${CPUS} CPUs ('oversub') spins against descheduled peers and collapses: measured anyway, with a ${oversubShort} s window.`,
     `spread % = (max - min) / mean of the rate over ${PARTS} equal parts of the window. CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; eff vs 1p = Mpkt/CPU-s relative to 1 pair of the same test, size and mode (target >= 0.95 for 2 pairs).`,
     `others % = share of all ${CPUS} CPUs that other processes used during the window (/proc/stat busy minus this process's /proc/self/stat time). Rows marked NOISY (> 10 %) or not-idle (the idle gate gave up waiting) are unreliable: rerun them.`,
+    `on a shared VM the same row varies from run to run (idle machine, 1 pair, 64 B: 6.8 to 9.6 Mpps one-way) more than the spread column shows, so one run's eff vs 1p is indicative only; --repeat N keeps the least disturbed of N runs.`,
     `loopback sources keep at most one receiveq (${o.queueSize}) of frames in flight, so looped-back frames never wait in the device's RX backlog (an extra copy each).`,
     `queue size ${o.queueSize}, budget ${o.budget} frames per poll round, EVENT_IDX on; total bench time ${total.toFixed(1)} s.`,
   ];

@@ -107,14 +107,15 @@ export class NetDevicePair implements RxPort {
   }
 
   /**
-   * One round of work: up to `budget` TX chains, up to `budget` frames from
-   * the backend, then the inboxes; publishes both used rings and notifies.
+   * One round of work: the inboxes, up to `budget` TX chains, up to `budget`
+   * frames from the netdev; publishes both used rings and notifies.
    * Returns the number of frames moved (0 = idle).
    */
   poll(budget: number): number {
-    let work = 0;
+    // Inboxes (and the backlog) first: new frames then find it empty and go
+    // straight to the receiveq instead of queueing behind it (an extra copy).
+    let work = this.drainInboxes(budget);
     if (this.active) work += this.processTx(budget);
-    work += this.drainInboxes(budget);
     if (this.active) work += this.backend.poll(this, budget);
     this.publish();
     return work;

@@ -20,7 +20,8 @@ export const DevStat = {
   errors: 10, // malformed chains; the queue is stopped after the first
   rxBuffers: 11, // descriptor chains used on receiveqN (>= rxPackets with MRG_RXBUF)
 } as const;
-export const DEV_STAT_COUNT = 12;
+/** Stride per pair: 16 doubles = two 64-byte cache lines, so pairs' counters never share a line. */
+export const DEV_STAT_COUNT = 16;
 
 /** Driver-side counters of one queue pair. */
 export const DrvStat = {
@@ -37,7 +38,8 @@ export const DrvStat = {
   errors: 10, // ring errors seen by the driver
   rxGaps: 11, // frames missing: a flow's sequence number jumped ahead (lost or filtered before it)
 } as const;
-export const DRV_STAT_COUNT = 12;
+/** Stride per pair (16 doubles, see DEV_STAT_COUNT). */
+export const DRV_STAT_COUNT = 16;
 
 /** A block of `pairs × width` counters over one SharedArrayBuffer. */
 export class StatsBlock {

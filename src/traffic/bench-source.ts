@@ -31,9 +31,9 @@ export interface BenchTrafficSpec {
   /** Count out-of-order sequence numbers on RX (one compare per frame). Default true. */
   checkOrder?: boolean;
   /**
-   * Loopback pacing: keep TX frames in flight plus received frames not yet
-   * taken within the receiveq size, so every frame the device loops back
-   * finds an RX buffer. Default false (send whenever the transmitq has room).
+   * Loopback pacing: keep the frames sent and not yet received within the
+   * receiveq size, so every frame the device loops back finds an RX buffer.
+   * Default false (send whenever the transmitq has room).
    */
   rxWindow?: boolean;
 }
