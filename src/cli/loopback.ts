@@ -10,7 +10,7 @@ import { TxQueueSelector } from '../net/tx-select.js';
 import { DEFAULT_RSS_KEY } from '../net/toeplitz.js';
 import { VIRTIO_NET_HASH_TYPE_ALL } from '../net/config.js';
 import { RssSteering } from '../net/rss.js';
-import { readPcapFrames } from '../netdev/pcap-frames.js';
+import { readPcapFile } from '../netdev/pcap.js';
 import { prepareGeneratorTraffic, assignFlows, type GeneratorTrafficSpec } from '../traffic/generator-source.js';
 import { preparePcapTraffic, type PcapTrafficSpec } from '../traffic/pcap-source.js';
 import { flowIdOf } from '../traffic/flow-id.js';
@@ -65,7 +65,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   let tcpFlowsPerPair: number[] | undefined;
   if (o.pcap) {
     if (o.resize) throw new Error('--resize works with generated flows, not with --pcap');
-    const frames = readPcapFrames(o.pcap);
+    const frames = readPcapFile(o.pcap).frames;
     spec = preparePcapTraffic(frames, (f) => selector.select(f, 0, f.length, pairs));
     tcpFlowsPerPair = countTcpFlows(frames, spec, pairs);
   } else {
