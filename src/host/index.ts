@@ -452,14 +452,7 @@ export function linkSetUp(name: string, up: boolean): void {
 // skip it with start + 1).  Use non-blocking fds.
 
 /** Write frame i = bytes [offs[i], offs[i] + lens[i]) of `buf`, one writev per frame. */
-export const writevFrames: (
-  fd: number,
-  buf: SharedArrayBuffer | ArrayBuffer,
-  offs: Float64Array,
-  lens: Uint32Array,
-  count: number,
-  start?: number,
-) => number = native.writevFrames;
+export const writevFrames: NativeBinding['writevFrames'] = native.writevFrames;
 
 /**
  * Read one frame per readv into [offs[i], offs[i] + caps[i]); outLens[i] = bytes
@@ -469,39 +462,14 @@ export const writevFrames: (
  * GSO offloads on, else header + 14 + MTU [+ 4 for VLAN]) and drop frames that
  * fill the buffer completely.
  */
-export const readFrames: (
-  fd: number,
-  buf: SharedArrayBuffer | ArrayBuffer,
-  offs: Float64Array,
-  caps: Uint32Array,
-  outLens: Uint32Array,
-  count: number,
-  start?: number,
-) => number = native.readFrames;
+export const readFrames: NativeBinding['readFrames'] = native.readFrames;
 
 /**
  * Scatter-gather writes: frame i is segCounts[i] (1..1024) consecutive
  * segments of the flat segOffs/segLens tables; frame `start` begins at
  * segment sum(segCounts[0..start)).
  */
-export const writevFramesSg: (
-  fd: number,
-  buf: SharedArrayBuffer | ArrayBuffer,
-  segOffs: Float64Array,
-  segLens: Uint32Array,
-  segCounts: Uint32Array,
-  count: number,
-  start?: number,
-) => number = native.writevFramesSg;
+export const writevFramesSg: NativeBinding['writevFramesSg'] = native.writevFramesSg;
 
 /** Scatter-gather reads; outLens[i] = total bytes of frame i (clamped to the sum of its caps). */
-export const readFramesSg: (
-  fd: number,
-  buf: SharedArrayBuffer | ArrayBuffer,
-  segOffs: Float64Array,
-  segCaps: Uint32Array,
-  segCounts: Uint32Array,
-  outLens: Uint32Array,
-  count: number,
-  start?: number,
-) => number = native.readFramesSg;
+export const readFramesSg: NativeBinding['readFramesSg'] = native.readFramesSg;

@@ -63,8 +63,6 @@ export class NetDevicePair implements RxPort {
   private readonly hdr: Bytes; // scratch header for RX
   private readonly mrgHeads: Int32Array;
   private readonly mrgSizes: Float64Array;
-  private txPublished = 0;
-  private rxPublished = 0;
   private txFailed = false;
   private rxFailed = false;
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
@@ -93,17 +91,10 @@ export class NetDevicePair implements RxPort {
     this.rxChain = new DescChain(rxq.size);
     const g = new SharedArrayBuffer(Math.max(65536, (opts.maxFrame + 64 + 3) & ~3));
     this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
-    this.txPublished = txq.usedIdx;
-    this.rxPublished = rxq.usedIdx;
     this.mrgHeads = new Int32Array(rxq.size);
     this.mrgSizes = new Float64Array(rxq.size);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
-  }
-
-  /** True when a queue of this pair was stopped by a malformed chain. */
-  get failed(): boolean {
-    return this.txFailed || this.rxFailed;
   }
 
   /**
@@ -140,11 +131,6 @@ export class NetDevicePair implements RxPort {
   enableNotifications(): void {
     if (!this.txFailed) this.txq.setNotification(true);
     if (!this.rxFailed) this.rxq.setNotification(true);
-  }
-
-  disableNotifications(): void {
-    if (!this.txFailed) this.txq.setNotification(false);
-    if (!this.rxFailed) this.rxq.setNotification(false);
   }
 
   // ---- TX ---------------------------------------------------------------
@@ -409,15 +395,13 @@ export class NetDevicePair implements RxPort {
   private publish(): void {
     const st = this.stats, b = this.statBase;
     const txq = this.txq, rxq = this.rxq;
-    if (!this.txFailed && txq.usedIdx !== this.txPublished) {
-      this.txPublished = txq.usedIdx;
+    if (!this.txFailed && txq.unpublished) {
       if (txq.publish()) {
         st[b + DevStat.notifySent]++;
         this.notifier.notifyQueue(2 * this.pair + 1);
       } else st[b + DevStat.notifySuppressed]++;
     }
-    if (!this.rxFailed && rxq.usedIdx !== this.rxPublished) {
-      this.rxPublished = rxq.usedIdx;
+    if (!this.rxFailed && rxq.unpublished) {
       if (rxq.publish()) {
         st[b + DevStat.notifySent]++;
         this.notifier.notifyQueue(2 * this.pair);

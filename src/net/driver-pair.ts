@@ -47,8 +47,8 @@ export class NetDriverPair {
   private readonly rxBufSize: number;
   private readonly rxBufAddr: number;
   private readonly merge: Bytes; // reassembly buffer for MRG_RXBUF frames
-  private txPending = 0;
-  private rxPublished = 0;
+  /** Descriptor head reserveTx() handed out, for commitTx(). */
+  private txHead = -1;
   /** Set when a ring error stopped this pair; the message is in {@link error}. */
   error: Error | null = null;
 
@@ -103,6 +103,7 @@ export class NetDriverPair {
       this.stats[this.statBase + DrvStat.txRingFull]++;
       return -1;
     }
+    this.txHead = head;
     const o = this.txOff + head * this.txBufSize;
     const i32 = this.txBytes.i32;
     const w = o >>> 2;
@@ -120,9 +121,8 @@ export class NetDriverPair {
 
   /** Make the frame written after {@link reserveTx} available (not published until {@link flushTx}). */
   commitTx(len: number): void {
-    const head = this.txq.peekFreeHead();
+    const head = this.txHead;
     this.txq.addOne(this.txBufAddr + head * this.txBufSize, this.hdrLen + len, false, head);
-    this.txPending++;
     const st = this.stats, b = this.statBase;
     st[b + DrvStat.txPackets]++;
     st[b + DrvStat.txBytes] += len;
@@ -140,8 +140,7 @@ export class NetDriverPair {
 
   /** Publish TX; returns true when the device must be notified (§2.7.13.3). */
   flushTx(): boolean {
-    if (this.txPending === 0) return false;
-    this.txPending = 0;
+    if (!this.txq.unpublished) return false;
     return this.kickDecision(this.txq.publish());
   }
 
@@ -217,8 +216,7 @@ export class NetDriverPair {
 
   /** Publish recycled RX buffers; true when the device must be notified. */
   flushRx(): boolean {
-    if (this.rxq.availIdx === this.rxPublished) return false;
-    this.rxPublished = this.rxq.availIdx;
+    if (!this.rxq.unpublished) return false;
     return this.kickDecision(this.rxq.publish());
   }
 

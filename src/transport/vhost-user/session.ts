@@ -23,7 +23,6 @@ import {
   VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 } from '../../net/features.js';
 import { netHdrSize } from '../../net/hdr.js';
-import { DEV_STAT_COUNT } from '../../net/stats.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
 import { FrameRing } from '../frame-ring.js';
@@ -511,10 +510,6 @@ export class Session {
     this.resolveDone();
   }
 
-  /** Device counters of this session's pairs (DEV_STAT_COUNT per pair). */
-  static statsBuffer(pairs: number): SharedArrayBuffer {
-    return new SharedArrayBuffer(pairs * DEV_STAT_COUNT * 8);
-  }
 }
 
 /**

@@ -173,6 +173,11 @@ export class SplitDeviceQueue {
     this.lastAvailIdx = (this.lastAvailIdx - n) & 0xffff;
   }
 
+  /** Used entries written since the last {@link publish}. */
+  get unpublished(): boolean {
+    return this.usedIdx !== this.publishedUsedIdx;
+  }
+
   /** Add a used element {id: head, len: bytes written} (§2.7.8); not visible until {@link publish}. */
   pushUsed(head: number, len: number): void {
     const w = this.usedElemW + 2 * (this.usedIdx & this.mask);

@@ -180,6 +180,11 @@ export class SplitDriverQueue {
     return head;
   }
 
+  /** Chains added since the last {@link publish}. */
+  get unpublished(): boolean {
+    return this.availIdx !== this.publishedAvailIdx;
+  }
+
   /**
    * Publish avail->idx (release) and say whether the device wants an
    * available-buffer notification (§2.7.13.3-4; with EVENT_IDX, §2.7.10).
