@@ -108,6 +108,22 @@ export class GuestMemory {
     return -1;
   }
 
+  /**
+   * The region holding byte `addr` (for a buffer that continues into the
+   * next region): its index, with the byte offset left in {@link off}; -1
+   * when no region holds it. The piece ends at `end[index]`.
+   */
+  findStart(addr: number): number {
+    const n = this.start.length;
+    for (let r = 0; r < n; r++) {
+      if (addr >= this.start[r] && addr < this.end[r]) {
+        this.off = this.base[r] + (addr - this.start[r]);
+        return r;
+      }
+    }
+    return -1;
+  }
+
   /** Like {@link find} but throws {@link GuestMemoryError} instead of returning -1. */
   translate(addr: number, len: number): number {
     const r = this.find(addr, len);
