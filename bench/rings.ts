@@ -251,7 +251,7 @@ function copyBaseline(size: number, seconds: number, warmup: number, queueSize: 
       const s = o + BENCH_SEQ_OFF;
       g[s] = seq >>> 24; g[s + 1] = seq >>> 16; g[s + 2] = seq >>> 8; g[s + 3] = seq;
       seq = (seq + 1) | 0;
-      const d = o & 7; // as SinkBackend
+      const d = o & 7; // as SinkNetdev
       copyBytes(sink, d, guest, o, size);
       check ^= sink.i32[d >>> 2];
     }
@@ -297,7 +297,7 @@ const PARTS = 5;
 async function runNet(test: 'one-way' | 'loopback', size: number, pairs: number, mode: Mode, seconds: number, warmup: number, o: Options): Promise<NetResult> {
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, mode, budget: o.budget,
-    backend: { kind: test === 'one-way' ? 'sink' : 'loopback' },
+    netdev: { kind: test === 'one-way' ? 'sink' : 'loopback' },
     source: () => benchTraffic(size, test === 'loopback'),
   });
   const errors: string[] = [];

@@ -12,12 +12,12 @@ import { contiguousLayout, splitQueueBytes } from '../src/virtio/split/layout.js
 import { NetDevicePair } from '../src/net/device-pair.js';
 import { DeviceSteering } from '../src/net/steering.js';
 import { DEV_STAT_COUNT, DevStat } from '../src/net/stats.js';
-import { FrameRing } from '../src/transport/frame-ring.js';
-import type { PairBackend } from '../src/net/backend.js';
+import { FrameRing } from '../src/net/frame-ring.js';
+import type { Netdev } from '../src/net/netdev.js';
 import type { Bytes } from '../src/virtio/copy.js';
 
 /** A netdev that, like the TAP one, only records (src, off, len) and copies the bytes at flush(). */
-class BatchingNetdev implements PairBackend {
+class BatchingNetdev implements Netdev {
   readonly externalRx = false;
   readonly wantsHeader = true;
   private pending: { src: Bytes; off: number; len: number }[] = [];

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FrameRing } from '../src/transport/frame-ring.js';
+import { FrameRing } from '../src/net/frame-ring.js';
 import { bytesOf } from '../src/virtio/copy.js';
 
 const src = bytesOf(new ArrayBuffer(4096));

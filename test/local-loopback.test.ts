@@ -9,7 +9,7 @@ import { LocalNet } from '../src/transport/local/local-net.js';
 import { DevStat } from '../src/net/stats.js';
 import { NET_DEVICE_FEATURES } from '../src/net/device.js';
 import { VIRTIO_NET_F_MQ, VIRTIO_NET_F_RSS } from '../src/net/features.js';
-import { SplitDriverQueue } from '../src/virtio/split/driver.js';
+import { createDriverQueue } from '../src/virtio/ring.js';
 import { VIRTIO_STATUS_DEVICE_NEEDS_RESET } from '../src/virtio/features.js';
 import { encodeCtrlCommand, encodeMqVqPairsSet, VIRTIO_NET_ERR, VIRTIO_NET_OK, VIRTIO_NET_CTRL_MQ } from '../src/net/ctrl.js';
 
@@ -49,7 +49,7 @@ test('one pair, busy mode, 1514-byte frames over 512-byte RX buffers (MRG_RXBUF,
 
 test('a device without VIRTIO_NET_F_MQ: the driver falls back to one pair', async () => {
   const net = new LocalNet({
-    pairs: 4, backend: { kind: 'loopback' }, source: () => ({ kind: 'none' }),
+    pairs: 4, netdev: { kind: 'loopback' }, source: () => ({ kind: 'none' }),
     deviceFeatures: NET_DEVICE_FEATURES & ~(VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS),
   });
   await net.start();
@@ -63,7 +63,7 @@ test('a device without VIRTIO_NET_F_MQ: the driver falls back to one pair', asyn
 });
 
 test('a bad control command gets VIRTIO_NET_ERR and changes nothing; a good one after it works', async () => {
-  const net = new LocalNet({ pairs: 2, backend: { kind: 'loopback' }, source: () => ({ kind: 'none' }) });
+  const net = new LocalNet({ pairs: 2, netdev: { kind: 'loopback' }, source: () => ({ kind: 'none' }) });
   const errors: string[] = [];
   net.on('control-error', (m) => errors.push(m));
   await net.start();
@@ -82,21 +82,21 @@ test('a bad control command gets VIRTIO_NET_ERR and changes nothing; a good one 
 });
 
 test('a malformed chain on one transmitq stops only that queue: reported, DEVICE_NEEDS_RESET, the other pair runs on', async () => {
-  const net = new LocalNet({ pairs: 2, backend: { kind: 'sink' }, source: () => ({ kind: 'none' }) });
+  const net = new LocalNet({ pairs: 2, netdev: { kind: 'sink' }, source: () => ({ kind: 'none' }) });
   const reports: { side: string; queue: number; code: string }[] = [];
   net.on('queue-error', (e) => reports.push(e));
   await net.start();
   try {
-    const opts = { eventIdx: net.driver.eventIdx, indirect: net.driver.indirect };
+    const opts = net.driver.rings;
     // Play a broken driver on transmitq2: a buffer far outside guest memory.
     const s1 = net.driver.pairSetup(1);
-    const bad = new SplitDriverQueue(net.mem, s1.tx, { ...opts, index: 3 });
+    const bad = createDriverQueue(net.mem, s1.tx, { ...opts, index: 3 });
     bad.addOne(2 ** 40, 64, false, 0);
     bad.publish();
     net.ctl.ring(net.ctl.devBell(1));
     // And a good frame on transmitq1.
     const s0 = net.driver.pairSetup(0);
-    const good = new SplitDriverQueue(net.mem, s0.tx, { ...opts, index: 1 });
+    const good = createDriverQueue(net.mem, s0.tx, { ...opts, index: 1 });
     net.mem.write(s0.txBufAddr, new Uint8Array(12 + 60).fill(0xab, 12));
     good.addOne(s0.txBufAddr, 72, false, 0);
     good.publish();

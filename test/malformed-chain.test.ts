@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { DescriptorError, VirtioError, type DescriptorErrorCode } from '../src/virtio/errors.js';
-import { DescChain } from '../src/virtio/split/chain.js';
+import { DescChain } from '../src/virtio/chain.js';
 import { SplitDeviceQueue } from '../src/virtio/split/device.js';
 import { SplitDriverQueue, type BufferSpec } from '../src/virtio/split/driver.js';
 import {
@@ -34,7 +34,7 @@ class RawRing {
   readonly mem = makeMemory();
   readonly layout = contiguousLayout(RING, SIZE);
   readonly dev: SplitDeviceQueue;
-  readonly chain = new DescChain(2 * SIZE);
+  readonly chain = new DescChain(this.mem, 2 * SIZE);
   availIdx = 0;
   constructor(indirect = true, eventIdx = false) {
     this.dev = new SplitDeviceQueue(this.mem, this.layout, { indirect, eventIdx, index: QUEUE });
@@ -92,7 +92,7 @@ class RawRing {
     this.offer(h);
     assert.equal(this.dev.pending(), 1);
     this.dev.pop(this.chain);
-    assert.equal(this.chain.head, h);
+    assert.equal(this.chain.id, h);
     assert.equal(this.chain.count, 2);
     assert.equal(this.chain.readable, 1);
     assert.equal(this.chain.len[0], 16);
@@ -182,6 +182,24 @@ describe('device: CHAIN_TOO_LONG', () => {
 });
 
 describe('device: indirect descriptor errors', () => {
+  test('an indirect table need not be aligned, and may cross into an adjacent region', () => {
+    for (const table of [DATA + 0x103, DATA + DATA_SIZE - 16]) {
+      const q = new RawRing();
+      q.desc(0, DATA + 0x400, 12, NEXT, 1, table);
+      q.desc(1, DATA + 0x800, 100, WRITE, 0, table);
+      q.desc(3, table, 32, IND);
+      q.offer(3);
+      q.dev.pop(q.chain);
+      assert.equal(q.chain.id, 3);
+      assert.equal(q.chain.descs, 1, 'an indirect chain takes one slot of the table');
+      assert.equal(q.chain.count, 2);
+      assert.equal(q.chain.readableBytes, 12);
+      assert.equal(q.chain.writableBytes, 100);
+      assert.equal(q.chain.offset[1], 0x20800);
+      q.expectUsable();
+    }
+  });
+
   test('NESTED_INDIRECT: an indirect descriptor inside an indirect table', () => {
     const q = new RawRing();
     const T = DATA + 0x1000, T2 = DATA + 0x1100;
@@ -277,11 +295,28 @@ describe('device: BUFFER_OUT_OF_RANGE', () => {
     q.expectUsable();
   });
 
-  test('address + len crossing the end of a region (also into an adjacent region, and the end of memory)', () => {
+  test('a buffer crossing into an adjacent region is served in pieces, in guest address order', () => {
+    const q = new RawRing();
+    // DATA -> ADJ: contiguous guest addresses, two regions (in reverse order in the backing buffer).
+    q.desc(1, DATA, 4, NEXT, 2);
+    q.desc(2, DATA + DATA_SIZE - 8, 24, WRITE);
+    q.offer(1);
+    q.dev.pop(q.chain);
+    const c = q.chain;
+    assert.equal(c.count, 3, 'one readable piece, the writable buffer in two');
+    assert.deepEqual([...c.len.subarray(0, 3)], [4, 8, 16]);
+    assert.deepEqual([...c.region.subarray(1, 3)], [1, 2]);
+    assert.equal(c.writableBytes, 24);
+    const src = new Uint8Array(24).map((_, i) => i + 1);
+    assert.equal(c.writeFrom(0, { u8: src, i32: new Int32Array(src.buffer) }, 0, 24), 24);
+    assert.deepEqual([...q.mem.read(DATA + DATA_SIZE - 8, 8)], [...src.subarray(0, 8)]);
+    assert.deepEqual([...q.mem.read(ADJ, 16)], [...src.subarray(8)]);
+    q.expectUsable();
+  });
+
+  test('address + len crossing the end of a region into no region (and the end of memory)', () => {
     const q = new RawRing();
     const cases: [number, number][] = [
-      [DATA + DATA_SIZE - 8, 9], // DATA -> ADJ: contiguous guest addresses, but two regions
-      [DATA, DATA_SIZE + 1],
       [ADJ + ADJ_SIZE - 1, 2],
       [TOP + TOP_SIZE - 16, 17],
       [TOP, 0xffffffff],
@@ -338,7 +373,7 @@ describe('device: AVAIL_IDX_JUMP', () => {
     assert.equal(q.dev.pending(), 0);
     q.offer(0, 1, 2, 3, 4, 5, 6, 7);
     assert.equal(q.dev.pending(), SIZE);
-    for (let i = 0; i < SIZE; i++) { q.dev.pop(q.chain); assert.equal(q.chain.head, i); }
+    for (let i = 0; i < SIZE; i++) { q.dev.pop(q.chain); assert.equal(q.chain.id, i); }
     q.expectUsable();
   });
 
@@ -470,12 +505,12 @@ describe('driver: USED_LEN_INVALID', () => {
     const layout = contiguousLayout(RING, 1);
     const drv = new SplitDriverQueue(mem, layout, { eventIdx: false, indirect: false });
     const dev = new SplitDeviceQueue(mem, layout, { eventIdx: false, indirect: false });
-    const chain = new DescChain(1);
+    const chain = new DescChain(mem, 1);
     for (let i = 0; i < 4; i++) {
       assert.equal(drv.addOne(DATA, 16, true, i), 0);
       drv.publish();
       dev.pop(chain);
-      dev.pushUsed(chain.head, i % 2 === 0 ? 17 : 16);
+      dev.pushUsed(chain.id, i % 2 === 0 ? 17 : 16);
       dev.publish();
       if (i % 2 === 0) assert.throws(() => drv.popUsed(), (e: unknown) => e instanceof DescriptorError && e.code === 'USED_LEN_INVALID');
       else { assert.equal(drv.popUsed(), 0); assert.equal(drv.usedLen, 16); }

@@ -102,7 +102,7 @@ test('unicast filtering: PROMISC off filters frames for a foreign MAC; MAC_TABLE
   const spec = traffic({ flows, frameSize: 128 }, (f) => selector.select(f, 0, f.length, pairs));
   const flowPair = new Int32Array(spec.flowPair);
   for (let p = 0; p < pairs; p++) assert.ok(flowPair.includes(p), `some flow transmits on pair ${p}`);
-  const net = new LocalNet({ pairs, backend: { kind: 'loopback' }, source: () => spec });
+  const net = new LocalNet({ pairs, netdev: { kind: 'loopback' }, source: () => spec });
   const refused: string[] = [];
   net.on('control-error', (m) => refused.push(m));
   await net.start();
@@ -171,7 +171,7 @@ test('broadcast passes with PROMISC off; multicast only once in the multicast ta
   // each frame back on the pair that sent it, so each pair checks its own flows.
   const bcast = traffic({ flows: 4, frameSize: 100, dstMac: 'ff:ff:ff:ff:ff:ff' }, () => 0);
   const mcast = traffic({ flows: 4, frameSize: 100, dstMac: '01:00:5e:00:00:fb' }, () => 1);
-  const net = new LocalNet({ pairs: 2, backend: { kind: 'loopback' }, source: (p) => (p === 0 ? bcast : mcast) });
+  const net = new LocalNet({ pairs: 2, netdev: { kind: 'loopback' }, source: (p) => (p === 0 ? bcast : mcast) });
   await net.start();
   try {
     await waitFor('traffic on both pairs', () => counts(net).rxPair.every((n) => n > 200));

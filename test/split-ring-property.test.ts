@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { GuestMemory } from '../src/virtio/memory.js';
-import { DescChain } from '../src/virtio/split/chain.js';
+import { DescChain } from '../src/virtio/chain.js';
 import { SplitDeviceQueue } from '../src/virtio/split/device.js';
 import { SplitDriverQueue, type BufferSpec } from '../src/virtio/split/driver.js';
 import { contiguousLayout, type SplitQueueLayout } from '../src/virtio/split/layout.js';
@@ -45,7 +45,7 @@ function rig(cfg: Cfg): Rig {
   const o = { eventIdx: cfg.eventIdx, indirect: cfg.indirect, index: 1 };
   const drv = new SplitDriverQueue(MEM, layout, o);
   const dev = new SplitDeviceQueue(new GuestMemory(MEM.specs), layout, o);
-  const r: Rig = { mem: MEM, layout, drv, dev, chain: new DescChain(cfg.size), view: new DataView(MEM.bytes[R.ring].u8.buffer) };
+  const r: Rig = { mem: MEM, layout, drv, dev, chain: new DescChain(MEM, cfg.size), view: new DataView(MEM.bytes[R.ring].u8.buffer) };
   if (cfg.start !== 0) {
     drv.availIdx = cfg.start;
     drv.publish();
@@ -141,7 +141,7 @@ function popAndCheck(r: Rig, m: Model): void {
   const rec = m.avail.shift()!;
   r.dev.pop(r.chain);
   const c = r.chain;
-  assert.equal(c.head, rec.head, 'popped chains come in avail order');
+  assert.equal(c.id, rec.head, 'popped chains come in avail order');
   assert.equal(c.count, rec.bufs.length);
   assert.equal(c.readable, rec.bufs.filter((b) => !b.writable).length);
   assert.equal(c.writableBytes, rec.writable);
@@ -377,7 +377,7 @@ test('no lost notifications: work published is always noticed (with and without 
           assert.ok(n <= cfg.size);
           while (n-- > 0) {
             dev.pop(chain);
-            held.push({ head: chain.head, len: chain.writableBytes });
+            held.push({ head: chain.id, len: chain.writableBytes });
           }
           // Complete part of what is held, per a generated pattern; keep the rest.
           completeHeld(holdPattern[devRuns++ % holdPattern.length] % (held.length + 1));
@@ -420,7 +420,7 @@ test('EVENT_IDX suppresses: a device that never re-arms gets exactly one kick pe
       for (const b of batches) {
         for (let i = 0; i < b; i++) drv.addOne(DATA, 8, false, i);
         if (drv.publish()) kicks++;
-        while (dev.pending()) { dev.pop(chain); dev.pushUsed(chain.head, 0); }
+        while (dev.pending()) { dev.pop(chain); dev.pushUsed(chain.id, 0); }
         dev.publish();
         while (drv.usedPending()) drv.popUsed();
       }

@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { GuestMemoryError, QueueConfigError } from '../src/virtio/errors.js';
-import { DescChain } from '../src/virtio/split/chain.js';
+import { DescChain } from '../src/virtio/chain.js';
 import { SplitDeviceQueue, type SplitQueueOptions } from '../src/virtio/split/device.js';
 import { SplitDriverQueue, type BufferSpec } from '../src/virtio/split/driver.js';
 import {
@@ -53,7 +53,7 @@ function pair(size: number, opts: Partial<SplitQueueOptions> = {}, layout = cont
   const drv = new SplitDriverQueue(mem, layout, o);
   // The device gets its own GuestMemory over the same buffers, as a worker would.
   const dev = new SplitDeviceQueue(new GuestMemory(mem.specs), layout, o);
-  return { mem, layout, drv, dev, chain: new DescChain(Math.max(size, 8)) };
+  return { mem, layout, drv, dev, chain: new DescChain(mem, Math.max(size, 8)) };
 }
 
 // Raw ring field access (little-endian u16 in guest memory).
@@ -81,7 +81,7 @@ function devBytes(p: Pair, i: number): Uint8Array {
 
 function assertChain(p: Pair, head: number, bufs: readonly BufferSpec[]): void {
   const c = p.chain;
-  assert.equal(c.head, head, 'chain head');
+  assert.equal(c.id, head, 'chain head');
   assert.equal(c.count, bufs.length, 'buffer count');
   const readable = bufs.filter((b) => !b.writable);
   assert.equal(c.readable, readable.length, 'readable count');
@@ -120,7 +120,7 @@ function roundTrip(p: Pair, bufs: readonly BufferSpec[], token: number, written:
   assert.equal(dev.pending(), 1);
   dev.pop(chain);
   assertChain(p, head, bufs);
-  dev.pushUsed(chain.head, written);
+  dev.pushUsed(chain.id, written);
   dev.publish();
   assert.equal(drv.usedPending(), 1);
   assert.equal(drv.popUsed(), head);
@@ -150,7 +150,7 @@ describe('split ring round trips', () => {
     assert.equal(dev.lastAvailIdx, 1);
     assertChain(p, head, [{ addr: DATA + 0x100, len: 64, writable: false }]);
     assert.deepEqual(devBytes(p, 0), payload);
-    dev.pushUsed(chain.head, 0);
+    dev.pushUsed(chain.id, 0);
     assert.equal(drv.usedPending(), 0, 'invisible before publish');
     assert.equal(dev.publish(), true);
     assert.equal(usedIdxRaw(p), 1);
@@ -173,7 +173,7 @@ describe('split ring round trips', () => {
     assertChain(p, head, [{ addr: HIGH + 0x40, len: 1500, writable: true }]);
     const frame = new Uint8Array(60).map((_, i) => 0xa0 ^ i);
     mem.bytes[chain.region[0]].u8.set(frame, chain.offset[0]);
-    dev.pushUsed(chain.head, 60);
+    dev.pushUsed(chain.id, 60);
     dev.publish();
     assert.equal(drv.popUsed(), head);
     assert.equal(drv.usedLen, 60);
@@ -207,7 +207,7 @@ describe('split ring round trips', () => {
     const out = new Uint8Array(0x80a).map((_, i) => (i * 13) & 0xff);
     mem.bytes[chain.region[2]].u8.set(out.subarray(0, 0x800), chain.offset[2]);
     mem.bytes[chain.region[3]].u8.set(out.subarray(0x800), chain.offset[3]);
-    dev.pushUsed(chain.head, out.length);
+    dev.pushUsed(chain.id, out.length);
     assert.equal(dev.publish(), true);
     assert.equal(drv.usedPending(), 1);
     assert.equal(drv.popUsed(), head);
@@ -234,7 +234,7 @@ describe('split ring round trips', () => {
     for (let k = 0; k < 4; k++) {
       dev.pop(chain);
       assertChain(p, heads[k], chains[k]);
-      popped.push(chain.head);
+      popped.push(chain.id);
     }
     for (const k of [2, 0, 3, 1]) dev.pushUsed(popped[k], chains[k].at(-1)!.writable ? 5 : 0);
     dev.publish();
@@ -390,8 +390,8 @@ describe('index wrap at 65536', () => {
       const n = dev.pending();
       for (let k = 0; k < n; k++) {
         dev.pop(chain);
-        inflight.push(chain.head);
-        lens.set(chain.head, (chain.head * 7 + round) % (chain.writableBytes + 1));
+        inflight.push(chain.id);
+        lens.set(chain.id, (chain.id * 7 + round) % (chain.writableBytes + 1));
       }
       // Complete in reverse order.
       while (inflight.length) { const h = inflight.pop()!; dev.pushUsed(h, lens.get(h)!); }
@@ -438,7 +438,7 @@ describe('index wrap at 65536', () => {
     drv.publish();
     assert.equal(availIdxRaw(p), 3);
     assert.equal(dev.pending(), 5);
-    for (let i = 0; i < 5; i++) { dev.pop(chain); dev.pushUsed(chain.head, 8); }
+    for (let i = 0; i < 5; i++) { dev.pop(chain); dev.pushUsed(chain.id, 8); }
     dev.publish();
     assert.equal(drv.usedPending(), 5);
     for (let i = 0; i < 5; i++) { drv.popUsed(); assert.equal(drv.usedToken, i); }
@@ -462,9 +462,9 @@ describe('queue sizes', () => {
         for (let i = 0; i < size; i++) {
           dev.pop(chain);
           assert.equal(chain.count, 1);
-          assert.equal(heads[chain.head], 0, 'every head popped once');
-          heads[chain.head] = 1;
-          order.push(chain.head);
+          assert.equal(heads[chain.id], 0, 'every head popped once');
+          heads[chain.id] = 1;
+          order.push(chain.id);
         }
         assert.equal(dev.pending(), 0);
         for (let i = size - 1; i >= 0; i--) dev.pushUsed(order[i], i & 7);
@@ -620,7 +620,7 @@ describe('notification suppression without EVENT_IDX', () => {
     const { drv, dev, chain } = p;
     for (let i = 0; i < 4; i++) drv.addOne(DATA, 8, true, i);
     drv.publish();
-    const complete = () => { dev.pop(chain); dev.pushUsed(chain.head, 1); };
+    const complete = () => { dev.pop(chain); dev.pushUsed(chain.id, 1); };
     complete();
     assert.equal(dev.publish(), true);
     drv.setNotification(false);
@@ -649,7 +649,7 @@ describe('notification suppression without EVENT_IDX', () => {
       drv.addOne(DATA, 8, true, i);
       assert.equal(drv.publish(), true, 'avail_event ignored');
       dev.pop(chain);
-      dev.pushUsed(chain.head, 0);
+      dev.pushUsed(chain.id, 0);
       assert.equal(dev.publish(), true, 'used_event ignored');
     }
   });
@@ -661,8 +661,8 @@ describe('notification suppression with EVENT_IDX', () => {
     const { drv, dev, chain, mem } = p;
     for (let i = 0; i < 3; i++) drv.addOne(DATA, 8, true, i);
     drv.publish();
-    dev.pop(chain); dev.pushUsed(chain.head, 0);
-    dev.pop(chain); dev.pushUsed(chain.head, 0);
+    dev.pop(chain); dev.pushUsed(chain.id, 0);
+    dev.pop(chain); dev.pushUsed(chain.id, 0);
     dev.publish();
     dev.setNotification(true);
     assert.equal(u16(mem, availEventAddr(p)), 2);
@@ -707,7 +707,7 @@ describe('notification suppression with EVENT_IDX', () => {
       startAt(p, old);
       for (let i = 0; i < batch; i++) p.drv.addOne(DATA, 8, true, i);
       p.drv.publish();
-      for (let i = 0; i < batch; i++) { p.dev.pop(p.chain); p.dev.pushUsed(p.chain.head, 4); }
+      for (let i = 0; i < batch; i++) { p.dev.pop(p.chain); p.dev.pushUsed(p.chain.id, 4); }
       put16(p.mem, usedEventAddr(p), ev);
       put16(p.mem, p.layout.availAddr, VIRTQ_AVAIL_F_NO_INTERRUPT); // must be ignored with EVENT_IDX
       const newIdx = (old + batch) & 0xffff;
@@ -741,16 +741,16 @@ describe('notification suppression with EVENT_IDX', () => {
     for (let i = 0; i < 6; i++) drv.addOne(DATA, 8, true, i);
     drv.publish();
     drv.setNotification(true); // used_event = 0
-    dev.pop(chain); dev.pushUsed(chain.head, 1);
+    dev.pop(chain); dev.pushUsed(chain.id, 1);
     assert.equal(dev.publish(), true);
-    dev.pop(chain); dev.pushUsed(chain.head, 1);
+    dev.pop(chain); dev.pushUsed(chain.id, 1);
     assert.equal(dev.publish(), false, 'driver has not consumed and re-armed');
     assert.equal(drv.usedPending(), 2);
     drv.popUsed(); drv.popUsed();
     drv.setNotification(true); // used_event = 2
     assert.equal(drv.usedPending(), 0);
-    dev.pop(chain); dev.pushUsed(chain.head, 1);
-    dev.pop(chain); dev.pushUsed(chain.head, 1);
+    dev.pop(chain); dev.pushUsed(chain.id, 1);
+    dev.pop(chain); dev.pushUsed(chain.id, 1);
     assert.equal(dev.publish(), true, 'window [2, 4) contains used_event 2');
   });
 });

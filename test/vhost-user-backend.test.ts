@@ -83,11 +83,11 @@ interface Ctx {
 
 /** Run `body` against a started back-end; always stopped afterwards; its log is printed when the body fails. */
 async function withBackend(
-  opts: Partial<VhostUserBackendOptions> & Pick<VhostUserBackendOptions, 'pairs' | 'backend'>,
+  opts: Partial<VhostUserBackendOptions> & Pick<VhostUserBackendOptions, 'pairs' | 'netdev'>,
   body: (c: Ctx) => Promise<void>,
 ): Promise<void> {
   const logs: string[] = [];
-  const socket = socketPath(opts.backend.kind);
+  const socket = socketPath(opts.netdev.kind);
   const backend = new VhostUserBackend({ socket, log: (l) => logs.push(l), ...opts });
   await backend.start();
   try {
@@ -239,7 +239,7 @@ class Vq {
 
   /** Address for the buffer the next added chain will use (its head's slot). */
   nextSlot(): number {
-    const head = this.drv.peekFreeHead();
+    const head = this.drv.peekFreeId();
     const a = this.pool + head * this.slotBytes;
     this.bufAddr[head] = a;
     return a;
@@ -460,7 +460,7 @@ async function vringBase(fe: VhostFrontend, index: number): Promise<number> {
 // tests
 
 test('handshake, then one-way traffic on transmitq1 and transmitq2 reaches the sink', async () => {
-  await withBackend({ pairs: 2, backend: { kind: 'sink' } }, async ({ backend, socket }) => {
+  await withBackend({ pairs: 2, netdev: { kind: 'sink' } }, async ({ backend, socket }) => {
     const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
     const drivers = [0, 1].map((p) => new PairDriver(guest, p, { postRx: false }));
     const fe = await VhostFrontend.connect(socket);
@@ -490,7 +490,7 @@ test('handshake, then one-way traffic on transmitq1 and transmitq2 reaches the s
 });
 
 test('loopback with MRG_RXBUF over small RX buffers: byte-exact frames, num_buffers, call fd honours used_event', async () => {
-  await withBackend({ pairs: 2, backend: { kind: 'loopback' } }, async ({ backend, socket }) => {
+  await withBackend({ pairs: 2, netdev: { kind: 'loopback' } }, async ({ backend, socket }) => {
     const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
     const drivers = [0, 1].map((p) => new PairDriver(guest, p, { rxBuf: 256 }));
     const fe = await VhostFrontend.connect(socket);
@@ -542,7 +542,7 @@ test('loopback with MRG_RXBUF over small RX buffers: byte-exact frames, num_buff
 });
 
 test('GET_VRING_BASE returns where the ring stopped; SET_VRING_BASE resumes there (same and next connection)', async () => {
-  await withBackend({ pairs: 1, backend: { kind: 'sink' } }, async ({ backend, socket }) => {
+  await withBackend({ pairs: 1, netdev: { kind: 'sink' } }, async ({ backend, socket }) => {
     const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
     const d = new PairDriver(guest, 0, { postRx: false });
     let fe = await VhostFrontend.connect(socket);
@@ -590,7 +590,7 @@ test('GET_VRING_BASE returns where the ring stopped; SET_VRING_BASE resumes ther
 });
 
 test('live SET_MEM_TABLE replacement between SET_VRING_ENABLE 0 and 1 (DPDK virtio-user): no loss, no duplicate', async () => {
-  await withBackend({ pairs: 2, backend: { kind: 'loopback' } }, async ({ backend, socket }) => {
+  await withBackend({ pairs: 2, netdev: { kind: 'loopback' } }, async ({ backend, socket }) => {
     // Region 1 is in the first table; region 2 (another memfd, mapped from a non-zero offset) arrives with the second.
     const guest = new Guest([
       { gpa: GPA, uva: UVA, size: 4 * MiB },
@@ -648,7 +648,7 @@ test('live SET_MEM_TABLE replacement between SET_VRING_ENABLE 0 and 1 (DPDK virt
 });
 
 test('bad input gets a failure REPLY_ACK or a closed connection, and the back-end serves the next one', async (t) => {
-  await withBackend({ pairs: 2, backend: { kind: 'sink' } }, async (c) => {
+  await withBackend({ pairs: 2, netdev: { kind: 'sink' } }, async (c) => {
     const { backend, socket, logs } = c;
     const V = VHOST_USER_VERSION;
     const NR = VHOST_USER_VERSION | VHOST_USER_NEED_REPLY_MASK;
@@ -866,7 +866,7 @@ test('bad input gets a failure REPLY_ACK or a closed connection, and the back-en
 });
 
 test('no fd leak over a connect / handshake / traffic / disconnect cycle', async () => {
-  await withBackend({ pairs: 2, backend: { kind: 'loopback' } }, async ({ backend, socket }) => {
+  await withBackend({ pairs: 2, netdev: { kind: 'loopback' } }, async ({ backend, socket }) => {
     const cycle = async (): Promise<void> => {
       const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
       const drivers = [0, 1].map((p) => new PairDriver(guest, p, { rxBuf: 1024 }));

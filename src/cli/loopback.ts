@@ -73,7 +73,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
   const net = new LocalNet({
-    pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, backend: { kind: 'loopback' }, source: () => spec,
+    pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();

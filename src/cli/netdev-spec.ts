@@ -9,10 +9,10 @@
  */
 import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
 import { readPcapFile } from '../netdev/pcap.js';
-import type { BackendSpec } from '../netdev/spec.js';
+import type { NetdevSpec } from '../netdev/spec.js';
 
 export interface OpenedNetdev {
-  spec: BackendSpec;
+  spec: NetdevSpec;
   /** What to release at exit (TAP queue fds). */
   close(): void;
   describe: string;

@@ -24,7 +24,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, backend: netdev.spec, mode: o.mode, rss, log,
+    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   await backend.start();

@@ -40,7 +40,7 @@ import {
   guestOffloadsFromFeatures,
 } from './features.js';
 
-export { rxFilterAccepts } from './rx-filter.js';
+import type { RxFilterState } from './rx-filter.js';
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -346,28 +346,14 @@ export interface RssState {
  * {@link createControlState}; change only through {@link applyControlCommand}
  * (or directly for device-initiated changes such as raising `announcePending`).
  */
-export interface ControlState {
+export interface ControlState extends RxFilterState {
   /** Queue pairs in use (1 after reset; VQ_PAIRS_SET / RSS_CONFIG change it). */
   activePairs: number;
-  promisc: boolean;
-  allmulti: boolean;
-  alluni: boolean;
-  nomulti: boolean;
-  nouni: boolean;
-  nobcast: boolean;
   /** Own MAC (6 bytes): config `mac`, then MAC_ADDR_SET. Mirror it into config space when it changes. */
   mac: Uint8Array;
-  /** Unicast filter entries (6 bytes each), at most {@link MAC_TABLE_ENTRIES}. */
+  /** Unicast filter entries (6 bytes each), at most {@link MAC_TABLE_ENTRIES}; multicast + unicast likewise. */
   unicast: Uint8Array[];
-  /** Multicast filter entries (6 bytes each); unicast + multicast ≤ {@link MAC_TABLE_ENTRIES}. */
-  multicast: Uint8Array[];
-  /** The last TABLE_SET had too many unicast entries: accept all unicast. */
-  uniOverflow: boolean;
-  /** The last TABLE_SET had too many multicast entries: accept all multicast. */
-  multiOverflow: boolean;
-  /** VIRTIO_NET_F_CTRL_VLAN negotiated: tagged frames must match {@link vlans}. */
-  vlanFiltering: boolean;
-  /** VLAN bitmap, {@link VLAN_BITMAP_BYTES} bytes: id `v` is bit `v & 7` of byte `v >> 3`. */
+  /** VLAN bitmap, {@link VLAN_BITMAP_BYTES} bytes. */
   vlans: Uint8Array;
   /** Hash/steering config, null when hashing is disabled. */
   rss: RssState | null;

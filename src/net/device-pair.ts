@@ -4,7 +4,7 @@
  * netdev. Owned by exactly one worker: no locks on the data path.
  *
  * - TX (§5.1.6.2): each chain holds a virtio_net_hdr then the frame in its
- *   device-readable buffers; the frame goes to the backend, the chain is
+ *   device-readable buffers; the frame goes to the netdev, the chain is
  *   returned with len 0 (nothing written).
  * - RX (§5.1.6.3, §5.1.6.4): the header is written with num_buffers; with
  *   VIRTIO_NET_F_MRG_RXBUF a frame may span several chains.
@@ -14,15 +14,19 @@
  *   waits in a bounded backlog and is a drop only when that is full.
  * - Faults: a malformed chain stops only the queue it came from; the error
  *   is reported through `onQueueError` and counted, and the rest runs on.
+ *
+ * The rings are {@link DeviceQueue}s: this class never knows whether they
+ * are split or packed. Bytes move through the popped {@link DescChain}'s
+ * reader and writer, with a fast path for the common one-buffer chain.
  */
 import type { Bytes } from '../virtio/copy.js';
 import { copyBytes } from '../virtio/copy.js';
+import { DescChain } from '../virtio/chain.js';
 import { VirtioError } from '../virtio/errors.js';
 import type { GuestMemory } from '../virtio/memory.js';
-import { DescChain } from '../virtio/split/chain.js';
-import type { SplitDeviceQueue } from '../virtio/split/device.js';
-import type { FrameRing } from '../transport/frame-ring.js';
-import type { PairBackend, RxPort } from './backend.js';
+import type { DeviceQueue } from '../virtio/queue.js';
+import type { FrameRing } from './frame-ring.js';
+import type { Netdev, RxPort } from './netdev.js';
 import { DevStat } from './stats.js';
 
 /** Decides which queue pair receives a frame (RSS, AFS, else pair 0). */
@@ -58,11 +62,15 @@ export class NetDevicePair implements RxPort {
   private readonly hdrLen: number;
   private readonly mrg: boolean;
   private readonly txChain: DescChain;
+  /** RX: the (first) chain a frame goes into, and the further chains of a merged frame. */
   private readonly rxChain: DescChain;
+  private readonly rxMore: DescChain;
   private readonly gather: Bytes;
   private readonly hdr: Bytes; // scratch header for RX
-  private readonly mrgHeads: Int32Array;
-  private readonly mrgSizes: Float64Array;
+  /** Merged RX: id, descriptor count and bytes written of each chain after the first. */
+  private readonly mrgIds: Int32Array;
+  private readonly mrgDescs: Int32Array;
+  private readonly mrgLens: Float64Array;
   private txFailed = false;
   private rxFailed = false;
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
@@ -71,9 +79,9 @@ export class NetDevicePair implements RxPort {
 
   constructor(
     private readonly mem: GuestMemory,
-    private readonly rxq: SplitDeviceQueue,
-    private readonly txq: SplitDeviceQueue,
-    private readonly backend: PairBackend,
+    private readonly rxq: DeviceQueue,
+    private readonly txq: DeviceQueue,
+    private readonly netdev: Netdev,
     private readonly steering: RxSteering,
     /** inboxes[p]: frames pair p sends to this pair; inboxes[this.pair] is the backlog. */
     private readonly inboxes: FrameRing[],
@@ -87,12 +95,14 @@ export class NetDevicePair implements RxPort {
     this.pair = opts.pair;
     this.hdrLen = opts.hdrLen;
     this.mrg = opts.mrgRxbuf;
-    this.txChain = new DescChain(txq.size);
-    this.rxChain = new DescChain(rxq.size);
+    this.txChain = new DescChain(mem);
+    this.rxChain = new DescChain(mem);
+    this.rxMore = new DescChain(mem);
     const g = new SharedArrayBuffer(Math.max(65536, (opts.maxFrame + 64 + 3) & ~3));
     this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
-    this.mrgHeads = new Int32Array(rxq.size);
-    this.mrgSizes = new Float64Array(rxq.size);
+    this.mrgIds = new Int32Array(rxq.size);
+    this.mrgDescs = new Int32Array(rxq.size);
+    this.mrgLens = new Float64Array(rxq.size);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
   }
@@ -107,7 +117,7 @@ export class NetDevicePair implements RxPort {
     // straight to the receiveq instead of queueing behind it (an extra copy).
     let work = this.drainInboxes(budget);
     if (this.active) work += this.processTx(budget);
-    if (this.active) work += this.backend.poll(this, budget);
+    if (this.active) work += this.netdev.poll(this, budget);
     this.publish();
     return work;
   }
@@ -115,7 +125,7 @@ export class NetDevicePair implements RxPort {
   /** Anything to do right now? (checked before sleeping, after re-enabling notifications) */
   hasWork(): boolean {
     // A netdev with frames to offer keeps the worker up only while the receiveq can take some.
-    if (this.backend.busy() && this.room() > 0) return true;
+    if (this.netdev.busy() && this.room() > 0) return true;
     try {
       if (this.active && !this.txFailed && this.txq.pending() > 0) return true;
       if (!this.rxFailed && this.rxq.pending() > 0) {
@@ -141,67 +151,55 @@ export class NetDevicePair implements RxPort {
     const chain = this.txChain;
     const st = this.stats, b = this.statBase;
     const hdrLen = this.hdrLen;
-    const backend = this.backend;
-    const withHdr = backend.wantsHeader === true;
+    const netdev = this.netdev;
+    const withHdr = netdev.wantsHeader === true;
+    const bytes = this.mem.bytes;
     let done = 0;
     try {
       let n = txq.pending();
       if (n > budget) n = budget;
       for (; done < n; done++) {
+        const m = txq.mark();
         txq.pop(chain);
         let src: Bytes, off: number, len: number;
         if (chain.readable === 1 && chain.len[0] >= hdrLen) {
-          src = this.mem.bytes[chain.region[0]];
+          src = bytes[chain.region[0]];
           off = chain.offset[0] + hdrLen;
           len = chain.len[0] - hdrLen;
         } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
-          src = this.mem.bytes[chain.region[1]];
+          src = bytes[chain.region[1]];
           off = chain.offset[1];
           len = chain.len[1];
         } else {
-          len = this.gatherTx(chain);
-          src = this.gather;
-          off = hdrLen; // gatherTx keeps the header at [0, hdrLen)
-          if (len < 0) {
+          // Header and frame spread over several buffers: gather them (header at [0, hdrLen)).
+          const total = chain.readableBytes;
+          if (total < hdrLen || total > this.gather.u8.length) {
             // Too short for a header, or too large: a bad packet, not a broken queue.
             st[b + DevStat.errors]++;
-            txq.pushUsed(chain.head, 0);
+            txq.pushUsed(chain.id, 0, chain.descs);
             continue;
           }
+          chain.readTo(this.gather, 0, 0, total);
+          src = this.gather;
+          off = hdrLen;
+          len = total - hdrLen;
         }
-        if (this.backend.externalRx) this.steering.learnTx(src, off, len, this.pair);
-        if (!(withHdr ? backend.transmit(src, off - hdrLen, len + hdrLen, this) : backend.transmit(src, off, len, this))) {
-          txq.unpop(1); // backpressure: offered again next round
+        if (netdev.externalRx) this.steering.learnTx(src, off, len, this.pair);
+        if (!(withHdr ? netdev.transmit(src, off - hdrLen, len + hdrLen, this) : netdev.transmit(src, off, len, this))) {
+          txq.rewind(m); // backpressure: offered again next round
           break;
         }
         // A gathered frame lives in the one gather buffer: a batching netdev must finish it now.
-        if (src === this.gather) backend.flush?.();
-        txq.pushUsed(chain.head, 0);
+        if (src === this.gather) netdev.flush?.();
+        txq.pushUsed(chain.id, 0, chain.descs);
         st[b + DevStat.txPackets]++;
         st[b + DevStat.txBytes] += len;
       }
     } catch (e) {
       this.fail(true, e);
     }
-    backend.flush?.();
+    netdev.flush?.();
     return done;
-  }
-
-  /**
-   * Copy a multi-buffer TX chain (header and frame) into the gather buffer:
-   * header at [0, hdrLen), frame after it. Returns the frame length, or -1
-   * when the chain is shorter than a header or larger than the buffer.
-   */
-  private gatherTx(chain: DescChain): number {
-    const total = chain.readableBytes;
-    if (total < this.hdrLen || total > this.gather.u8.length) return -1;
-    let pos = 0;
-    for (let i = 0; i < chain.readable; i++) {
-      const len = chain.len[i];
-      if (len > 0) copyBytes(this.gather, pos, this.mem.bytes[chain.region[i]], chain.offset[i], len);
-      pos += len;
-    }
-    return pos - this.hdrLen;
   }
 
   // ---- RX ---------------------------------------------------------------
@@ -266,19 +264,17 @@ export class NetDevicePair implements RxPort {
     const need = this.hdrLen + len;
     try {
       if (rxq.pending() === 0) return false;
+      const m = rxq.mark();
       rxq.pop(chain);
-      if (!this.mrg || chain.writableBytes >= need) {
-        if (chain.writableBytes < need) {
-          // A buffer too small for the frame without MRG_RXBUF: the frame cannot be received.
-          rxq.unpop(1);
-          this.drop();
-          return true;
-        }
-        this.writeRx(chain, src, off, len, 1);
-        rxq.pushUsed(chain.head, need);
-      } else {
-        return this.deliverMerged(src, off, len);
+      if (chain.writableBytes < need) {
+        if (this.mrg && chain.writableBytes >= this.hdrLen) return this.deliverMerged(m, src, off, len);
+        // Without MRG_RXBUF (or a first buffer that cannot hold the header) the frame cannot be received.
+        rxq.rewind(m);
+        this.drop();
+        return true;
       }
+      this.writeRx(chain, src, off, len, 1);
+      rxq.pushUsed(chain.id, need, chain.descs);
     } catch (e) {
       this.fail(false, e);
       return false;
@@ -292,55 +288,49 @@ export class NetDevicePair implements RxPort {
 
   /**
    * MRG_RXBUF (§5.1.6.4.2): spread one frame over as many chains as it takes,
-   * num_buffers in the first header. The first chain was already popped into
-   * rxChain. On shortage every popped chain is given back.
+   * num_buffers in the first header. The first chain was popped into rxChain
+   * (mark `m` before it); each further chain is written as it is popped. On
+   * shortage every popped chain is given back (what was written into them
+   * is never marked used, so the driver ignores it); a frame larger than
+   * the whole receiveq could ever hold is dropped.
    */
-  private deliverMerged(src: Bytes, off: number, len: number): boolean {
+  private deliverMerged(m: number, src: Bytes, off: number, len: number): boolean {
     const rxq = this.rxq;
-    const chain = this.rxChain;
-    const need = this.hdrLen + len;
-    // Count chains needed without consuming their contents twice: walk, remember heads and sizes.
-    const heads = this.mrgHeads, sizes = this.mrgSizes;
-    heads[0] = chain.head;
-    sizes[0] = chain.writableBytes;
-    let n = 1;
-    let room = chain.writableBytes;
-    while (room < need) {
-      if (rxq.pending() === 0 || n === heads.length) {
-        rxq.unpop(n);
+    const first = this.rxChain;
+    const more = this.rxMore;
+    const hdrLen = this.hdrLen;
+    const ids = this.mrgIds, descs = this.mrgDescs, lens = this.mrgLens;
+    const share0 = first.writableBytes - hdrLen;
+    let fOff = off + share0;
+    let left = len - share0;
+    let n = 0; // chains after the first
+    while (left > 0) {
+      if (n + 1 >= rxq.size) {
+        rxq.rewind(m);
+        this.drop();
+        return true;
+      }
+      if (rxq.pending() === 0) {
+        rxq.rewind(m);
         return false;
       }
-      rxq.pop(chain);
-      heads[n] = chain.head;
-      sizes[n] = chain.writableBytes;
-      room += chain.writableBytes;
+      rxq.pop(more);
+      const share = Math.min(left, more.writableBytes);
+      more.writeFrom(0, src, fOff, share);
+      ids[n] = more.id;
+      descs[n] = more.descs;
+      lens[n] = share;
       n++;
+      fOff += share;
+      left -= share;
     }
-    // Write: re-walk each head (cheap) and copy its share.
-    let fOff = off;
-    let left = len;
-    for (let i = 0; i < n; i++) {
-      rxq.walk(heads[i], chain);
-      let wrote: number;
-      if (i === 0) {
-        const share = Math.min(left, sizes[0] - this.hdrLen);
-        this.writeRx(chain, src, fOff, share, n);
-        wrote = this.hdrLen + share;
-        fOff += share;
-        left -= share;
-      } else {
-        const share = Math.min(left, sizes[i]);
-        this.scatter(chain, 0, src, fOff, share);
-        wrote = share;
-        fOff += share;
-        left -= share;
-      }
-      rxq.pushUsed(heads[i], wrote);
-    }
+    this.writeRx(first, src, off, share0, n + 1);
+    rxq.pushUsed(first.id, first.writableBytes, first.descs);
+    for (let i = 0; i < n; i++) rxq.pushUsed(ids[i], lens[i], descs[i]);
     const st = this.stats, b = this.statBase;
     st[b + DevStat.rxPackets]++;
     st[b + DevStat.rxBytes] += len;
-    st[b + DevStat.rxBuffers] += n;
+    st[b + DevStat.rxBuffers] += n + 1;
     return true;
   }
 
@@ -365,24 +355,8 @@ export class NetDevicePair implements RxPort {
     const h = this.hdr;
     h.i32.fill(0);
     if (hdrLen >= 12) { h.u8[10] = numBuffers & 0xff; h.u8[11] = numBuffers >>> 8; }
-    const at = this.scatter(chain, 0, h, 0, hdrLen);
-    this.scatter(chain, at, src, off, len);
-  }
-
-  /** Copy `len` bytes into the chain's writable buffers starting at writable byte `at`; returns the new position. */
-  private scatter(chain: DescChain, at: number, src: Bytes, off: number, len: number): number {
-    let skip = at;
-    for (let i = chain.readable; i < chain.count && len > 0; i++) {
-      const blen = chain.len[i];
-      if (skip >= blen) { skip -= blen; continue; }
-      const n = Math.min(blen - skip, len);
-      copyBytes(this.mem.bytes[chain.region[i]], chain.offset[i] + skip, src, off, n);
-      skip = 0;
-      off += n;
-      len -= n;
-      at += n;
-    }
-    return at;
+    const at = chain.writeFrom(0, h, 0, hdrLen);
+    chain.writeFrom(at, src, off, len);
   }
 
   // ---- notifications and faults -------------------------------------------

@@ -10,13 +10,14 @@
  */
 import { EventEmitter } from 'node:events';
 import {
-  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1,
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
   VIRTIO_STATUS_DEVICE_NEEDS_RESET, VIRTIO_STATUS_DRIVER_OK, VIRTIO_STATUS_FEATURES_OK,
 } from '../virtio/features.js';
 import type { GuestMemory } from '../virtio/memory.js';
-import { DescChain } from '../virtio/split/chain.js';
-import { SplitDeviceQueue } from '../virtio/split/device.js';
-import type { SplitQueueLayout } from '../virtio/split/layout.js';
+import { DescChain } from '../virtio/chain.js';
+import { bytesOf } from '../virtio/copy.js';
+import type { DeviceQueue, QueueLayout } from '../virtio/queue.js';
+import { createDeviceQueue, queueSizeProblem, ringFeatures, ringFormat } from '../virtio/ring.js';
 import { defaultNetConfig, encodeNetConfig, type NetConfig } from './config.js';
 import { applyControlCommand, createControlState, VIRTIO_NET_ERR, type ControlState } from './ctrl.js';
 import {
@@ -31,7 +32,7 @@ export interface NetDeviceOptions {
   maxPairs: number;
   mac?: Uint8Array;
   mtu?: number;
-  /** Largest Queue Size accepted (power of two, ≤ 32768). Default 1024. */
+  /** Largest Queue Size accepted (≤ 32768; split rings need a power of two). Default 1024. */
   maxQueueSize?: number;
   /** Replace the default feature offer. */
   features?: bigint;
@@ -39,7 +40,7 @@ export interface NetDeviceOptions {
 
 /** Features offered by default: what this device implements. */
 export const NET_DEVICE_FEATURES =
-  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC |
+  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_RING_PACKED | VIRTIO_F_IN_ORDER |
   VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF |
   VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_CTRL_VLAN | VIRTIO_NET_F_CTRL_MAC_ADDR |
   VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS;
@@ -63,8 +64,8 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
   features = 0n;
   status = 0;
   ctrl: ControlState;
-  readonly layouts: (SplitQueueLayout | null)[];
-  private ctrlq: SplitDeviceQueue | null = null;
+  readonly layouts: (QueueLayout | null)[];
+  private ctrlq: DeviceQueue | null = null;
   private ctrlChain: DescChain | null = null;
 
   constructor(opts: NetDeviceOptions) {
@@ -140,10 +141,17 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
     this.emit('reset');
   }
 
-  /** Queue address registers for queue `index` (§4.1.4.3). @throws RangeError for a bad index or size. */
-  setQueue(index: number, layout: SplitQueueLayout): void {
+  /**
+   * Queue address registers for queue `index` (§4.1.4.3); the ring format
+   * must be the negotiated one (VIRTIO_F_RING_PACKED).
+   * @throws RangeError for a bad index, size or format.
+   */
+  setQueue(index: number, layout: QueueLayout): void {
     if (!(index >= 0 && index < this.numQueues)) throw new RangeError(`queue ${index} does not exist (device has ${this.numQueues})`);
-    if (layout.size > this.maxQueueSize) throw new RangeError(`queue size ${layout.size} exceeds ${this.maxQueueSize}`);
+    const problem = queueSizeProblem(layout.format, layout.size, this.maxQueueSize);
+    if (problem) throw new RangeError(problem);
+    if (this.features > 0n && layout.format !== ringFormat(this.features))
+      throw new RangeError(`queue ${index}: a ${layout.format} ring, but the negotiated format is ${ringFormat(this.features)}`);
     this.layouts[index] = { ...layout };
     if (index === this.controlqIndex) this.ctrlq = null;
   }
@@ -163,25 +171,25 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
   processControlq(mem: GuestMemory): number {
     const layout = this.layouts[this.controlqIndex];
     if (!layout || this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) return 0;
-    if (!this.ctrlq) {
-      this.ctrlq = new SplitDeviceQueue(mem, layout, {
-        eventIdx: (this.features & VIRTIO_F_EVENT_IDX) !== 0n,
-        indirect: (this.features & VIRTIO_F_INDIRECT_DESC) !== 0n,
-        index: this.controlqIndex,
-      });
-      this.ctrlChain = new DescChain(layout.size);
+    let q = this.ctrlq;
+    let chain = this.ctrlChain;
+    try {
+      if (!q || !chain) {
+        q = this.ctrlq = createDeviceQueue(mem, layout, { ...ringFeatures(this.features), index: this.controlqIndex });
+        chain = this.ctrlChain = new DescChain(mem);
+      }
+    } catch (e) {
+      this.queueFailed(this.controlqIndex, e instanceof Error ? e : new Error(String(e)));
+      return 0;
     }
-    const q = this.ctrlq, chain = this.ctrlChain!;
     let served = 0;
     try {
       while (q.pending() > 0) {
         q.pop(chain);
-        const cmd = new Uint8Array(chain.readableBytes);
-        let at = 0;
-        for (let i = 0; i < chain.readable; i++) {
-          cmd.set(mem.bytes[chain.region[i]].u8.subarray(chain.offset[i], chain.offset[i] + chain.len[i]), at);
-          at += chain.len[i];
-        }
+        if (chain.readableBytes > 65536) throw new RangeError(`controlq command of ${chain.readableBytes} bytes`);
+        const buf = bytesOf(new ArrayBuffer((chain.readableBytes + 3) & ~3));
+        chain.readTo(buf, 0, 0, chain.readableBytes);
+        const cmd = buf.u8.subarray(0, chain.readableBytes);
         let ack: number = VIRTIO_NET_ERR;
         if (chain.writableBytes < 1) {
           this.emit('control-error', 'controlq command without a device-writable ack byte');
@@ -193,10 +201,9 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
             this.config.mac = this.ctrl.mac.slice();
             this.emit('control', this.ctrl);
           }
-          const w = chain.readable;
-          mem.bytes[chain.region[w]].u8[chain.offset[w]] = ack;
+          chain.writeByte(0, ack);
         }
-        q.pushUsed(chain.head, chain.writableBytes < 1 ? 0 : 1);
+        q.pushUsed(chain.id, chain.writableBytes < 1 ? 0 : 1, chain.descs);
         served++;
       }
     } catch (e) {

@@ -4,9 +4,10 @@
  * received frames to a consumer. Owned by one worker (the seeds' "RX task
  * per queue pair"): no locks.
  *
- * Buffers are tied to descriptor heads: TX buffer i and RX buffer i live at
- * fixed guest addresses, so the hot path writes a frame, one descriptor and
- * one available-ring entry, and publishes in batches.
+ * Buffers are tied to buffer ids (split: descriptor heads): TX buffer i and
+ * RX buffer i live at fixed guest addresses, so the hot path writes a
+ * frame and one descriptor, and publishes in batches. The rings are
+ * {@link DriverQueue}s, split or packed.
  *
  * TX (§5.1.6.2): virtio_net_hdr (all zero: no offloads) followed by the
  * frame in one device-readable descriptor (VIRTIO_F_VERSION_1 lets header
@@ -17,7 +18,7 @@
 import type { Bytes } from '../virtio/copy.js';
 import { copyBytes } from '../virtio/copy.js';
 import type { GuestMemory } from '../virtio/memory.js';
-import type { SplitDriverQueue } from '../virtio/split/driver.js';
+import type { DriverQueue } from '../virtio/queue.js';
 import { DrvStat } from './stats.js';
 
 /** Receives each frame (bytes [off, off+len) of src, no header); valid only during the call. */
@@ -54,8 +55,8 @@ export class NetDriverPair {
 
   constructor(
     mem: GuestMemory,
-    readonly rxq: SplitDriverQueue,
-    readonly txq: SplitDriverQueue,
+    readonly rxq: DriverQueue,
+    readonly txq: DriverQueue,
     private readonly stats: Float64Array,
     private readonly statBase: number,
     opts: DriverPairOptions,
@@ -86,7 +87,7 @@ export class NetDriverPair {
   refillRx(): void {
     const q = this.rxq;
     for (;;) {
-      const head = q.peekFreeHead();
+      const head = q.peekFreeId();
       if (head < 0) break;
       q.addOne(this.rxBufAddr + head * this.rxBufSize, this.rxBufSize, true, head);
     }
@@ -98,7 +99,7 @@ export class NetDriverPair {
    * when the transmitq is full. Then call {@link commitTx} with its length.
    */
   reserveTx(): number {
-    const head = this.txq.peekFreeHead();
+    const head = this.txq.peekFreeId();
     if (head < 0) {
       this.stats[this.statBase + DrvStat.txRingFull]++;
       return -1;
@@ -149,10 +150,11 @@ export class NetDriverPair {
     const q = this.txq;
     let n = 0;
     try {
-      let pending = q.usedPending();
-      while (pending-- > 0) {
-        q.popUsed();
-        n++;
+      for (let pending = q.usedPending(); pending > 0; pending = q.usedPending()) {
+        for (; pending > 0; pending--) {
+          q.popUsed();
+          n++;
+        }
       }
     } catch (e) {
       this.fail(e);
@@ -177,7 +179,8 @@ export class NetDriverPair {
     let n = 0;
     try {
       let pending = q.usedPending();
-      while (n < budget && pending > 0) {
+      while (n < budget) {
+        if (pending === 0 && (pending = q.usedPending()) === 0) break;
         q.popUsed();
         pending--;
         const len = q.usedLen;
@@ -187,8 +190,8 @@ export class NetDriverPair {
         if (this.mrg) {
           const nb = this.rxBytes.u8[o + 10] | (this.rxBytes.u8[o + 11] << 8);
           if (nb > 1) {
-            frameLen = this.mergeRx(o, len, nb, pending);
-            pending -= nb - 1;
+            frameLen = this.mergeRx(o, len, nb);
+            pending = q.usedPending();
             if (frameLen >= 0) {
               consume(this.merge, 0, frameLen);
               st[b + DrvStat.rxPackets]++;
@@ -220,18 +223,22 @@ export class NetDriverPair {
     return this.kickDecision(this.rxq.publish());
   }
 
-  /** Gather an MRG_RXBUF frame of `nb` buffers (the first at byte offset o) into {@link merge}. */
-  private mergeRx(o: number, len: number, nb: number, pending: number): number {
+  /**
+   * Gather an MRG_RXBUF frame of `nb` buffers (the first at byte offset o)
+   * into {@link merge}. The device publishes a whole frame at once
+   * (§5.1.6.4.2), so all `nb` buffers must be there.
+   */
+  private mergeRx(o: number, len: number, nb: number): number {
     const q = this.rxq;
     const first = q.usedToken;
     let pos = len - this.hdrLen;
     copyBytes(this.merge, 0, this.rxBytes, o + this.hdrLen, pos);
     q.addOne(this.rxBufAddr + first * this.rxBufSize, this.rxBufSize, true, first);
-    if (nb - 1 > pending) {
-      this.stats[this.statBase + DrvStat.rxBad]++;
-      throw new Error(`num_buffers ${nb} but only ${pending + 1} used buffers`);
-    }
     for (let i = 1; i < nb; i++) {
+      if (q.usedPending() === 0) {
+        this.stats[this.statBase + DrvStat.rxBad]++;
+        throw new Error(`num_buffers ${nb} but only ${i} used buffers`);
+      }
       q.popUsed();
       const buf = q.usedToken;
       const l = q.usedLen;

@@ -9,13 +9,13 @@
  */
 import { GuestAllocator } from '../virtio/alloc.js';
 import {
-  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_STATUS_ACKNOWLEDGE,
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_STATUS_ACKNOWLEDGE,
   VIRTIO_STATUS_DRIVER, VIRTIO_STATUS_DRIVER_OK, VIRTIO_STATUS_FAILED, VIRTIO_STATUS_FEATURES_OK,
 } from '../virtio/features.js';
 import type { GuestMemory } from '../virtio/memory.js';
-import { SplitDriverQueue } from '../virtio/split/driver.js';
-import { contiguousLayout, splitQueueBytes, type SplitQueueLayout } from '../virtio/split/layout.js';
-import type { VirtioTransport } from '../transport/transport.js';
+import type { DriverQueue, QueueLayout, RingFeatures, RingFormat } from '../virtio/queue.js';
+import { contiguousQueueLayout, createDriverQueue, queueBytes, ringFeatures, ringFormat } from '../virtio/ring.js';
+import type { VirtioTransport } from '../virtio/transport.js';
 import { decodeNetConfig, type NetConfig } from './config.js';
 import {
   encodeMqVqPairsSet, encodeRssConfig, VIRTIO_NET_OK, type RssConfigCommand,
@@ -33,6 +33,13 @@ export interface NetDriverOptions {
   queueSize?: number;
   /** Features the driver would like (negotiated against the offer, dependencies enforced). */
   wanted?: bigint;
+  /**
+   * Ring format (§2.7 split, §2.8 packed). Default 'split'. 'packed' needs
+   * the device to offer VIRTIO_F_RING_PACKED (else init fails).
+   */
+  ring?: RingFormat;
+  /** Ask for VIRTIO_F_IN_ORDER (used when the device offers it). Default false. */
+  inOrder?: boolean;
   /** Bytes per TX buffer (header + frame). Default 2048. */
   txBufSize?: number;
   /** Bytes per RX buffer. Default 2048 (1514-byte frames + header). */
@@ -41,15 +48,15 @@ export interface NetDriverOptions {
 
 /** Features this driver implements. */
 export const NET_DRIVER_FEATURES =
-  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU |
+  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_RING_PACKED | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU |
   VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX |
   VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS;
 
 /** What a driver-side worker needs to run one pair. */
 export interface PairSetup {
   pair: number;
-  rx: SplitQueueLayout;
-  tx: SplitQueueLayout;
+  rx: QueueLayout;
+  tx: QueueLayout;
   txBufAddr: number;
   txBufSize: number;
   rxBufAddr: number;
@@ -69,7 +76,7 @@ export class NetDriver {
   hdrLen = 12;
   readonly queueSize: number;
   private readonly setups: PairSetup[] = [];
-  private ctrlq: SplitDriverQueue | null = null;
+  private ctrlq: DriverQueue | null = null;
   private ctrlBuf = 0;
   private ctrlIndex = -1;
   private ctrlLock: Promise<unknown> = Promise.resolve();
@@ -83,6 +90,10 @@ export class NetDriver {
     this.queueSize = opts.queueSize ?? 256;
   }
 
+  /** The negotiated ring features (format, event index, in-order, indirect). */
+  get rings(): RingFeatures {
+    return ringFeatures(this.features);
+  }
   get eventIdx(): boolean {
     return (this.features & VIRTIO_F_EVENT_IDX) !== 0n;
   }
@@ -110,8 +121,12 @@ export class NetDriver {
     t.setStatus(VIRTIO_STATUS_ACKNOWLEDGE);
     t.setStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
     const offered = t.deviceFeatures();
-    const f = sanitizeDriverFeatures(offered, this.opts.wanted ?? NET_DRIVER_FEATURES);
+    let wanted = this.opts.wanted ?? NET_DRIVER_FEATURES;
+    if ((this.opts.ring ?? 'split') === 'split') wanted &= ~VIRTIO_F_RING_PACKED;
+    if (!this.opts.inOrder) wanted &= ~VIRTIO_F_IN_ORDER;
+    const f = sanitizeDriverFeatures(offered, wanted);
     if ((f & VIRTIO_F_VERSION_1) === 0n) this.failInit('device does not offer VIRTIO_F_VERSION_1');
+    if (this.opts.ring === 'packed' && (f & VIRTIO_F_RING_PACKED) === 0n) this.failInit('device does not offer VIRTIO_F_RING_PACKED');
     t.setDriverFeatures(f);
     t.setStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
     if (!(t.getStatus() & VIRTIO_STATUS_FEATURES_OK)) this.failInit('device did not accept the features (FEATURES_OK cleared)');
@@ -123,11 +138,12 @@ export class NetDriver {
     this.pairs = Math.max(1, Math.min(this.opts.pairs, max));
     const txBufSize = this.opts.txBufSize ?? 2048;
     const rxBufSize = this.opts.rxBufSize ?? 2048;
+    const format = ringFormat(f);
+    const layout = (size: number) => contiguousQueueLayout(format, this.alloc.alloc(queueBytes(format, size), 4096), size);
     for (let p = 0; p < this.pairs; p++) {
-      const rxSize = Math.min(this.queueSize, t.queueMaxSize(2 * p));
-      const txSize = Math.min(this.queueSize, t.queueMaxSize(2 * p + 1));
-      const rx = contiguousLayout(this.alloc.alloc(splitQueueBytes(rxSize), 4096), rxSize);
-      const tx = contiguousLayout(this.alloc.alloc(splitQueueBytes(txSize), 4096), txSize);
+      const rx = layout(Math.min(this.queueSize, t.queueMaxSize(2 * p)));
+      const tx = layout(Math.min(this.queueSize, t.queueMaxSize(2 * p + 1)));
+      const rxSize = rx.size, txSize = tx.size;
       const rxBufAddr = this.alloc.alloc(rxSize * rxBufSize, 64);
       const txBufAddr = this.alloc.alloc(txSize * txBufSize, 64);
       this.setups.push({ pair: p, rx, tx, rxBufAddr, rxBufSize, txBufAddr, txBufSize });
@@ -136,11 +152,10 @@ export class NetDriver {
     }
     if (this.features & VIRTIO_NET_F_CTRL_VQ) {
       this.ctrlIndex = 2 * (this.hasMq ? this.config.maxVirtqueuePairs : 1);
-      const size = Math.min(64, t.queueMaxSize(this.ctrlIndex));
-      const layout = contiguousLayout(this.alloc.alloc(splitQueueBytes(size), 4096), size);
-      this.ctrlq = new SplitDriverQueue(this.mem, layout, { eventIdx: false, indirect: false, index: this.ctrlIndex });
+      const ctrl = layout(Math.min(64, t.queueMaxSize(this.ctrlIndex)));
+      this.ctrlq = createDriverQueue(this.mem, ctrl, { ...this.rings, index: this.ctrlIndex });
       this.ctrlBuf = this.alloc.alloc(4096, 64);
-      t.setQueue(this.ctrlIndex, layout);
+      t.setQueue(this.ctrlIndex, ctrl);
     }
     t.setStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
     // §5.1.6.5.5: only after DRIVER_OK, and only with MQ; the device starts with one pair.

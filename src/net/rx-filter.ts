@@ -7,7 +7,30 @@
  *   0..5 destination MAC, 6..11 source MAC, 12..13 ethertype/TPID;
  *   with TPID 0x8100: 14..15 TCI, VLAN id = TCI & 0x0fff.
  */
-import type { ControlState } from './ctrl.js';
+
+/** The receive filter state the controlq maintains (ctrl.ts's ControlState extends it). */
+export interface RxFilterState {
+  promisc: boolean;
+  allmulti: boolean;
+  alluni: boolean;
+  nomulti: boolean;
+  nouni: boolean;
+  nobcast: boolean;
+  /** Own MAC (6 bytes). */
+  mac: Uint8Array;
+  /** Unicast filter entries (6 bytes each). */
+  unicast: Uint8Array[];
+  /** Multicast filter entries (6 bytes each). */
+  multicast: Uint8Array[];
+  /** The last TABLE_SET had too many unicast entries: accept all unicast. */
+  uniOverflow: boolean;
+  /** The last TABLE_SET had too many multicast entries: accept all multicast. */
+  multiOverflow: boolean;
+  /** VIRTIO_NET_F_CTRL_VLAN negotiated: tagged frames must match {@link vlans}. */
+  vlanFiltering: boolean;
+  /** VLAN bitmap: id `v` is bit `v & 7` of byte `v >> 3`. */
+  vlans: Uint8Array;
+}
 
 /**
  * Whether the device should deliver the Ethernet frame `frame[off, off+len)`
@@ -27,7 +50,7 @@ import type { ControlState } from './ctrl.js';
  *
  * Throws RangeError when `[off, off+len)` is not inside `frame`.
  */
-export function rxFilterAccepts(state: ControlState, frame: Uint8Array, off: number, len: number): boolean {
+export function rxFilterAccepts(state: RxFilterState, frame: Uint8Array, off: number, len: number): boolean {
   if (off < 0 || len < 0 || off + len > frame.length) {
     throw new RangeError(`frame [${off}, +${len}) outside buffer of ${frame.length} bytes`);
   }

@@ -7,9 +7,9 @@
  * loses nothing.
  */
 import type { Bytes } from '../virtio/copy.js';
-import type { PairBackend, RxPort } from '../net/backend.js';
+import type { Netdev, RxPort } from '../net/netdev.js';
 
-export class LoopbackBackend implements PairBackend {
+export class LoopbackNetdev implements Netdev {
   readonly externalRx = false;
   constructor(private readonly pair: number) {}
   transmit(src: Bytes, off: number, len: number, rx: RxPort): boolean {

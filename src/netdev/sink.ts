@@ -5,9 +5,9 @@
  * by the one-way benchmark so the device does the same work as its peers.
  */
 import { copyBytes, type Bytes } from '../virtio/copy.js';
-import type { PairBackend } from '../net/backend.js';
+import type { Netdev } from '../net/netdev.js';
 
-export class SinkBackend implements PairBackend {
+export class SinkNetdev implements Netdev {
   readonly externalRx = false;
   private readonly buf: Bytes;
   /** XOR of the first word of every frame: keeps the copy observable. */

@@ -19,7 +19,7 @@ import { rmSync } from 'node:fs';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
 import { VhostUserBackend } from '../../src/transport/vhost-user/backend.js';
 import { DevStat } from '../../src/net/stats.js';
-import { newGate, openGate, closeGate } from '../../src/netdev/generator-backend.js';
+import { newGate, openGate, closeGate } from '../../src/netdev/generator-netdev.js';
 import { DEFAULT_RSS_KEY } from '../../src/net/toeplitz.js';
 import { VIRTIO_NET_HASH_TYPE_ALL } from '../../src/net/rss.js';
 
@@ -63,7 +63,7 @@ for (const { pairs, mrg, inOrder } of matrix) {
     const logs: string[] = [];
     const backend = new VhostUserBackend({
       socket, pairs, mode: 'notify', log: (l) => logs.push(l),
-      backend: { kind: 'generator', flows: 64, size: 64, gate },
+      netdev: { kind: 'generator', flows: 64, size: 64, gate },
       rss: { key: DEFAULT_RSS_KEY, hashTypes: VIRTIO_NET_HASH_TYPE_ALL, indirectionTable: Uint16Array.from({ length: 128 }, (_, i) => i % pairs), unclassifiedQueue: 0 },
     });
     await backend.start();
@@ -155,7 +155,7 @@ test('serve --client connects to virtio-user in server mode (server=1), serves i
   const socket = tmpSocketPath('client');
   const logs: string[] = [];
   let tp: Testpmd | undefined;
-  const backend = new VhostUserBackend({ socket, client: true, pairs: 1, backend: { kind: 'loopback' }, log: (l) => logs.push(l) });
+  const backend = new VhostUserBackend({ socket, client: true, pairs: 1, netdev: { kind: 'loopback' }, log: (l) => logs.push(l) });
   try {
     // serve keeps trying to connect (with back-off) until virtio-user listens; testpmd prompts once connected.
     const connecting = backend.start();

@@ -33,7 +33,7 @@ const notifier: PairNotifier = {
   notifyQueue: (q) => ctl.ring(ctl.drvBell(q >> 1)), // one driver worker owns both queues of a pair
   wakeDevice: (p) => ctl.ring(ctl.devBell(p)),
 };
-const { dev, steering, backend } = buildDevicePair(d, ctl.get(CTL_ACTIVE_PAIRS), notifier);
+const { dev, steering, netdev } = buildDevicePair(d, ctl.get(CTL_ACTIVE_PAIRS), notifier);
 steering.setFilter(d.filter ? makeRxFilter(d.filter) : null);
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', side: 'device', queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message });
@@ -59,7 +59,7 @@ const busy = d.mode === 'busy';
 const budget = d.budget;
 for (;;) {
   if (Atomics.load(words, CTL_GEN) !== gen) control();
-  if (Atomics.load(words, CTL_STOP) !== 0) break; // checked every round: a backend may never go idle
+  if (Atomics.load(words, CTL_STOP) !== 0) break; // checked every round: a netdev may never go idle
   const work = dev.poll(budget);
   if (work > 0) continue;
   if (busy) continue;
@@ -68,5 +68,5 @@ for (;;) {
   if (dev.hasWork()) continue;
   if (Atomics.wait(words, bell, seen, 50) !== 'timed-out') stats[statBase + DevStat.kicks]++;
 }
-backend.close?.();
+netdev.close?.();
 parentPort?.postMessage({ type: 'exit', pair: d.pair });

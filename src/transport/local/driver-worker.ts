@@ -6,8 +6,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
-import { SplitDriverQueue } from '../../virtio/split/driver.js';
-import type { SplitQueueLayout } from '../../virtio/split/layout.js';
+import type { QueueLayout, RingFeatures } from '../../virtio/queue.js';
+import { createDriverQueue } from '../../virtio/ring.js';
 import { NetDriverPair } from '../../net/driver-pair.js';
 import { DrvStat, DRV_STAT_COUNT } from '../../net/stats.js';
 import { CTL_ACTIVE_PAIRS, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
@@ -17,10 +17,10 @@ export interface DriverWorkerData {
   pair: number;
   maxPairs: number;
   regions: RegionSpec[];
-  rx: SplitQueueLayout;
-  tx: SplitQueueLayout;
-  eventIdx: boolean;
-  indirect: boolean;
+  rx: QueueLayout;
+  tx: QueueLayout;
+  /** The negotiated ring features: they pick the queue implementation. */
+  rings: RingFeatures;
   mrgRxbuf: boolean;
   hdrLen: number;
   txBufAddr: number;
@@ -40,9 +40,8 @@ const mem = new GuestMemory(d.regions);
 const ctl = new SharedControl(d.maxPairs, d.control);
 const stats = new Float64Array(d.stats);
 const statBase = d.pair * DRV_STAT_COUNT;
-const qopts = { eventIdx: d.eventIdx, indirect: d.indirect };
-const rxq = new SplitDriverQueue(mem, d.rx, { ...qopts, index: 2 * d.pair });
-const txq = new SplitDriverQueue(mem, d.tx, { ...qopts, index: 2 * d.pair + 1 });
+const rxq = createDriverQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair });
+const txq = createDriverQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1 });
 const drv = new NetDriverPair(mem, rxq, txq, stats, statBase, {
   pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf,
   txBufAddr: d.txBufAddr, txBufSize: d.txBufSize, rxBufAddr: d.rxBufAddr, rxBufSize: d.rxBufSize,

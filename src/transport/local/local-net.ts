@@ -21,11 +21,11 @@ import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
 import type { ControlState } from '../../net/ctrl.js';
 import type { RssConfigCommand } from '../../net/ctrl.js';
-import type { VirtioTransport } from '../transport.js';
-import type { SplitQueueLayout } from '../../virtio/split/layout.js';
-import { FrameRing } from '../frame-ring.js';
+import type { VirtioTransport } from '../../virtio/transport.js';
+import type { QueueLayout, RingFormat } from '../../virtio/queue.js';
+import { FrameRing } from '../../net/frame-ring.js';
 import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
-import type { BackendSpec } from '../../netdev/spec.js';
+import type { NetdevSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
 import type { DeviceWorkerData, DeviceWorkerMessage } from './device-worker.js';
 import type { DriverWorkerData } from './driver-worker.js';
@@ -33,11 +33,15 @@ import type { DriverWorkerData } from './driver-worker.js';
 export interface LocalNetOptions {
   /** Queue pairs (device max_virtqueue_pairs and what the driver asks for). */
   pairs: number;
-  /** Queue Size of every receiveq/transmitq. Default 256. */
+  /** Queue Size of every receiveq/transmitq. Default 256 (split: a power of two; packed: any size up to 32768). */
   queueSize?: number;
+  /** Ring format the driver negotiates (§2.7 split, §2.8 packed). Default 'split'. */
+  ring?: RingFormat;
+  /** Negotiate VIRTIO_F_IN_ORDER. Default false. */
+  inOrder?: boolean;
   mode?: 'busy' | 'notify';
   /** What the device's netdev is. */
-  backend: BackendSpec;
+  netdev: NetdevSpec;
   /** What each driver pair sends and checks. */
   source: (pair: number) => SourceSpec;
   /** Device features to offer (default: all the device implements). */
@@ -70,19 +74,22 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private deviceStarted = false;
-  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize'>> & LocalNetOptions;
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
     super();
     this.opts = { queueSize: 256, mode: 'notify', budget: 64, inboxBytes: 256 * 1024, ...opts };
     const { pairs, queueSize } = this.opts;
     this.device = new NetDevice({ maxPairs: pairs, maxQueueSize: Math.max(queueSize, 64), features: opts.deviceFeatures });
+    if (queueSize > 32768 || !(queueSize >= 1)) throw new RangeError(`queue size ${queueSize} is outside 1..32768`);
     // Guest memory: rings + 2 × queueSize buffers of 2 KiB per pair, plus the controlq.
     const bytes = pairs * (2 * queueSize * 2048 + 2 * (queueSize * 24 + 8192)) + (1 << 20);
     const sab = new SharedArrayBuffer(Math.ceil(bytes / 4096) * 4096);
     this.mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
     const alloc = new GuestAllocator(4096, sab.byteLength); // keep guest address 0 unused
-    this.driver = new NetDriver(this.transport(), this.mem, alloc, { pairs, queueSize, wanted: opts.driverFeatures, rxBufSize: opts.rxBufSize });
+    this.driver = new NetDriver(this.transport(), this.mem, alloc, {
+      pairs, queueSize, wanted: opts.driverFeatures, rxBufSize: opts.rxBufSize, ring: opts.ring, inOrder: opts.inOrder,
+    });
     this.ctl = new SharedControl(pairs);
     this.devStats = new StatsBlock(pairs, DEV_STAT_COUNT);
     this.drvStats = new StatsBlock(pairs, DRV_STAT_COUNT);
@@ -101,7 +108,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       readConfig: () => dev.readConfig(),
       numQueues: () => dev.numQueues,
       queueMaxSize: () => dev.maxQueueSize,
-      setQueue: (i: number, l: SplitQueueLayout) => dev.setQueue(i, l),
+      setQueue: (i: number, l: QueueLayout) => dev.setQueue(i, l),
       notify: (i: number) => {
         if (i === dev.controlqIndex) dev.processControlq(this.mem);
         else this.ctl.ring(this.ctl.devBell(i >> 1));
@@ -123,7 +130,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       const s = drv.pairSetup(p);
       const data: DriverWorkerData = {
         pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: s.rx, tx: s.tx,
-        eventIdx: drv.eventIdx, indirect: drv.indirect, mrgRxbuf: drv.mrgRxbuf, hdrLen: drv.hdrLen,
+        rings: drv.rings, mrgRxbuf: drv.mrgRxbuf, hdrLen: drv.hdrLen,
         txBufAddr: s.txBufAddr, txBufSize: s.txBufSize, rxBufAddr: s.rxBufAddr, rxBufSize: s.rxBufSize,
         mode: this.opts.mode, budget: this.opts.budget, control: this.ctl.buffer, stats: this.drvStats.buffer,
         source: this.opts.source(p),
@@ -145,11 +152,11 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       this.ports.push(port1);
       const data: DeviceWorkerData = {
         pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: dev.layouts[2 * p]!, tx: dev.layouts[2 * p + 1]!,
-        eventIdx: drv.eventIdx, indirect: drv.indirect, mrgRxbuf: drv.mrgRxbuf, hdrLen: dev.hdrLen,
+        rings: drv.rings, mrgRxbuf: drv.mrgRxbuf, hdrLen: dev.hdrLen,
         mode: this.opts.mode, budget: this.opts.budget,
         control: this.ctl.buffer, stats: this.devStats.buffer, afs,
         inboxes: box.map((row) => row[p]), outboxes: box[p],
-        backend: this.opts.backend, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
+        netdev: this.opts.netdev, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
       };
       this.spawn('device-worker.js', data, [port2]);
     }

@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock } from '../../host/index.js';
 import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
-import type { BackendSpec } from '../../netdev/spec.js';
+import type { NetdevSpec } from '../../netdev/spec.js';
 import { Session } from './session.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 
@@ -23,7 +23,7 @@ export interface VhostUserBackendOptions {
   pairs: number;
   /** Largest vring size accepted (SET_VRING_NUM). Default 32768. */
   maxQueueSize?: number;
-  backend: BackendSpec;
+  netdev: NetdevSpec;
   mode?: 'busy' | 'notify';
   budget?: number;
   mac?: Uint8Array;
@@ -85,7 +85,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     setNonblock(fd, true);
     new Float64Array(this.stats.buffer).fill(0);
     const session = new Session(fd, {
-      pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, backend: this.o.backend,
+      pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
       mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
       mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
     });

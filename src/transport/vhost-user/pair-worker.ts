@@ -13,12 +13,13 @@ import { DevStat, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
 import { eventfdRead, eventfdWrite, pollFdsInto } from '../../host/index.js';
+import type { QueueState } from '../../virtio/queue.js';
 
 export interface PairWorkerData extends DevicePairData {
   activePairs: number;
   /** Ring positions to start from (SET_VRING_BASE, or where a stopped worker left off). */
-  rxBase: { avail: number; used: number };
-  txBase: { avail: number; used: number };
+  rxBase: QueueState;
+  txBase: QueueState;
   /** Kick eventfds of receiveqN and transmitqN (-1: none, poll the ring). */
   kickFds: [number, number];
   /** Call eventfds (-1: the front-end wants no calls). */
@@ -37,7 +38,7 @@ export interface PairWorkerData extends DevicePairData {
 /** What a worker posts: queue errors while running, its ring positions when stopped. */
 export type PairWorkerReport =
   | { type: 'queue-error'; pair: number; queue: number; code: string; message: string }
-  | { type: 'stopped'; pair: number; rx: { avail: number; used: number }; tx: { avail: number; used: number } };
+  | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState };
 
 const d = workerData as PairWorkerData;
 const stats = new Float64Array(d.stats);
@@ -53,7 +54,7 @@ const notifier: PairNotifier = {
     if (fd >= 0) eventfdWrite(fd, 1);
   },
 };
-const { dev, rxq, txq, steering, backend } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
+const { dev, rxq, txq, steering, netdev } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);
 };
@@ -61,7 +62,7 @@ dev.onQueueError = (queue, err) => {
 // poll(2) sets: kick fds, wake fd, then the netdev's fds, which are left out
 // while the receiveq has no buffers (else a readable TAP would spin us).
 const kicks = d.kickFds.filter((fd) => fd >= 0);
-const fdsAll = Int32Array.from([...kicks, d.wakeFd, ...(backend.waitFds ?? [])]);
+const fdsAll = Int32Array.from([...kicks, d.wakeFd, ...(netdev.waitFds ?? [])]);
 const fdsNoNet = fdsAll.subarray(0, kicks.length + 1);
 const revents = new Uint16Array(fdsAll.length);
 const nKicks = kicks.length;
@@ -100,10 +101,10 @@ for (;;) {
     }
   }
 }
-backend.flush?.();
-backend.close?.();
+netdev.flush?.();
+netdev.close?.();
 parentPort?.postMessage({
   type: 'stopped', pair: d.pair,
-  rx: { avail: rxq.lastAvailIdx, used: rxq.usedIdx },
-  tx: { avail: txq.lastAvailIdx, used: txq.usedIdx },
+  rx: rxq.state(),
+  tx: txq.state(),
 } satisfies PairWorkerReport);

@@ -15,8 +15,11 @@
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg } from '../../host/index.js';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES } from '../../virtio/features.js';
-import { MAX_QUEUE_SIZE, type SplitQueueLayout, descTableBytes, availRingBytes, usedRingBytes } from '../../virtio/split/layout.js';
+import {
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
+} from '../../virtio/features.js';
+import type { QueueLayout, QueueState } from '../../virtio/queue.js';
+import { MAX_QUEUE_SIZE, queuePartBytes, queueSizeProblem, ringFeatures, ringFormat } from '../../virtio/ring.js';
 import { defaultNetConfig, encodeNetConfig } from '../../net/config.js';
 import {
   NET_FEATURE_NAMES, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
@@ -25,8 +28,8 @@ import {
 import { netHdrSize } from '../../net/hdr.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
-import { FrameRing } from '../frame-ring.js';
-import type { BackendSpec } from '../../netdev/spec.js';
+import { FrameRing } from '../../net/frame-ring.js';
+import type { NetdevSpec } from '../../netdev/spec.js';
 import {
   decodeRequest, encodeGetConfigReply, encodeHeader, encodeReplyAck, encodeStatusReply, encodeU64, encodeU64Reply, encodeVringBaseReply,
   VHOST_USER_HEADER_SIZE, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION,
@@ -40,7 +43,7 @@ import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
 
 /** Virtio features the back-end offers (what NetDevicePair implements; the front-end keeps the controlq). */
 export const VHOST_NET_FEATURES =
-  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_IN_ORDER |
+  VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_IN_ORDER | VIRTIO_F_RING_PACKED |
   VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
   VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
 
@@ -61,7 +64,7 @@ export const MAX_MEM_SLOTS = 509;
 export interface SessionOptions {
   pairs: number;
   maxQueueSize: number;
-  backend: BackendSpec;
+  netdev: NetdevSpec;
   mode: 'busy' | 'notify';
   budget: number;
   mac: Uint8Array;
@@ -77,7 +80,8 @@ class RequestError extends Error {}
 
 interface Vring {
   num: number;
-  avail: number; // next avail index (SET_VRING_BASE / where the ring stopped)
+  /** Where the ring stands (SET_VRING_BASE / where its worker stopped): split u16 indexes, packed position | wrap << 15. */
+  avail: number;
   used: number;
   addr: { desc: number; avail: number; used: number } | null; // front-end user addresses
   kick: number; // eventfd, -1 none, -2 NOFD (poll the ring)
@@ -219,7 +223,7 @@ export class Session {
         if (extra) throw new RequestError(`features not offered: ${featureNames(extra, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
         const changed = m.features !== this.features;
         this.features = m.features;
-        this.o.log(`vhost-user: features ${featureNames(m.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
+        if (changed) this.o.log(`vhost-user: front-end features: ${this.featureNames().join(' ')}`);
         if (changed) await this.restartRunning();
         return;
       }
@@ -266,8 +270,9 @@ export class Session {
       }
       case 'SET_VRING_NUM': {
         const v = this.vring(m.index);
-        if (m.num < 1 || m.num > Math.min(MAX_QUEUE_SIZE, this.o.maxQueueSize) || (m.num & (m.num - 1)) !== 0)
-          throw new RequestError(`vring ${m.index}: size ${m.num} is not a power of two in 1..${Math.min(MAX_QUEUE_SIZE, this.o.maxQueueSize)}`);
+        // Split rings need a power of two (§2.7), packed rings any size (§2.8.10.1).
+        const problem = queueSizeProblem(ringFormat(this.features), m.num, Math.min(MAX_QUEUE_SIZE, this.o.maxQueueSize));
+        if (problem) throw new RequestError(`vring ${m.index}: ${problem}`);
         v.num = m.num;
         return;
       }
@@ -283,15 +288,20 @@ export class Session {
       }
       case 'SET_VRING_BASE': {
         const v = this.vring(m.index);
-        v.avail = v.used = m.num & 0xffff;
+        const s = decodeVringBase(m.num, ringFormat(this.features) === 'packed');
+        if (ringFormat(this.features) === 'packed' && v.num > 0 && ((s.avail & 0x7fff) >= v.num || (s.used & 0x7fff) >= v.num))
+          throw new RequestError(`vring ${m.index}: base position ${s.avail & 0x7fff} outside a ${v.num}-entry packed ring`);
+        v.avail = s.avail;
+        v.used = s.used;
         return;
       }
       case 'GET_VRING_BASE': {
         const v = this.vring(m.index);
         await this.stopPair(m.index >> 1);
         v.started = false;
-        this.o.log(`vhost-user: vring ${m.index} stopped at avail index ${v.avail}`);
-        return encodeVringBaseReply(m.index, v.avail);
+        const packed = ringFormat(this.features) === 'packed';
+        this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}`}`);
+        return encodeVringBaseReply(m.index, encodeVringBase({ avail: v.avail, used: v.used }, packed));
       }
       case 'SET_VRING_KICK': {
         const v = this.vring(m.index, m.fd);
@@ -364,17 +374,32 @@ export class Session {
     return v;
   }
 
-  /** Guest physical layout of vring `index` from its user addresses. @throws GuestMemoryError */
-  private layoutOf(index: number): SplitQueueLayout {
+  /**
+   * Guest physical layout of vring `index` from its user addresses
+   * (SET_VRING_ADDR: for a packed ring the descriptor ring, the driver
+   * event suppression area in `avail` and the device's in `used`).
+   * @throws GuestMemoryError, RequestError (a size the negotiated format does not allow)
+   */
+  private layoutOf(index: number): QueueLayout {
     const v = this.vrings[index];
     const mem = this.mem!;
     const a = v.addr!;
+    const format = ringFormat(this.features);
+    const problem = queueSizeProblem(format, v.num);
+    if (problem) throw new RequestError(`vring ${index}: ${problem}`);
+    const bytes = queuePartBytes(format, v.num);
     return {
+      format,
       size: v.num,
-      descAddr: mem.userToGuest(a.desc, descTableBytes(v.num)),
-      availAddr: mem.userToGuest(a.avail, availRingBytes(v.num)),
-      usedAddr: mem.userToGuest(a.used, usedRingBytes(v.num)),
+      descAddr: mem.userToGuest(a.desc, bytes.desc),
+      driverAddr: mem.userToGuest(a.avail, bytes.driver),
+      deviceAddr: mem.userToGuest(a.used, bytes.device),
     };
+  }
+
+  /** The negotiated virtio features by their spec names (the protocol-features bit left out). */
+  featureNames(): string[] {
+    return featureNames(this.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   }
 
   private ready(index: number): boolean {
@@ -390,8 +415,7 @@ export class Session {
       regions: this.memRegions.map((r) => r.spec),
       rx: this.layoutOf(2 * pair), tx: this.layoutOf(2 * pair + 1),
       rxBase: { avail: rx.avail, used: rx.used }, txBase: { avail: tx.avail, used: tx.used },
-      eventIdx: (this.features & VIRTIO_F_EVENT_IDX) !== 0n,
-      indirect: (this.features & VIRTIO_F_INDIRECT_DESC) !== 0n,
+      rings: ringFeatures(this.features),
       mrgRxbuf: (this.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n,
       hdrLen: netHdrSize(this.features),
       kickFds: [rx.kick >= 0 ? rx.kick : -1, tx.kick >= 0 ? tx.kick : -1],
@@ -399,7 +423,7 @@ export class Session {
       wakeFd: this.wakeFds[pair], wakeFds: this.wakeFds,
       mode: this.o.mode, budget: this.o.budget, stats: this.o.stats, afs: this.afs,
       inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
-      backend: this.o.backend, rss: this.o.rss,
+      netdev: this.o.netdev, rss: this.o.rss,
       control: new SharedArrayBuffer(4), port: undefined as never,
     };
     const { port1, port2 } = new MessageChannel();
@@ -424,7 +448,9 @@ export class Session {
     });
     worker.on('exit', () => resolveStopped());
     this.runners[pair] = runner;
-    this.o.log(`vhost-user: queue pair ${pair} started (receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${rx.avail}/${tx.avail})`);
+    const fmt = ringFormat(this.features);
+    const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
+    this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)})`);
   }
 
   private async stopPair(pair: number): Promise<void> {
@@ -528,6 +554,32 @@ function failureAck(request: number): EncodedVhostUserMessage {
 /** Same guest physical range at the same front-end address (the mmap offset may differ per fd). */
 function sameRegion(a: { guestAddr: number; size: number; userAddr: number }, b: { guestAddr: number; size: number; userAddr: number }): boolean {
   return a.guestAddr === b.guestAddr && a.size === b.size && a.userAddr === b.userAddr;
+}
+
+/**
+ * The vring base of SET_VRING_BASE as a {@link QueueState}: split, the u16
+ * next available index (used starts there too); packed, bits 0-14 the
+ * position and bit 15 the wrap counter of the next available descriptor,
+ * and in bits 16-31 the same for the used position when the front-end sends
+ * it (QEMU does; DPDK's virtio-user sends only the lower half, and then the
+ * used position is the available one, as DPDK's vhost assumes). A split
+ * ring ignores the upper half.
+ */
+export function decodeVringBase(num: number, packed: boolean): QueueState {
+  const avail = num & 0xffff;
+  if (!packed) return { avail, used: avail };
+  const used = num >>> 16;
+  return { avail, used: used !== 0 ? used : avail };
+}
+
+/** The reply of GET_VRING_BASE: split, the next available index; packed, avail | used << 16 (QEMU's format). */
+export function encodeVringBase(s: QueueState, packed: boolean): number {
+  return packed ? ((s.avail & 0xffff) | ((s.used & 0xffff) << 16)) >>> 0 : s.avail & 0xffff;
+}
+
+/** "position N wrap W" for a packed ring position word. */
+function describePacked(x: number): string {
+  return `${x & 0x7fff} (wrap ${x >>> 15 & 1})`;
 }
 
 function safeClose(fd: number): void {

@@ -2,15 +2,21 @@
  * Device half of a split virtqueue (virtio spec v1.4 §2.7): reads the
  * available ring, walks descriptor chains, writes the used ring, and decides
  * when the driver needs a used-buffer notification (§2.7.7, §2.7.10).
+ * Implements {@link DeviceQueue}. With VIRTIO_F_IN_ORDER (§2.7.9 "In-order
+ * use of descriptors") a run of zero-length used entries (a transmitq's) is
+ * written as one entry carrying the id of the run's last chain, in the slot
+ * of its first, and used->idx advances by the run's length.
  *
  * Hot path rules: no allocation, no BigInt, monomorphic; ring fields are read
  * through typed-array views made once at construction. `avail->idx` is read
  * with Atomics.load (acquire) and `used->idx` written with Atomics.store
  * (release), the barriers §2.7.13 asks for.
  */
+import type { DescChain } from '../chain.js';
 import { DescriptorError } from '../errors.js';
+import { IndirectTable } from '../indirect.js';
 import type { GuestMemory } from '../memory.js';
-import { DescChain } from './chain.js';
+import type { DeviceQueue, QueueState } from '../queue.js';
 import { SplitRingViews } from './views.js';
 import {
   checkLayout, needEvent,
@@ -23,25 +29,32 @@ export interface SplitQueueOptions {
   eventIdx: boolean;
   /** VIRTIO_F_INDIRECT_DESC negotiated. */
   indirect: boolean;
+  /** VIRTIO_F_IN_ORDER negotiated (default false). */
+  inOrder?: boolean;
   /** Virtqueue index, for error reports. */
   index?: number;
 }
 
 const TWO32 = 4294967296;
 
-export class SplitDeviceQueue {
+export class SplitDeviceQueue implements DeviceQueue {
   readonly size: number;
   readonly index: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  readonly inOrder: boolean;
   /** Next available-ring slot to read (u16, wraps at 65536). */
   lastAvailIdx = 0;
   /** Shadow of used->idx: entries written but maybe not yet published (u16). */
   usedIdx = 0;
   /** used->idx at the previous publish, for event-index decisions. */
   private publishedUsedIdx = 0;
+  /** In-order: used index of the open run's first entry (-1: none), and its last chain's id and len. */
+  private runStart = -1;
+  private runId = 0;
+  private runLen = 0;
+  private readonly table: IndirectTable;
   private readonly mask: number;
-  private readonly mem: GuestMemory;
   // Descriptor table: Int32 view over its region's buffer, word index of entry 0.
   private readonly desc: Int32Array;
   private readonly descW: number;
@@ -60,12 +73,13 @@ export class SplitDeviceQueue {
    */
   constructor(mem: GuestMemory, layout: SplitQueueLayout, opts: SplitQueueOptions) {
     checkLayout(layout);
-    this.mem = mem;
     this.size = layout.size;
     this.mask = layout.size - 1;
     this.index = opts.index ?? -1;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
+    this.inOrder = opts.inOrder ?? false;
+    this.table = new IndirectTable(mem);
     const v = new SplitRingViews(mem, layout, false);
     this.desc = v.desc;
     this.descW = v.descW;
@@ -82,6 +96,16 @@ export class SplitDeviceQueue {
     this.lastAvailIdx = lastAvailIdx & 0xffff;
     this.usedIdx = usedIdx & 0xffff;
     this.publishedUsedIdx = this.usedIdx;
+    this.runStart = -1;
+  }
+
+  /** {@link DeviceQueue.state}: last_avail_idx and used->idx (pushed entries included), free-running u16. */
+  state(): QueueState {
+    return { avail: this.lastAvailIdx, used: this.usedIdx };
+  }
+
+  setState(s: QueueState): void {
+    this.setBase(s.avail, s.used);
   }
 
   /**
@@ -106,10 +130,25 @@ export class SplitDeviceQueue {
     this.walk(head, chain);
   }
 
-  /** Walk the chain starting at descriptor `head` into `chain`. */
+  /** {@link DeviceQueue.mark}: the next available-ring index. */
+  mark(): number {
+    return this.lastAvailIdx;
+  }
+
+  rewind(m: number): void {
+    this.lastAvailIdx = m & 0xffff;
+  }
+
+  /**
+   * Walk the chain starting at descriptor `head` into `chain` (§2.7.5,
+   * §2.7.5.3): id = head, descs = descriptors in the table it took. Hop
+   * limit: the queue size for a direct chain, the table's entry count inside
+   * an indirect table. A buffer crossing adjacent memory regions becomes
+   * several pieces; an indirect table need not be aligned.
+   * @throws DescriptorError for every malformed-chain case.
+   */
   walk(head: number, chain: DescChain): void {
     chain.reset(head);
-    const mem = this.mem;
     let table = this.desc;
     let base = this.descW;
     let limit = this.size;
@@ -117,6 +156,7 @@ export class SplitDeviceQueue {
     let inIndirect = false;
     let idx = head;
     let total = 0;
+    let descs = 0;
     for (;;) {
       if (idx >= limit) throw this.err('DESC_INDEX_OUT_OF_RANGE', `descriptor index ${idx} >= ${limit}`, idx);
       if (++hops > limit) throw this.err('CHAIN_TOO_LONG', `chain from head ${head} exceeds ${limit} descriptors (loop?)`, idx);
@@ -125,41 +165,32 @@ export class SplitDeviceQueue {
       const len = table[w + 2] >>> 0;
       const fn = table[w + 3];
       const flags = fn & 0xffff;
+      if (!inIndirect) descs++;
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.indirect) throw this.err('INDIRECT_NOT_NEGOTIATED', 'VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC', idx);
         if (inIndirect) throw this.err('NESTED_INDIRECT', 'indirect descriptor inside an indirect table', idx);
         if (flags & VIRTQ_DESC_F_NEXT) throw this.err('INDIRECT_WITH_NEXT', 'VIRTQ_DESC_F_INDIRECT together with VIRTQ_DESC_F_NEXT', idx);
         if (len === 0 || (len & 15) !== 0) throw this.err('INDIRECT_BAD_LENGTH', `indirect table length ${len} is not a non-zero multiple of 16`, idx);
         if (len / 16 > this.size) throw this.err('CHAIN_TOO_LONG', `indirect table of ${len / 16} entries exceeds queue size ${this.size}`, idx);
-        const r = mem.find(addr, len);
-        if (r < 0 || (mem.off & 3) !== 0) throw this.err('BUFFER_OUT_OF_RANGE', `indirect table [0x${addr.toString(16)}, +${len}) outside guest memory or misaligned`, idx);
-        table = mem.bytes[r].i32;
-        base = mem.off / 4;
+        if (!this.table.load(addr, len)) throw this.err('BUFFER_OUT_OF_RANGE', `indirect table [0x${addr.toString(16)}, +${len}) outside guest memory`, idx);
+        table = this.table.words;
+        base = this.table.base;
         limit = len / 16;
         hops = 0;
         idx = 0;
         inIndirect = true;
         continue;
       }
-      const r = mem.find(addr, len);
-      if (r < 0) throw this.err('BUFFER_OUT_OF_RANGE', `buffer [0x${addr.toString(16)}, +${len}) outside guest memory`, idx);
-      const i = chain.count;
-      if (i === chain.len.length) throw this.err('CHAIN_TOO_LONG', `chain longer than ${i} buffers`, idx);
-      chain.region[i] = r;
-      chain.offset[i] = mem.off;
-      chain.len[i] = len;
-      chain.count = i + 1;
-      if (flags & VIRTQ_DESC_F_WRITE) {
-        chain.writableBytes += len;
-      } else {
-        if (chain.count - 1 !== chain.readable)
-          throw this.err('READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', idx);
-        chain.readable++;
-        chain.readableBytes += len;
-      }
+      const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+      if (!writable && chain.count !== chain.readable)
+        throw this.err('READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', idx);
+      if (!chain.append(addr, len, writable)) throw this.err('BUFFER_OUT_OF_RANGE', `buffer [0x${addr.toString(16)}, +${len}) outside guest memory`, idx);
       total += len;
       if (total > TWO32) throw this.err('CHAIN_BYTES_TOO_LARGE', 'chain longer than 2^32 bytes', idx);
-      if (!(flags & VIRTQ_DESC_F_NEXT)) return;
+      if (!(flags & VIRTQ_DESC_F_NEXT)) {
+        chain.descs = descs;
+        return;
+      }
       idx = fn >>> 16;
     }
   }
@@ -178,12 +209,32 @@ export class SplitDeviceQueue {
     return this.usedIdx !== this.publishedUsedIdx;
   }
 
-  /** Add a used element {id: head, len: bytes written} (§2.7.8); not visible until {@link publish}. */
-  pushUsed(head: number, len: number): void {
+  /**
+   * Add a used element {id: head, len: bytes written} (§2.7.8); not visible
+   * until {@link publish}. `descs` is not needed by the split ring. With
+   * in-order, zero-length entries are held back as one run (§2.7.9).
+   */
+  pushUsed(head: number, len: number, _descs = 1): void {
+    if (this.inOrder) {
+      if (this.runStart < 0) this.runStart = this.usedIdx;
+      this.runId = head;
+      this.runLen = len;
+      this.usedIdx = (this.usedIdx + 1) & 0xffff;
+      if (len !== 0) this.closeRun();
+      return;
+    }
     const w = this.usedElemW + 2 * (this.usedIdx & this.mask);
     this.used32[w] = head;
     this.used32[w + 1] = len;
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
+  }
+
+  /** In-order: write the open run as one used element, in its first slot. */
+  private closeRun(): void {
+    const w = this.usedElemW + 2 * (this.runStart & this.mask);
+    this.used32[w] = this.runId;
+    this.used32[w + 1] = this.runLen;
+    this.runStart = -1;
   }
 
   /**
@@ -194,6 +245,7 @@ export class SplitDeviceQueue {
     const newIdx = this.usedIdx;
     const oldIdx = this.publishedUsedIdx;
     if (newIdx === oldIdx) return false;
+    if (this.runStart >= 0) this.closeRun();
     Atomics.store(this.used16, this.usedH + 1, newIdx);
     this.publishedUsedIdx = newIdx;
     if (this.eventIdx) return needEvent(Atomics.load(this.avail, this.availH + 2 + this.size), newIdx, oldIdx);

@@ -8,9 +8,16 @@
  * links, lengths, tokens), so a buggy or hostile device that rewrites the
  * descriptor table or returns a bogus id can corrupt nothing but that one
  * completion: the id is checked and rejected with a DescriptorError.
+ *
+ * With VIRTIO_F_IN_ORDER (§2.7.9) descriptors are used in ring order (freed
+ * ones go to the tail of the free list), and a used element whose id is not
+ * the oldest outstanding chain completes every chain up to it: each is
+ * returned by {@link popUsed} in turn, with length 0 but for the last.
+ * Implements {@link DriverQueue}.
  */
 import { DescriptorError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
+import type { BufferSpec, DriverQueue, QueueState } from '../queue.js';
 import {
   checkLayout, needEvent,
   VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
@@ -22,18 +29,14 @@ import type { SplitQueueOptions } from './device.js';
 const TWO32 = 4294967296;
 const NONE = 0xffff;
 
-/** One buffer of a chain the driver adds: guest physical address, length in bytes, device-writable? */
-export interface BufferSpec {
-  addr: number;
-  len: number;
-  writable: boolean;
-}
+export type { BufferSpec };
 
-export class SplitDriverQueue {
+export class SplitDriverQueue implements DriverQueue {
   readonly size: number;
   readonly index: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
+  readonly inOrder: boolean;
   /** Free descriptors. */
   numFree: number;
   /** Shadow of avail->idx (u16). */
@@ -46,6 +49,13 @@ export class SplitDriverQueue {
   /** Chains added and not yet reclaimed (heads with chainLen != 0). */
   private outstanding = 0;
   private freeHead = 0;
+  /** Last free descriptor (in-order frees append here, keeping ring order). */
+  private freeTail: number;
+  /** In-order: heads outstanding, oldest first (a ring of `size`), and the open batch's last id (-1 none) and len. */
+  private readonly order: Uint16Array;
+  private orderHead = 0;
+  private batchId = -1;
+  private batchLen = 0;
   private readonly mask: number;
   private readonly next: Uint16Array; // shadow free-list / chain links
   private readonly chainLen: Uint16Array; // descriptors per outstanding head, 0 = not outstanding
@@ -74,6 +84,9 @@ export class SplitDriverQueue {
     this.index = opts.index ?? -1;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
+    this.inOrder = opts.inOrder ?? false;
+    this.order = new Uint16Array(this.inOrder ? this.size : 0);
+    this.freeTail = this.size - 1;
     this.numFree = this.size;
     this.next = new Uint16Array(this.size);
     for (let i = 0; i < this.size; i++) this.next[i] = i + 1 < this.size ? i + 1 : NONE;
@@ -92,8 +105,18 @@ export class SplitDriverQueue {
   }
 
   /** The head {@link addOne} will use next, or -1 when none is free (lets a caller tie buffers to heads). */
-  peekFreeHead(): number {
+  peekFreeId(): number {
     return this.numFree === 0 ? -1 : this.freeHead;
+  }
+
+  /** {@link DriverQueue.state}: avail->idx (shadow, unpublished included) and the next used index to read. */
+  state(): QueueState {
+    return { avail: this.availIdx, used: this.lastUsedIdx };
+  }
+
+  /** In-order bookkeeping: `head` is now the newest outstanding chain. */
+  private enqueue(head: number): void {
+    if (this.inOrder) this.order[(this.orderHead + this.outstanding - 1) % this.size] = head;
   }
 
   /**
@@ -116,6 +139,7 @@ export class SplitDriverQueue {
     this.writableLen[head] = writable ? len : 0;
     this.tokens[head] = token;
     this.outstanding++;
+    if (this.inOrder) this.enqueue(head);
     this.avail[this.availH + 2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
     return head;
@@ -175,6 +199,7 @@ export class SplitDriverQueue {
     this.writableLen[head] = writable;
     this.tokens[head] = token;
     this.outstanding++;
+    if (this.inOrder) this.enqueue(head);
     this.avail[this.availH + 2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
     return head;
@@ -222,18 +247,70 @@ export class SplitDriverQueue {
    * {@link usedLen} is 0 (nothing the device wrote can be trusted).
    */
   popUsed(): number {
+    if (this.inOrder) return this.popUsedInOrder();
     const w = this.usedElemW + 2 * (this.lastUsedIdx & this.mask);
     const id = this.used32[w];
     const len = this.used32[w + 1];
     this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
     if (id >= this.size || this.chainLen[id] === 0) throw this.err('USED_ID_INVALID', `device returned id ${id}, which is not outstanding`);
+    return this.reclaim(id, len);
+  }
+
+  /**
+   * §2.7.9: the used element at the start of a batch names the batch's last
+   * chain; every outstanding chain up to it completes, oldest first.
+   */
+  private popUsedInOrder(): number {
+    const expect = this.order[this.orderHead];
+    if (this.batchId < 0) {
+      const w = this.usedElemW + 2 * (this.lastUsedIdx & this.mask);
+      const id = this.used32[w];
+      const len = this.used32[w + 1];
+      if (id >= this.size || this.chainLen[id] === 0) {
+        this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+        throw this.err('USED_ID_INVALID', `device returned id ${id}, which is not outstanding`);
+      }
+      if (id !== expect) {
+        // A batch: id must lie within what used->idx says was used.
+        const n = (Atomics.load(this.used16, this.usedH + 1) - this.lastUsedIdx) & 0xffff;
+        let k = 1;
+        while (k < n && k < this.outstanding && this.order[(this.orderHead + k) % this.size] !== id) k++;
+        if (k >= n || k >= this.outstanding) {
+          this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+          throw this.err('USED_ID_INVALID', `device returned id ${id}, not among the next ${n} chains in order`);
+        }
+        this.batchId = id;
+        this.batchLen = len;
+      } else {
+        this.batchId = id;
+        this.batchLen = len;
+      }
+    }
+    this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+    const last = expect === this.batchId;
+    const len = last ? this.batchLen : 0;
+    if (last) this.batchId = -1;
+    return this.reclaim(expect, len);
+  }
+
+  /** Free chain `id`'s descriptors; check `len` against its writable bytes. */
+  private reclaim(id: number, len: number): number {
     const badLen = len > this.writableLen[id];
     const n = this.chainLen[id];
     this.chainLen[id] = 0;
     let tail = id;
     for (let i = 1; i < n; i++) tail = this.next[tail];
-    this.next[tail] = this.numFree === 0 ? NONE : this.freeHead;
-    this.freeHead = id;
+    if (this.inOrder) {
+      // Append at the tail: descriptors stay in ring order (§2.7.9).
+      this.next[tail] = NONE;
+      if (this.numFree === 0) this.freeHead = id;
+      else this.next[this.freeTail] = id;
+      this.freeTail = tail;
+      this.orderHead = (this.orderHead + 1) % this.size;
+    } else {
+      this.next[tail] = this.numFree === 0 ? NONE : this.freeHead;
+      this.freeHead = id;
+    }
     this.numFree += n;
     this.outstanding--;
     this.usedToken = this.tokens[id];

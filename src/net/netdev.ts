@@ -26,7 +26,7 @@ export interface RxPort {
   room(): number;
 }
 
-export interface PairBackend {
+export interface Netdev {
   /**
    * One frame the driver transmitted on this pair: an Ethernet frame without
    * the virtio_net_hdr at [off, off+len) of `src` (guest memory or a gather

@@ -18,14 +18,14 @@
  */
 import { readFrames, writevFrames, HostError } from '../host/index.js';
 import type { Bytes } from '../virtio/copy.js';
-import type { PairBackend, RxPort } from '../net/backend.js';
+import type { Netdev, RxPort } from '../net/netdev.js';
 
 /** Frames per batch (one addon call). */
 const BATCH = 64;
 /** RX slot: vnet header + the largest frame a TAP hands out without GSO (64 KiB), +1 to detect truncation. */
 const SLOT = 65536 + 16;
 
-export class TapBackend implements PairBackend {
+export class TapNetdev implements Netdev {
   readonly externalRx = true;
   readonly wantsHeader = true;
   readonly waitFds: readonly number[];

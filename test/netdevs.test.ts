@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RxPort } from '../src/net/backend.js';
+import type { RxPort } from '../src/net/netdev.js';
 import type { Bytes } from '../src/virtio/copy.js';
 import { FlowKey, parseFlow } from '../src/net/flow.js';
 import { RssSteering, VIRTIO_NET_RSS_HASH_TYPE_ALL } from '../src/net/rss.js';
@@ -21,12 +21,12 @@ import { DevStat, DrvStat } from '../src/net/stats.js';
 import { TrafficGenerator, type GeneratorOptions } from '../src/netdev/generator.js';
 import { PcapCapture, readPcapFile, writePcapFile } from '../src/netdev/pcap.js';
 import {
-  GEN_STAT_COUNT, GenStat, GeneratorBackend, generatorOptionsOf, newGate, newGeneratorStats, openGate,
-  type GeneratorBackendSpec,
-} from '../src/netdev/generator-backend.js';
+  GEN_STAT_COUNT, GenStat, GeneratorNetdev, generatorOptionsOf, newGate, newGeneratorStats, openGate,
+  type GeneratorNetdevSpec,
+} from '../src/netdev/generator-netdev.js';
 import {
-  MAX_REPLAY_FRAME, PCAP_STAT_COUNT, PcapBackend, PcapStat, mergePairCaptures, newPcapStats, pcapPairPath, replayOwner,
-} from '../src/netdev/pcap-backend.js';
+  MAX_REPLAY_FRAME, PCAP_STAT_COUNT, PcapNetdev, PcapStat, mergePairCaptures, newPcapStats, pcapPairPath, replayOwner,
+} from '../src/netdev/pcap-netdev.js';
 import { LocalNet } from '../src/transport/local/local-net.js';
 import { assignFlows, prepareGeneratorTraffic, type GeneratorTrafficSpec } from '../src/traffic/generator-source.js';
 import { preparePcapTraffic } from '../src/traffic/pcap-source.js';
@@ -102,15 +102,15 @@ function perPair(net: LocalNet, stat: number): number[] {
   return Array.from({ length: net.driver.pairs }, (_, p) => net.drvStats.get(p, stat));
 }
 
-// ---- GeneratorBackend in-thread ---------------------------------------------------
+// ---- GeneratorNetdev in-thread ---------------------------------------------------
 
 test('generator: each pair generates a disjoint share of the flows, every flow with seq 0..perFlow-1 in order', () => {
-  const spec: GeneratorBackendSpec = { kind: 'generator', flows: 10, size: 100, proto: 'mixed', ipVersion: 'mixed', perFlow: 4 };
+  const spec: GeneratorNetdevSpec = { kind: 'generator', flows: 10, size: 100, proto: 'mixed', ipVersion: 'mixed', perFlow: 4 };
   const check = new TrafficGenerator(generatorOptionsOf(spec));
   const seqs = new Map<number, number[]>();
   let total = 0;
   for (let pair = 0; pair < 3; pair++) {
-    const b = new GeneratorBackend(spec, pair, 3);
+    const b = new GeneratorNetdev(spec, pair, 3);
     assert.ok(b.externalRx);
     assert.deepEqual([...b.flows], Array.from({ length: 10 }, (_, f) => f).filter((f) => f % 3 === pair));
     const rx = new ScriptedRx();
@@ -139,12 +139,12 @@ test('generator: each pair generates a disjoint share of the flows, every flow w
 });
 
 test('generator: refused frames are dropped and counted (onFull drop) or offered again (onFull retry)', () => {
-  const base: GeneratorBackendSpec = { kind: 'generator', flows: 4, size: 64, perFlow: 30 };
+  const base: GeneratorNetdevSpec = { kind: 'generator', flows: 4, size: 64, perFlow: 30 };
   const check = new TrafficGenerator(generatorOptionsOf(base));
   const refuseEveryThird = (n: number) => n % 3 === 2;
 
   const stats = newGeneratorStats(2);
-  const drop = new GeneratorBackend({ ...base, stats }, 1, 2); // flows 1 and 3
+  const drop = new GeneratorNetdev({ ...base, stats }, 1, 2); // flows 1 and 3
   const rx1 = new ScriptedRx(refuseEveryThird);
   while (drop.busy()) drop.poll(rx1, 16);
   assert.equal(drop.stat(GenStat.generated), 60);
@@ -161,13 +161,13 @@ test('generator: refused frames are dropped and counted (onFull drop) or offered
   }
 
   // A receive path that takes nothing: drops are not work, so the device worker sees an idle round.
-  const stuck = new GeneratorBackend(base, 0, 2);
+  const stuck = new GeneratorNetdev(base, 0, 2);
   const none = new ScriptedRx(() => true);
   assert.equal(stuck.poll(none, 16), 0);
   assert.equal(none.drops, 16);
   assert.equal(stuck.stat(GenStat.generated), 16);
 
-  const retry = new GeneratorBackend({ ...base, onFull: 'retry' }, 1, 2);
+  const retry = new GeneratorNetdev({ ...base, onFull: 'retry' }, 1, 2);
   const rx2 = new ScriptedRx(refuseEveryThird);
   let polls = 0;
   while (retry.busy()) {
@@ -186,7 +186,7 @@ test('generator: refused frames are dropped and counted (onFull drop) or offered
 
 test('generator: nothing is generated until the gate opens; endless without perFlow', () => {
   const gate = newGate();
-  const b = new GeneratorBackend({ kind: 'generator', flows: 2, size: 64, gate }, 0, 1);
+  const b = new GeneratorNetdev({ kind: 'generator', flows: 2, size: 64, gate }, 0, 1);
   const rx = new ScriptedRx();
   assert.equal(b.busy(), false, 'a closed gate lets the worker sleep');
   assert.equal(b.poll(rx, 8), 0);
@@ -199,8 +199,8 @@ test('generator: nothing is generated until the gate opens; endless without perF
 });
 
 test('generator: transmitted frames are counted, and ours checked byte-exact', () => {
-  const spec: GeneratorBackendSpec = { kind: 'generator', flows: 3, size: 128, proto: 'tcp' };
-  const b = new GeneratorBackend(spec, 0, 1);
+  const spec: GeneratorNetdevSpec = { kind: 'generator', flows: 3, size: 128, proto: 'tcp' };
+  const b = new GeneratorNetdev(spec, 0, 1);
   const [good, other] = generatedFrames(generatorOptionsOf(spec), 2);
   const bad = good.slice();
   bad[100] ^= 0x40; // a payload bit flipped
@@ -211,7 +211,7 @@ test('generator: transmitted frames are counted, and ours checked byte-exact', (
   assert.equal(b.stat(GenStat.txBad), 1);
 });
 
-// ---- PcapBackend in-thread ---------------------------------------------------------
+// ---- PcapNetdev in-thread ---------------------------------------------------------
 
 test('pcap replay: shares are disjoint, cover the capture, keep each flow on one pair; backpressure loses nothing', () => {
   const frames = generatedFrames({ flows: 8, frameSize: 90, proto: 'mixed', ipVersion: 'mixed' }, 120);
@@ -222,7 +222,7 @@ test('pcap replay: shares are disjoint, cover the capture, keep each flow on one
   const seen = new Set<number>();
   const probe = new TrafficGenerator({ flows: 8, frameSize: 90, proto: 'mixed', ipVersion: 'mixed' });
   for (let pair = 0; pair < 3; pair++) {
-    const b = new PcapBackend({ kind: 'pcap', read: sab, stats }, pair, 3);
+    const b = new PcapNetdev({ kind: 'pcap', read: sab, stats }, pair, 3);
     assert.ok(b.externalRx);
     for (const i of b.share) {
       assert.ok(!seen.has(i), `frame ${i} replayed by two pairs`);
@@ -254,14 +254,14 @@ test('pcap replay: shares are disjoint, cover the capture, keep each flow on one
 test('pcap replay: index split, rounds, loop, and frames too large for any receive path', () => {
   const frames = generatedFrames({ flows: 4, frameSize: 64 }, 10);
   const sab = captureOf(frames).toSharedArrayBuffer();
-  const b = new PcapBackend({ kind: 'pcap', read: sab, split: 'index', rounds: 2 }, 1, 3);
+  const b = new PcapNetdev({ kind: 'pcap', read: sab, split: 'index', rounds: 2 }, 1, 3);
   assert.deepEqual([...b.share], [1, 4, 7]);
   const rx = new ScriptedRx();
   while (b.busy()) b.poll(rx, 2);
   assert.deepEqual(rx.frames, [1, 4, 7, 1, 4, 7].map((i) => frames[i]));
   assert.equal(b.stat(PcapStat.rounds), 2);
 
-  const l = new PcapBackend({ kind: 'pcap', read: sab, loop: true }, 0, 1);
+  const l = new PcapNetdev({ kind: 'pcap', read: sab, loop: true }, 0, 1);
   const rx2 = new ScriptedRx();
   for (let i = 0; i < 10; i++) l.poll(rx2, 7);
   assert.equal(rx2.frames.length, 70);
@@ -271,7 +271,7 @@ test('pcap replay: index split, rounds, loop, and frames too large for any recei
 
   // A 70000-byte frame between two normal ones: dropped, the others replayed.
   const huge = new Uint8Array(MAX_REPLAY_FRAME + 4465).fill(7);
-  const big = new PcapBackend({ kind: 'pcap', read: captureOf([frames[0], huge, frames[1]]).toSharedArrayBuffer() }, 0, 1);
+  const big = new PcapNetdev({ kind: 'pcap', read: captureOf([frames[0], huge, frames[1]]).toSharedArrayBuffer() }, 0, 1);
   const rx3 = new ScriptedRx();
   while (big.busy()) big.poll(rx3, 8);
   assert.deepEqual(rx3.frames, [frames[0], frames[1]]);
@@ -286,8 +286,8 @@ test('pcap record: one file per pair, flushed when TX goes idle, merged by times
     assert.equal(pcapPairPath(path, 1), join(dir, 'tx.q1.pcap'));
     assert.equal(pcapPairPath(join(dir, 'cap'), 0), join(dir, 'cap.q0'));
     const frames = generatedFrames({ flows: 3, frameSize: 200 }, 9);
-    const b0 = new PcapBackend({ kind: 'pcap', write: path }, 0, 2);
-    const b1 = new PcapBackend({ kind: 'pcap', write: path }, 1, 2);
+    const b0 = new PcapNetdev({ kind: 'pcap', write: path }, 0, 2);
+    const b1 = new PcapNetdev({ kind: 'pcap', write: path }, 1, 2);
     assert.equal(b0.externalRx, false);
     assert.equal(b0.busy(), false);
     const rx = new ScriptedRx();
@@ -335,9 +335,9 @@ function captureOf(frames: Uint8Array[]): PcapCapture {
 // ---- end to end over the local transport ----------------------------------------------
 
 test('e2e generator, no RSS, 4 pairs: flows nobody transmitted land on receiveq1, all of them, intact and in order', async () => {
-  const spec: GeneratorBackendSpec = { kind: 'generator', flows: 16, size: 128, perFlow: 200, onFull: 'retry', stats: newGeneratorStats(4) };
+  const spec: GeneratorNetdevSpec = { kind: 'generator', flows: 16, size: 128, perFlow: 200, onFull: 'retry', stats: newGeneratorStats(4) };
   const checker = checkerFor(generatorOptionsOf(spec));
-  const net = new LocalNet({ pairs: 4, backend: spec, source: () => checker });
+  const net = new LocalNet({ pairs: 4, netdev: spec, source: () => checker });
   await net.start();
   try {
     const total = 16 * 200;
@@ -358,7 +358,7 @@ test('e2e generator, no RSS, 4 pairs: flows nobody transmitted land on receiveq1
 test('e2e generator with RSS: each driver pair receives exactly the flows the indirection table gives it', async () => {
   const pairs = 4;
   const gate = newGate();
-  const spec: GeneratorBackendSpec = {
+  const spec: GeneratorNetdevSpec = {
     kind: 'generator', flows: 24, size: 96, proto: 'mixed', ipVersion: 'mixed', perFlow: 150, onFull: 'retry', gate, stats: newGeneratorStats(pairs),
   };
   const opts = generatorOptionsOf(spec);
@@ -372,7 +372,7 @@ test('e2e generator with RSS: each driver pair receives exactly the flows the in
   assert.ok(expected[0] > 0 && expected[2] > 0 && expected[3] > 0, `24 flows spread over 0, 2, 3: ${expected}`);
 
   const checker = checkerFor(opts);
-  const net = new LocalNet({ pairs, queueSize: 64, backend: spec, source: () => checker });
+  const net = new LocalNet({ pairs, queueSize: 64, netdev: spec, source: () => checker });
   await net.start();
   try {
     await net.setRss({ ...rssCfg, maxTxVq: pairs }); // resolves once every device worker applied it
@@ -395,7 +395,7 @@ test('e2e generator with automatic flow steering: external frames follow the pai
   const pairs = 4;
   const flows = 12;
   const gate = newGate();
-  const spec: GeneratorBackendSpec = { kind: 'generator', flows, size: 80, perFlow: 100, onFull: 'retry', gate, stats: newGeneratorStats(pairs) };
+  const spec: GeneratorNetdevSpec = { kind: 'generator', flows, size: 80, perFlow: 100, onFull: 'retry', gate, stats: newGeneratorStats(pairs) };
   const opts = generatorOptionsOf(spec);
   // Precondition: the 12 flows occupy distinct AFS slots (deterministic).
   const slots = new Set<number>();
@@ -416,7 +416,7 @@ test('e2e generator with automatic flow steering: external frames follow the pai
   const expected = new Array(pairs).fill(0);
   for (let f = 0; f < flows; f++) expected[flowPair[f]] += 100;
 
-  const net = new LocalNet({ pairs, backend: spec, source: () => traffic });
+  const net = new LocalNet({ pairs, netdev: spec, source: () => traffic });
   await net.start();
   try {
     // Once a pair's device worker consumed as many frames as it has flows, it has seen each of them (round robin).
@@ -444,10 +444,10 @@ test('e2e generator with automatic flow steering: external frames follow the pai
 
 test('e2e generator dropping on a full receive path: every frame is either received or counted as a drop', async () => {
   const pairs = 2;
-  const spec: GeneratorBackendSpec = { kind: 'generator', flows: 8, size: 64, perFlow: 2500, stats: newGeneratorStats(pairs) };
+  const spec: GeneratorNetdevSpec = { kind: 'generator', flows: 8, size: 64, perFlow: 2500, stats: newGeneratorStats(pairs) };
   const checker = checkerFor(generatorOptionsOf(spec));
   // Small rings and inboxes so the generator outruns the driver.
-  const net = new LocalNet({ pairs, queueSize: 64, inboxBytes: 4096, backend: spec, source: () => checker });
+  const net = new LocalNet({ pairs, queueSize: 64, inboxBytes: 4096, netdev: spec, source: () => checker });
   await net.start();
   try {
     const total = 8 * 2500;
@@ -482,7 +482,7 @@ test('e2e pcap replay: a PcapWriter capture arrives complete, byte-exact, each f
     // Checker: PcapSource that sends nothing (no frame assigned to any pair) and checks what arrives.
     const checker = preparePcapTraffic(cap.frames, () => -1);
     const net = new LocalNet({
-      pairs, queueSize: 64, backend: { kind: 'pcap', read: cap.toSharedArrayBuffer(), gate, stats }, source: () => checker,
+      pairs, queueSize: 64, netdev: { kind: 'pcap', read: cap.toSharedArrayBuffer(), gate, stats }, source: () => checker,
     });
     await net.start();
     try {
@@ -524,7 +524,7 @@ test('e2e pcap record: generated driver traffic lands in the per-pair files, com
     const selector = new TxQueueSelector();
     assignFlows(traffic, (f) => selector.select(f, 0, f.length, pairs));
     const stats = newPcapStats(pairs);
-    const net = new LocalNet({ pairs, backend: { kind: 'pcap', write: path, stats }, source: () => traffic });
+    const net = new LocalNet({ pairs, netdev: { kind: 'pcap', write: path, stats }, source: () => traffic });
     await net.start();
     let sent: number[];
     try {
@@ -583,7 +583,7 @@ function rssQueues(opts: GeneratorOptions, cfg: ConstructorParameters<typeof Rss
 }
 
 test('generator template mode: prebuilt frames per flow, only the sequence number changes', () => {
-  const g = new GeneratorBackend({ kind: 'generator', flows: 4, size: 64, template: true, perFlow: 3 }, 0, 2);
+  const g = new GeneratorNetdev({ kind: 'generator', flows: 4, size: 64, template: true, perFlow: 3 }, 0, 2);
   const seen: { flow: number; seq: number; bytes: Uint8Array }[] = [];
   const rx = {
     receive(src: { u8: Uint8Array }, off: number, len: number) {

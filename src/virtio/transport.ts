@@ -3,7 +3,7 @@
  * §4: PCI common configuration, MMIO registers, or vhost-user messages):
  * feature words, device status, config space, queue setup and notifications.
  */
-import type { SplitQueueLayout } from '../virtio/split/layout.js';
+import type { QueueLayout } from './queue.js';
 
 export interface VirtioTransport {
   /** Device feature bits (§2.2). */
@@ -20,7 +20,7 @@ export interface VirtioTransport {
   /** Largest Queue Size the device accepts for queue `index`. */
   queueMaxSize(index: number): number;
   /** Tell the device where queue `index` lives and enable it (§4.1.5.1.3). */
-  setQueue(index: number, layout: SplitQueueLayout): void;
+  setQueue(index: number, layout: QueueLayout): void;
   /** Available-buffer notification for queue `index` (§2.9). */
   notify(index: number): void;
 }

@@ -31,7 +31,7 @@
  * per-pair files into one by timestamp.
  */
 import { performance } from 'node:perf_hooks';
-import type { PairBackend, RxPort } from '../net/backend.js';
+import type { Netdev, RxPort } from '../net/netdev.js';
 import type { Bytes } from '../virtio/copy.js';
 import { FlowKey, parseFlow } from '../net/flow.js';
 import { symmetricFlowHash } from '../net/steering.js';
@@ -40,7 +40,7 @@ import { PcapCapture, PcapWriter, readPcapFile, type PcapWriterOptions } from '.
 /** Largest frame a replay offers (the device's largest frame); longer ones are dropped. */
 export const MAX_REPLAY_FRAME = 65535;
 
-export interface PcapBackendSpec {
+export interface PcapNetdevSpec {
   kind: 'pcap';
   /** Capture to replay into RX: PcapCapture.toSharedArrayBuffer(). */
   read?: SharedArrayBuffer;
@@ -132,7 +132,7 @@ export function mergePairCaptures(path: string, maxPairs: number, out: string, o
 
 const FLUSH_MS = 100;
 
-export class PcapBackend implements PairBackend {
+export class PcapNetdev implements Netdev {
   readonly externalRx: boolean;
   /** Frame indices this pair replays, capture order. */
   readonly share: Int32Array;
@@ -153,7 +153,7 @@ export class PcapBackend implements PairBackend {
   private readonly stats: Float64Array;
   private readonly sb: number;
 
-  constructor(spec: PcapBackendSpec, readonly pair: number, readonly maxPairs: number) {
+  constructor(spec: PcapNetdevSpec, readonly pair: number, readonly maxPairs: number) {
     if (spec.stats) {
       this.stats = new Float64Array(spec.stats);
       this.sb = pair * PCAP_STAT_COUNT;

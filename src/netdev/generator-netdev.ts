@@ -33,11 +33,11 @@
  *   - `stats`: GEN_STAT_COUNT Float64 counters per pair ({@link GenStat}),
  *     written only by the pair's worker.
  */
-import type { PairBackend, RxPort } from '../net/backend.js';
+import type { Netdev, RxPort } from '../net/netdev.js';
 import type { Bytes } from '../virtio/copy.js';
 import { CheckError, TrafficGenerator, type GeneratorOptions, type L4Proto } from './generator.js';
 
-export interface GeneratorBackendSpec {
+export interface GeneratorNetdevSpec {
   kind: 'generator';
   /** Number of flows (all pairs together). */
   flows: number;
@@ -98,7 +98,7 @@ export function newGeneratorStats(maxPairs: number): SharedArrayBuffer {
   return new SharedArrayBuffer(8 * GEN_STAT_COUNT * maxPairs);
 }
 
-/** A closed gate (see GeneratorBackendSpec.gate / PcapBackendSpec.gate). */
+/** A closed gate (see GeneratorNetdevSpec.gate / PcapNetdevSpec.gate). */
 export function newGate(): SharedArrayBuffer {
   return new SharedArrayBuffer(4);
 }
@@ -116,7 +116,7 @@ export function closeGate(gate: SharedArrayBuffer): void {
   Atomics.store(new Int32Array(gate), 0, 0);
 }
 
-export function generatorOptionsOf(spec: GeneratorBackendSpec): GeneratorOptions {
+export function generatorOptionsOf(spec: GeneratorNetdevSpec): GeneratorOptions {
   return {
     flows: spec.flows, frameSize: spec.size, proto: spec.proto, ipVersion: spec.ipVersion,
     udpChecksum: spec.udpChecksum, dstMac: spec.dstMac,
@@ -128,7 +128,7 @@ export function generatorFlowOwner(flow: number, maxPairs: number): number {
   return flow % maxPairs;
 }
 
-export class GeneratorBackend implements PairBackend {
+export class GeneratorNetdev implements Netdev {
   readonly externalRx = true;
   readonly gen: TrafficGenerator;
   /** Flows this instance generates, ascending. */
@@ -154,7 +154,7 @@ export class GeneratorBackend implements PairBackend {
   private pendingLen = 0;
   private finished: boolean;
 
-  constructor(spec: GeneratorBackendSpec, readonly pair: number, readonly maxPairs: number) {
+  constructor(spec: GeneratorNetdevSpec, readonly pair: number, readonly maxPairs: number) {
     this.gen = new TrafficGenerator(generatorOptionsOf(spec));
     const mine: number[] = [];
     for (let f = pair; f < this.gen.flows; f += maxPairs) mine.push(f);
