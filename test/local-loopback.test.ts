@@ -16,36 +16,51 @@ import { encodeCtrlCommand, encodeMqVqPairsSet, VIRTIO_NET_ERR, VIRTIO_NET_OK, V
 const base: LoopbackOptions = { queues: 4, flows: 16, size: 256, duration: 1, rss: false, mode: 'notify', queueSize: 256, json: true };
 const quiet = () => {};
 
-test('4 pairs, automatic flow steering: every frame back intact, RX on the pair its TX used', async () => {
-  const r = await loopback(base, quiet);
-  assert.deepEqual(r.problems, []);
-  assert.ok(r.ok);
-  assert.ok(r.txPackets > 1000, `sent ${r.txPackets}`);
-  assert.equal(r.rxPackets, r.txPackets);
-  const busy = r.perPair.filter((p) => p.txPackets > 0);
-  assert.ok(busy.length >= 3, `16 flows should use at least 3 of 4 pairs, used ${busy.length}`);
-  // Loopback without RSS: a flow's RX lands on the pair its TX used.
-  for (const p of r.perPair) assert.equal(p.rxPackets, p.txPackets, `pair ${p.pair}`);
-});
+/** Every ring format the local transport runs on, and in-order on each (spec §2.7, §2.8, VIRTIO_F_IN_ORDER). */
+const rings: { ring: 'split' | 'packed'; inOrder: boolean; queueSize: number }[] = [
+  { ring: 'split', inOrder: false, queueSize: 256 },
+  { ring: 'split', inOrder: true, queueSize: 256 },
+  { ring: 'packed', inOrder: false, queueSize: 250 }, // packed rings need no power of two
+  { ring: 'packed', inOrder: true, queueSize: 256 },
+];
 
-test('RSS programmed through the controlq steers RX by the indirection table; nothing lost or reordered', async () => {
-  const r = await loopback({ ...base, rss: true }, quiet);
-  assert.deepEqual(r.problems, []);
-  assert.ok(r.perPair.filter((p) => p.rxPackets > 0).length >= 2);
-});
+for (const { ring, inOrder, queueSize } of rings) {
+  const name = `${ring}${inOrder ? ' in-order' : ''}`;
+  const opts: LoopbackOptions = { ...base, ring, inOrder, queueSize };
 
-test('changing the active pair count at run time (VQ_PAIRS_SET 4 -> 2) reorders no flow', async () => {
-  const r = await loopback({ ...base, duration: 1.5, resize: 2 }, quiet);
-  assert.deepEqual(r.problems, []);
-  assert.ok(r.perPair[2].txPackets + r.perPair[3].txPackets > 0, 'pairs 3 and 4 carried traffic before the change');
-});
+  test(`${name}: 4 pairs, automatic flow steering: every frame back intact, RX on the pair its TX used`, async () => {
+    const r = await loopback(opts, quiet);
+    assert.deepEqual(r.problems, []);
+    assert.ok(r.ok);
+    assert.ok(r.txPackets > 1000, `sent ${r.txPackets}`);
+    assert.equal(r.rxPackets, r.txPackets);
+    assert.equal(r.features.includes('VIRTIO_F_RING_PACKED'), ring === 'packed', r.features.join(' '));
+    assert.equal(r.features.includes('VIRTIO_F_IN_ORDER'), inOrder, r.features.join(' '));
+    const busy = r.perPair.filter((p) => p.txPackets > 0);
+    assert.ok(busy.length >= 3, `16 flows should use at least 3 of 4 pairs, used ${busy.length}`);
+    // Loopback without RSS: a flow's RX lands on the pair its TX used.
+    for (const p of r.perPair) assert.equal(p.rxPackets, p.txPackets, `pair ${p.pair}`);
+  });
 
-test('one pair, busy mode, 1514-byte frames over 512-byte RX buffers (MRG_RXBUF, num_buffers 3)', async () => {
-  const r = await loopback({ ...base, queues: 1, size: 1514, mode: 'busy', rxBufferSize: 512 }, quiet);
-  assert.deepEqual(r.problems, []);
-  assert.ok(r.rxPackets > 0);
-  assert.equal(r.perPair[0].rxBuffers, 3 * r.rxPackets, 'each 12-byte header + 1514-byte frame took three 512-byte buffers');
-});
+  test(`${name}: RSS programmed through the controlq steers RX by the indirection table; nothing lost or reordered`, async () => {
+    const r = await loopback({ ...opts, rss: true }, quiet);
+    assert.deepEqual(r.problems, []);
+    assert.ok(r.perPair.filter((p) => p.rxPackets > 0).length >= 2);
+  });
+
+  test(`${name}: changing the active pair count at run time (VQ_PAIRS_SET 4 -> 2) reorders no flow`, async () => {
+    const r = await loopback({ ...opts, duration: 1.5, resize: 2 }, quiet);
+    assert.deepEqual(r.problems, []);
+    assert.ok(r.perPair[2].txPackets + r.perPair[3].txPackets > 0, 'pairs 3 and 4 carried traffic before the change');
+  });
+
+  test(`${name}: one pair, busy mode, 1514-byte frames over 512-byte RX buffers (MRG_RXBUF, num_buffers 3)`, async () => {
+    const r = await loopback({ ...opts, queues: 1, size: 1514, mode: 'busy', rxBufferSize: 512 }, quiet);
+    assert.deepEqual(r.problems, []);
+    assert.ok(r.rxPackets > 0);
+    assert.equal(r.perPair[0].rxBuffers, 3 * r.rxPackets, 'each 12-byte header + 1514-byte frame took three 512-byte buffers');
+  });
+}
 
 test('a device without VIRTIO_NET_F_MQ: the driver falls back to one pair', async () => {
   const net = new LocalNet({

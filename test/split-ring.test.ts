@@ -754,3 +754,100 @@ describe('notification suppression with EVENT_IDX', () => {
     assert.equal(dev.publish(), true, 'window [2, 4) contains used_event 2');
   });
 });
+
+// ---------------------------------------------------------------------------
+// VIRTIO_F_IN_ORDER (§2.7.9): the device writes one used element for a run of
+// zero-length chains, in the run's first slot, with the last chain's id; the
+// driver uses descriptors in ring order and completes the whole run.
+// ---------------------------------------------------------------------------
+describe('split ring with VIRTIO_F_IN_ORDER', () => {
+  const usedElem = (p: Pair, slot: number) => {
+    const b = p.mem.read(p.layout.usedAddr + 4 + 8 * slot, 8);
+    const v = new DataView(b.buffer);
+    return { id: v.getUint32(0, true), len: v.getUint32(4, true) };
+  };
+
+  test('a run of zero-length chains is one used element; the driver reclaims every chain in order with its token', () => {
+    const p = pair(8, { inOrder: true });
+    const { drv, dev, chain } = p;
+    for (let i = 0; i < 5; i++) assert.equal(drv.addOne(DATA + 64 * i, 64, false, 100 + i), i, 'descriptors in ring order');
+    drv.publish();
+    put16(p.mem, p.layout.usedAddr + 4 + 8 * 1, 0xdead); // slots after the first must not be needed
+    for (let i = 0; i < 5; i++) { dev.pop(chain); dev.pushUsed(chain.id, 0, chain.descs); }
+    dev.publish();
+    assert.equal(usedIdxRaw(p), 5, 'used->idx advances by the run length');
+    assert.deepEqual(usedElem(p, 0), { id: 4, len: 0 }, 'one element, in the first slot, naming the last chain');
+    assert.equal(drv.usedPending(), 5);
+    for (let i = 0; i < 5; i++) {
+      assert.equal(drv.popUsed(), i);
+      assert.equal(drv.usedToken, 100 + i);
+      assert.equal(drv.usedLen, 0);
+    }
+    assert.equal(drv.usedPending(), 0);
+    assert.equal(drv.numFree, 8);
+  });
+
+  test('a run may end in a chain with data: it carries its length; written RX chains each get their element', () => {
+    const p = pair(8, { inOrder: true });
+    const { drv, dev, chain } = p;
+    for (let i = 0; i < 6; i++) drv.addOne(DATA + 64 * i, 64, true, i);
+    drv.publish();
+    const lens = [0, 0, 8, 16, 0, 4];
+    for (const len of lens) { dev.pop(chain); dev.pushUsed(chain.id, len, chain.descs); }
+    dev.publish();
+    assert.equal(usedIdxRaw(p), 6);
+    assert.deepEqual(usedElem(p, 0), { id: 2, len: 8 });
+    assert.deepEqual(usedElem(p, 3), { id: 3, len: 16 });
+    assert.deepEqual(usedElem(p, 4), { id: 5, len: 4 });
+    const got: number[] = [];
+    while (drv.usedPending() > 0) { drv.popUsed(); got.push(drv.usedLen); }
+    assert.deepEqual(got, lens);
+  });
+
+  test('multi-descriptor chains stay in ring order across many wraps', () => {
+    const p = pair(8, { inOrder: true });
+    const { drv, dev, chain } = p;
+    let next = 0; // the descriptor the next chain must start at
+    for (let round = 0; round < 50; round++) {
+      const n = 1 + (round % 3);
+      const bufs: BufferSpec[] = Array.from({ length: n }, (_, i) => ({ addr: DATA + 256 * i, len: 16, writable: i === n - 1 }));
+      const head = drv.add(bufs, round);
+      assert.equal(head, next, `round ${round}: head in ring order`);
+      next = (next + n) % 8;
+      drv.publish();
+      dev.pop(chain);
+      assert.equal(chain.id, head);
+      assert.equal(chain.descs, n);
+      dev.pushUsed(chain.id, round % 2 === 0 ? 0 : 16, chain.descs);
+      dev.publish();
+      assert.equal(drv.popUsed(), head);
+      assert.equal(drv.usedToken, round);
+      assert.equal(drv.numFree, 8);
+    }
+  });
+
+  test('a used id that is not among the chains the run covers is refused', () => {
+    const p = pair(8, { inOrder: true });
+    const { drv } = p;
+    for (let i = 0; i < 3; i++) drv.addOne(DATA + 64 * i, 64, false, i);
+    drv.publish();
+    // A hostile device: used->idx says 2, but the element names chain 2 (the third).
+    p.mem.write(p.layout.usedAddr + 4, Uint8Array.of(2, 0, 0, 0, 0, 0, 0, 0));
+    put16(p.mem, p.layout.usedAddr + 2, 2);
+    assert.throws(() => drv.popUsed(), (e: Error & { code?: string }) => e.code === 'USED_ID_INVALID');
+  });
+
+  test('state() reports where each half stands', () => {
+    const p = pair(8, { inOrder: true });
+    const { drv, dev, chain } = p;
+    for (let i = 0; i < 3; i++) drv.addOne(DATA + 64 * i, 64, false, i);
+    drv.publish();
+    dev.pop(chain); dev.pushUsed(chain.id, 0, chain.descs);
+    assert.deepEqual(dev.state(), { avail: 1, used: 1 }, 'pushed entries count as used');
+    assert.deepEqual(drv.state(), { avail: 3, used: 0 });
+    const m = dev.mark();
+    dev.pop(chain); dev.pop(chain);
+    dev.rewind(m);
+    assert.equal(dev.pending(), 2, 'rewind gives the chains back');
+  });
+});

@@ -14,6 +14,9 @@ import { readPcapFile } from '../netdev/pcap.js';
 import { prepareGeneratorTraffic, assignFlows, type GeneratorTrafficSpec } from '../traffic/generator-source.js';
 import { preparePcapTraffic, type PcapTrafficSpec } from '../traffic/pcap-source.js';
 import { flowIdOf } from '../traffic/flow-id.js';
+import type { RingFormat } from '../virtio/queue.js';
+import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
+import { NET_FEATURE_NAMES } from '../net/features.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -25,6 +28,10 @@ export interface LoopbackOptions {
   resize?: number;
   mode: 'busy' | 'notify';
   queueSize: number;
+  /** Virtqueue format (§2.7 split, §2.8 packed). Default split. */
+  ring?: RingFormat;
+  /** Negotiate VIRTIO_F_IN_ORDER. */
+  inOrder?: boolean;
   /** Generated flows: UDP, TCP, or alternating (default udp). */
   proto?: 'udp' | 'tcp' | 'mixed';
   /** Generated flows: IPv4, IPv6, or mixed (default 4). */
@@ -38,6 +45,8 @@ export interface LoopbackResult {
   ok: boolean;
   problems: string[];
   pairs: number;
+  /** Negotiated features by their spec names. */
+  features: string[];
   seconds: number;
   txPackets: number;
   rxPackets: number;
@@ -74,9 +83,12 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   }
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
+    ring: o.ring, inOrder: o.inOrder,
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
+  const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
+  out(`negotiated: ${features.join(' ')}\n`);
   if (o.rss) await net.setRss({ ...rssCfg, maxTxVq: net.driver.activePairs });
   const drv = net.drvStats, dev = net.devStats;
   const inFlight = () => drv.total(DrvStat.txPackets) - drv.total(DrvStat.rxPackets) - dev.total(DevStat.rxDrops) - dev.total(DevStat.rxFiltered);
@@ -140,7 +152,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     notifications: dev.get(p, DevStat.notifySent),
     suppressed: dev.get(p, DevStat.notifySuppressed),
   }));
-  return { ok: problems.length === 0, problems, pairs, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair };
+  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair };
 }
 
 /** Distinct TCP flows (either direction counted separately) per TX pair. */

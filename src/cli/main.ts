@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runLoopback } from './loopback.js';
 import { runServe } from './serve.js';
+import { queueSizeProblem } from '../virtio/ring.js';
 
 const int = (name: string, min: number, max: number) => (v: string): number => {
   const n = Number(v);
@@ -26,7 +27,9 @@ program
   .option('--rss', 'program RSS (Toeplitz, default key, 128-entry table) through the controlq', false)
   .option('--resize <pairs>', 'halfway through, change the active pair count with VQ_PAIRS_SET', (v) => int('--resize', 1, 64)(v))
   .option('--mode <mode>', 'worker wait mode: notify (Atomics.wait + EVENT_IDX) or busy (poll)', 'notify')
-  .option('--queue-size <n>', 'descriptors per receiveq/transmitq', int('--queue-size', 1, 32768), 256)
+  .option('--queue-size <n>', 'descriptors per receiveq/transmitq (split: a power of two; packed: any size)', int('--queue-size', 1, 32768), 256)
+  .option('--ring <format>', 'virtqueue format: split (§2.7) or packed (§2.8)', 'split')
+  .option('--in-order', 'negotiate VIRTIO_F_IN_ORDER (buffers used in the order made available)', false)
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
   .action(async (opts) => {
@@ -34,6 +37,9 @@ program
     if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new InvalidArgumentError('--proto must be udp, tcp or mixed');
     if (!['4', '6', 'mixed'].includes(opts.ip)) throw new InvalidArgumentError('--ip must be 4, 6 or mixed');
     opts.ipVersion = opts.ip === 'mixed' ? 'mixed' : Number(opts.ip);
+    if (opts.ring !== 'split' && opts.ring !== 'packed') throw new InvalidArgumentError('--ring must be split or packed');
+    const problem = queueSizeProblem(opts.ring, opts.queueSize);
+    if (problem) throw new InvalidArgumentError(`--queue-size: ${problem}`);
     const ok = await runLoopback(opts);
     process.exitCode = ok ? 0 : 1;
   });
