@@ -23,7 +23,7 @@ export class GuestMemoryError extends VirtioError {
   }
 }
 
-/** Codes of {@link DescriptorError}, one per malformed-chain case (spec §2.7.5, §2.7.5.3). */
+/** Codes of {@link DescriptorError}, one per malformed-chain case (spec §2.7.5, §2.7.5.3, §2.8.6-§2.8.8). */
 export type DescriptorErrorCode =
   | 'DESC_INDEX_OUT_OF_RANGE' // a head or `next` index >= queue size
   | 'CHAIN_TOO_LONG' // more hops than the queue size (a loop, or an over-long chain)
@@ -37,7 +37,9 @@ export type DescriptorErrorCode =
   | 'USED_ID_INVALID' // driver side: the device returned an id that is not outstanding
   | 'USED_IDX_JUMP' // driver side: used idx moved past what the driver made available
   | 'USED_LEN_INVALID' // driver side: used len larger than the writable part of the chain
-  | 'BUFFER_OUT_OF_RANGE'; // a descriptor's (addr, len) outside guest memory
+  | 'BUFFER_OUT_OF_RANGE' // a descriptor's (addr, len) outside guest memory
+  | 'ID_OUT_OF_RANGE' // packed: a Buffer ID >= queue size (§2.8.6)
+  | 'ID_IN_FLIGHT'; // packed: a Buffer ID the device popped and has not yet returned used
 
 /** A malformed descriptor chain or ring index. `queue` is the virtqueue index when known. */
 export class DescriptorError extends VirtioError {
