@@ -15,7 +15,7 @@ import { SplitDriverQueue } from './split/driver.js';
 import { availRingBytes, descTableBytes, splitQueueBytes, usedRingBytes, MAX_QUEUE_SIZE, type SplitQueueLayout } from './split/layout.js';
 import { PackedDeviceQueue } from './packed/device.js';
 import { PackedDriverQueue } from './packed/driver.js';
-import { PACKED_EVENT_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
+import { EVENT_SUPPRESS_BYTES as PACKED_EVENT_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
 
 export { MAX_QUEUE_SIZE };
 
