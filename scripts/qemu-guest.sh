@@ -14,18 +14,27 @@
 #   2. builds an initramfs in DIR (default /var/cache/virtio-mq/guest): busybox,
 #      the virtio-pci/virtio-net modules with their dependencies (modules.dep;
 #      built-in ones skipped), ethtool with its shared libraries, and /init.
-#      Rebuilt only when an input changed (kernel, busybox, ethtool, this script).
+#      Rebuilt only when an input changed (kernel, busybox, ethtool, this script):
+#      the initramfs is named by a hash of those inputs, so worktrees with
+#      different versions of this script each keep their own image (images
+#      unused for a week are removed).
 #   3. prints the paths on stdout, shell-style:
 #        KERNEL=DIR/vmlinuz-V
-#        INITRD=DIR/initramfs-V.cpio.gz
+#        INITRD=DIR/initramfs-V-HASH.cpio.gz
 #
 # The guest's /init loads the modules, brings eth0 up and pings a peer, printing
 # markers on the console (ttyS0):
 #   GUEST-BOOT ...            kernel version and CPUs
+#   GUEST-FEATURES 0101...    the device's negotiated feature bits as the driver sees them
+#                             (/sys/class/net/eth0/device/features, one 0/1 per bit from bit 0)
 #   GUEST-QUEUES rx=N tx=N    queue directories under /sys/class/net/eth0/queues
 #   GUEST-READY               eth0 is up with its address
 #   GUEST-PING cpu=C ...      one ping run per CPU (pinned, so XPS spreads them over TX queues)
 #   GUEST-STAT name=value     ethtool -S per-queue packet counters
+#   GUEST-CHANNELS-SET combined=N ok|failed current=C rx=R tx=T
+#   GUEST-QPING combined=N txq=Q rc=R ...
+#   GUEST-QSTAT combined=N at=before|after name=value
+#                             with vmq_channels only (see below)
 #   GUEST-PING-OK | GUEST-PING-FAIL
 #   GUEST-DONE                then `poweroff -f`
 # (GUEST-FAIL reason: when eth0 never appears.) It is configured from the kernel
@@ -35,6 +44,10 @@
 #   vmq_queues=N          `ethtool -L eth0 combined N` first (needs ethtool; default: leave
 #                         the driver's default, min(max pairs, online CPUs))
 #   vmq_count=3           echo requests per CPU
+#   vmq_channels="2 4"    after the pings above, for each N in turn: `ethtool -L eth0 combined N`,
+#                         then one ping run per TX queue Q < N with XPS steering every CPU
+#                         to Q alone, with ethtool -S per-queue counters before and after
+#                         (a comma works as the separator too: vmq_channels=2,4)
 #
 # Logs go to stderr; only the two lines above go to stdout.
 set -euo pipefail
@@ -161,6 +174,7 @@ if [ ! -e /sys/class/net/eth0 ]; then
   finish
 fi
 echo "GUEST-NETDEVS $(ls /sys/class/net | tr '\n' ' ')"
+echo "GUEST-FEATURES $(cat /sys/class/net/eth0/device/features 2>/dev/null || echo unknown)"
 ip link set lo up
 ip addr add "$ip" dev eth0
 ip link set eth0 up
@@ -185,6 +199,25 @@ done
 if command -v ethtool >/dev/null 2>&1; then
   ethtool -S eth0 | grep -E '(rx|tx)_queue_[0-9]+_packets' | sed 's/^ */GUEST-STAT /; s/: */=/'
 fi
+if [ -n "${vmq_channels:-}" ] && command -v ethtool >/dev/null 2>&1; then
+  allcpus=$(printf '%x' $(((1 << $(nproc)) - 1)))
+  for n in $(echo "$vmq_channels" | tr ',' ' '); do
+    if timeout 30 ethtool -L eth0 combined "$n"; then r=ok; else r=failed; fi
+    cur=$(ethtool -l eth0 | sed -n '/Current/,$p' | awk '/Combined/{print $2}')
+    echo "GUEST-CHANNELS-SET combined=$n $r current=$cur rx=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l) tx=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
+    ethtool -S eth0 | grep -E '(rx|tx)_queue_[0-9]+_packets' | sed "s/^ */GUEST-QSTAT combined=$n at=before /; s/: */=/"
+    q=0
+    while [ "$q" -lt "${cur:-0}" ]; do
+      for x in /sys/class/net/eth0/queues/tx-*; do
+        if [ "$x" = "/sys/class/net/eth0/queues/tx-$q" ]; then echo "$allcpus" >"$x/xps_cpus"; else echo 0 >"$x/xps_cpus"; fi
+      done
+      out=$(ping -c 2 -w 10 "$peer" 2>&1); rc=$?
+      echo "GUEST-QPING combined=$n txq=$q rc=$rc $(echo "$out" | grep transmitted)"
+      q=$((q + 1))
+    done
+    ethtool -S eth0 | grep -E '(rx|tx)_queue_[0-9]+_packets' | sed "s/^ */GUEST-QSTAT combined=$n at=after /; s/: */=/"
+  done
+fi
 if [ $ok -eq 1 ]; then
   echo "GUEST-PING-OK"
 else
@@ -206,16 +239,20 @@ libs_of() {
 # ------------------------------------------------------------------- build --
 busybox_id=$(/bin/busybox 2>&1 | head -n1 || true)
 ethtool_id=$([ -n "$ETHTOOL" ] && "$ETHTOOL" --version 2>/dev/null || echo none)
+script_id=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
 stamp=$(printf '%s\n' "kernel $KVER $(stat -c '%s %Y' "/boot/vmlinuz-$KVER")" "busybox $busybox_id $(stat -c '%s %Y' /bin/busybox)" \
-  "ethtool $ethtool_id" "modules ${ORDER[*]}" "$INIT" | sha256sum | cut -d' ' -f1)
+  "ethtool $ethtool_id" "modules ${ORDER[*]}" "script $script_id" "$INIT" | sha256sum | cut -d' ' -f1)
 KERNEL=$DIR/vmlinuz-$KVER
-INITRD=$DIR/initramfs-$KVER.cpio.gz
+INITRD=$DIR/initramfs-$KVER-${stamp:0:16}.cpio.gz
 
 mkdir -p "$DIR" || die "cannot create $DIR"
 exec 9>"$DIR/.lock"
 command -v flock >/dev/null 2>&1 && flock 9
 
-if [ -f "$KERNEL" ] && [ -f "$INITRD" ] && [ "$(cat "$DIR/stamp-$KVER" 2>/dev/null || true)" = "$stamp" ]; then
+# Images of other versions of this script (or of older inputs) nobody used for a week.
+find "$DIR" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "${INITRD##*/}" -mtime +7 -delete 2>/dev/null || true
+if [ -f "$KERNEL" ] && [ -f "$INITRD" ] && cmp -s "/boot/vmlinuz-$KVER" "$KERNEL"; then
+  touch "$INITRD" # last use, for the clean-up above
   log "up to date: kernel $KVER, initramfs $INITRD"
 else
   log "building initramfs for kernel $KVER in $DIR (modules: $(printf '%s ' "${ORDER[@]##*/}"))"
@@ -251,7 +288,6 @@ else
   cp "/boot/vmlinuz-$KVER" "$work/vmlinuz"
   mv -f "$work/vmlinuz" "$KERNEL"
   mv -f "$work/initramfs.cpio.gz" "$INITRD"
-  echo "$stamp" >"$DIR/stamp-$KVER"
   rm -rf "$work"
   trap - EXIT
   log "built $INITRD ($(stat -c %s "$INITRD") bytes)"
