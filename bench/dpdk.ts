@@ -1,7 +1,7 @@
 /**
  * `npm run bench:dpdk`: virtio-mq serve against DPDK's own vhost PMD, side by
- * side in one run, with the same testpmd virtio-user (split ring, 1 pair,
- * 64-byte frames) on the other end:
+ * side in one run, with the same testpmd virtio-user (1 pair, 64-byte
+ * frames, split and packed rings: `packed_vq=1`) on the other end:
  *
  *   virtio-user txonly → (a) testpmd net_vhost rxonly  (b) serve --netdev sink (reads every byte)
  *   (a) testpmd net_vhost txonly  (b) serve --netdev generator,template=on → virtio-user rxonly
@@ -14,7 +14,8 @@
  * serve's resident memory with 4 pairs connected, and the CPU share other
  * processes took during each window (rows with a large share are noise).
  *
- * Options: --seconds N (window, default 3), --rounds N (default 2), --json.
+ * Options: --seconds N (window, default 3), --rounds N (default 2),
+ * --rings split,packed (default both), --json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
@@ -29,11 +30,15 @@ const opt = (name: string, dflt: number) => {
 const seconds = opt('--seconds', 3);
 const rounds = opt('--rounds', 2);
 const json = args.includes('--json');
+const ringsArg = args.indexOf('--rings') >= 0 ? args[args.indexOf('--rings') + 1] ?? '' : 'split,packed';
+const rings = ringsArg.split(',').filter((x) => x !== '') as ('split' | 'packed')[];
+for (const r of rings) if (r !== 'split' && r !== 'packed') throw new Error(`--rings: ${r} is not split or packed`);
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Row {
   direction: 'to device' | 'from device';
+  ring: 'split' | 'packed';
   peer: string;
   mode: string;
   mpps: number;
@@ -91,7 +96,7 @@ async function stopProc(p: ChildProcess | undefined): Promise<void> {
 }
 
 /** One measurement: the device side is (a) testpmd vhost or (b) serve; virtio-user drives. */
-async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode: string): Promise<Row> {
+async function measure(direction: Row['direction'], ring: Row['ring'], peer: 'dpdk' | 'serve', mode: string): Promise<Row> {
   const socket = tmpSocketPath(`bench-${peer}`);
   let dev: Testpmd | undefined, serve: ChildProcess | undefined, vu: Testpmd | undefined;
   try {
@@ -100,7 +105,8 @@ async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode
     } else {
       serve = await startServe(socket, direction === 'to device' ? 'sink' : 'generator,flows=64,size=64,template=on', mode);
     }
-    vu = await Testpmd.start({ name: 'benchvu', lcores: '0@1,1@1', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024`], forwardMode: direction === 'to device' ? 'txonly' : 'rxonly', txpkts: 64 });
+    const packed = ring === 'packed' ? ',packed_vq=1' : '';
+    vu = await Testpmd.start({ name: 'benchvu', lcores: '0@1,1@1', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024${packed}`], forwardMode: direction === 'to device' ? 'txonly' : 'rxonly', txpkts: 64 });
     await sleep(1000);
     if (dev) await dev.start();
     await vu.start();
@@ -114,7 +120,7 @@ async function measure(direction: Row['direction'], peer: 'dpdk' | 'serve', mode
     const c1 = cpuTimes(), p1 = pidJiffies(pids), t1 = Date.now();
     const mpps = (b - a) / ((t1 - t0) / 1000) / 1e6;
     const othersCpu = Math.max(0, (c1.busy - c0.busy - (p1 - p0)) / (c1.total - c0.total));
-    return { direction, peer: peer === 'dpdk' ? 'testpmd net_vhost' : 'virtio-mq serve', mode: peer === 'dpdk' ? 'poll' : mode, mpps, othersCpu };
+    return { direction, ring, peer: peer === 'dpdk' ? 'testpmd net_vhost' : 'virtio-mq serve', mode: peer === 'dpdk' ? 'poll' : mode, mpps, othersCpu };
   } finally {
     await vu?.quit().catch(() => undefined);
     await dev?.quit().catch(() => undefined);
@@ -154,34 +160,37 @@ async function main(): Promise<void> {
     return;
   }
   const rows: Row[] = [];
-  for (const direction of ['to device', 'from device'] as const) {
-    for (let r = 0; r < rounds; r++) {
-      for (const [peer, mode] of [['dpdk', 'poll'], ['serve', 'busy']] as const) {
-        const idle = await waitIdle(10_000);
-        if (!idle.idle && !json) console.error(`(machine not idle: ${idle.busyPercent.toFixed(0)} % busy; measuring anyway)`);
-        rows.push(await measure(direction, peer, mode));
+  for (const ring of rings) {
+    for (const direction of ['to device', 'from device'] as const) {
+      for (let r = 0; r < rounds; r++) {
+        for (const [peer, mode] of [['dpdk', 'poll'], ['serve', 'busy']] as const) {
+          const idle = await waitIdle(10_000);
+          if (!idle.idle && !json) console.error(`(machine not idle: ${idle.busyPercent.toFixed(0)} % busy; measuring anyway)`);
+          rows.push(await measure(direction, ring, peer, mode));
+        }
       }
+      await waitIdle(10_000);
+      rows.push(await measure(direction, ring, 'serve', 'notify'));
     }
-    await waitIdle(10_000);
-    rows.push(await measure(direction, 'serve', 'notify'));
   }
   const rss = await serveRss(4);
-  const best = (d: Row['direction'], p: string, m: string) => Math.max(...rows.filter((r) => r.direction === d && r.peer === p && r.mode === m).map((r) => r.mpps));
-  const summary = (['to device', 'from device'] as const).map((d) => {
-    const dpdk = best(d, 'testpmd net_vhost', 'poll');
-    const ours = best(d, 'virtio-mq serve', 'busy');
-    return { direction: d, dpdkMpps: dpdk, serveBusyMpps: ours, ratio: ours / dpdk, serveNotifyMpps: best(d, 'virtio-mq serve', 'notify') };
-  });
+  const best = (d: Row['direction'], ring: Row['ring'], p: string, m: string) =>
+    Math.max(...rows.filter((r) => r.direction === d && r.ring === ring && r.peer === p && r.mode === m).map((r) => r.mpps));
+  const summary = rings.flatMap((ring) => (['to device', 'from device'] as const).map((d) => {
+    const dpdk = best(d, ring, 'testpmd net_vhost', 'poll');
+    const ours = best(d, ring, 'virtio-mq serve', 'busy');
+    return { direction: d, ring, dpdkMpps: dpdk, serveBusyMpps: ours, ratio: ours / dpdk, serveNotifyMpps: best(d, ring, 'virtio-mq serve', 'notify') };
+  }));
   if (json) {
     console.log(JSON.stringify({ rows, summary, serveRssMiB4Pairs: rss.total, servePrivateMiB4Pairs: rss.private }, null, 2));
     return;
   }
-  console.log(`\nvirtio-user (testpmd, split ring, 1 pair, 64-byte frames) against each device side; ${seconds} s windows, best of ${rounds}`);
-  console.log(`${'direction'.padEnd(12)} ${'device side'.padEnd(20)} ${'mode'.padEnd(7)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)}`);
-  for (const r of rows) console.log(`${r.direction.padEnd(12)} ${r.peer.padEnd(20)} ${r.mode.padEnd(7)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}%`);
+  console.log(`\nvirtio-user (testpmd, 1 pair, 64-byte frames) against each device side; ${seconds} s windows, best of ${rounds}`);
+  console.log(`${'ring'.padEnd(7)} ${'direction'.padEnd(12)} ${'device side'.padEnd(20)} ${'mode'.padEnd(7)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)}`);
+  for (const r of rows) console.log(`${r.ring.padEnd(7)} ${r.direction.padEnd(12)} ${r.peer.padEnd(20)} ${r.mode.padEnd(7)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}%`);
   console.log('');
   for (const s of summary)
-    console.log(`${s.direction.padEnd(12)} serve busy / DPDK vhost = ${s.serveBusyMpps.toFixed(2)} / ${s.dpdkMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}   (serve notify ${s.serveNotifyMpps.toFixed(2)} Mpps)`);
+    console.log(`${s.ring.padEnd(7)} ${s.direction.padEnd(12)} serve busy / DPDK vhost = ${s.serveBusyMpps.toFixed(2)} / ${s.dpdkMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}   (serve notify ${s.serveNotifyMpps.toFixed(2)} Mpps)`);
   console.log(`serve resident memory with 4 pairs connected and forwarding: ${rss.total.toFixed(0)} MiB RSS, of which ${rss.private.toFixed(0)} MiB private (the rest is the front-end's shared guest memory serve touched)`);
 }
 

@@ -1,5 +1,7 @@
 /**
- * `npm run bench`: packet rates of the split rings on the local transport.
+ * `npm run bench`: packet rates of the rings on the local transport, for
+ * each ring variant (split, split with VIRTIO_F_IN_ORDER, packed, packed
+ * with in-order: spec §2.7, §2.8) side by side.
  *
  * Prints one table (or, with --json, one JSON document) with, per frame size:
  *
@@ -26,7 +28,9 @@
  *
  * Options: --quick (short windows, 64-byte frames, 1 and 2 pairs), --seconds N
  * (measuring window per configuration), --json. For experiments: --sizes,
- * --pairs, --modes, --tests (comma lists), --queue-size, --budget, --warmup,
+ * --pairs, --modes, --tests, --rings (comma lists; rings: split, split-inorder,
+ * packed, packed-inorder; by default the in-order variants are measured at
+ * the first --pairs value only), --queue-size, --budget, --warmup,
  * --no-idle-wait, --repeat N (measure each row N times, keep the run other
  * processes disturbed least).
  *
@@ -44,6 +48,8 @@ import { copyBytes, type Bytes } from '../src/virtio/copy.js';
 
 type Test = 'copy' | 'one-way' | 'loopback';
 type Mode = 'busy' | 'notify';
+type RingVariant = 'split' | 'split-inorder' | 'packed' | 'packed-inorder';
+const RING_VARIANTS: RingVariant[] = ['split', 'split-inorder', 'packed', 'packed-inorder'];
 
 interface Options {
   quick: boolean;
@@ -54,6 +60,9 @@ interface Options {
   pairs: number[];
   modes: Mode[];
   tests: Test[];
+  rings: RingVariant[];
+  /** --rings given: every variant at every pair count. */
+  ringsExplicit: boolean;
   queueSize: number;
   budget: number;
   idleWait: boolean;
@@ -62,6 +71,8 @@ interface Options {
 
 export interface Row {
   test: Test;
+  /** Ring variant ('-' for the copy baseline). */
+  ring: RingVariant | '-';
   size: number;
   pairs: number;
   mode: Mode | '-';
@@ -99,7 +110,7 @@ const CPUS = availableParallelism();
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    quick: false, seconds: NaN, warmup: NaN, json: false, sizes: [], pairs: [], modes: [], tests: [],
+    quick: false, seconds: NaN, warmup: NaN, json: false, sizes: [], pairs: [], modes: [], tests: [], rings: [], ringsExplicit: false,
     queueSize: 1024, budget: 64, idleWait: true, repeat: 1,
   };
   const list = (v: string | undefined) => (v ?? '').split(',').filter((x) => x !== '');
@@ -119,12 +130,13 @@ function parseArgs(argv: string[]): Options {
       case '--pairs': o.pairs = list(val()).map(Number); break;
       case '--modes': o.modes = list(val()) as Mode[]; break;
       case '--tests': o.tests = list(val()) as Test[]; break;
+      case '--rings': o.rings = list(val()) as RingVariant[]; o.ringsExplicit = true; break;
       case '--queue-size': o.queueSize = Number(val()); break;
       case '--budget': o.budget = Number(val()); break;
       case '--no-idle-wait': o.idleWait = false; break;
       case '--repeat': o.repeat = Number(val()); break;
       case '-h': case '--help':
-        console.log('usage: node dist/bench/rings.js [--quick] [--seconds N] [--json] [--sizes 64,1500] [--pairs 1,2,4] [--modes busy,notify] [--tests copy,one-way,loopback] [--queue-size 1024] [--budget 64] [--warmup S] [--no-idle-wait] [--repeat N]');
+        console.log('usage: node dist/bench/rings.js [--quick] [--seconds N] [--json] [--sizes 64,1500] [--pairs 1,2,4] [--modes busy,notify] [--tests copy,one-way,loopback] [--rings split,split-inorder,packed,packed-inorder] [--queue-size 1024] [--budget 64] [--warmup S] [--no-idle-wait] [--repeat N]');
         process.exit(0);
         break;
       default: throw new Error(`unknown option ${a}`);
@@ -138,6 +150,8 @@ function parseArgs(argv: string[]): Options {
   if (o.pairs.length === 0) o.pairs = o.quick ? [1, 2] : [1, 2, 4];
   if (o.modes.length === 0) o.modes = ['busy', 'notify'];
   if (o.tests.length === 0) o.tests = ['copy', 'one-way', 'loopback'];
+  if (o.rings.length === 0) o.rings = RING_VARIANTS;
+  for (const r of o.rings) if (!RING_VARIANTS.includes(r)) throw new Error(`ring ${r}: one of ${RING_VARIANTS.join(', ')}`);
   for (const s of o.sizes) if (!(Number.isInteger(s) && s >= 60 && s <= 1514)) throw new Error(`frame size ${s} outside 60..1514`);
   for (const p of o.pairs) if (!(Number.isInteger(p) && p >= 1 && p <= 64)) throw new Error(`pairs ${p} outside 1..64`);
   for (const m of o.modes) if (m !== 'busy' && m !== 'notify') throw new Error(`mode ${m}: busy or notify`);
@@ -294,9 +308,10 @@ interface NetResult {
 
 const PARTS = 5;
 
-async function runNet(test: 'one-way' | 'loopback', size: number, pairs: number, mode: Mode, seconds: number, warmup: number, o: Options): Promise<NetResult> {
+async function runNet(test: 'one-way' | 'loopback', ring: RingVariant, size: number, pairs: number, mode: Mode, seconds: number, warmup: number, o: Options): Promise<NetResult> {
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, mode, budget: o.budget,
+    ring: ring.startsWith('packed') ? 'packed' : 'split', inOrder: ring.endsWith('-inorder'),
     netdev: { kind: test === 'one-way' ? 'sink' : 'loopback' },
     source: () => benchTraffic(size, test === 'loopback'),
   });
@@ -358,10 +373,10 @@ function fmt(x: number | null, digits = 2): string {
 }
 
 function table(rows: Row[], o: Options, notes: string[]): string {
-  const head = ['test', 'size', 'pairs', 'mode', 'win s', 'Mpps', 'Mpps/pair', 'spread %', 'CPUs', 'Mpkt/CPU-s', 'eff vs 1p', 'others %', 'note'];
-  const left = new Set([0, 1, 3, head.length - 1]);
+  const head = ['test', 'ring', 'size', 'pairs', 'mode', 'win s', 'Mpps', 'Mpps/pair', 'spread %', 'CPUs', 'Mpkt/CPU-s', 'eff vs 1p', 'others %', 'note'];
+  const left = new Set([0, 1, 2, 4, head.length - 1]);
   const body = rows.map((r) => [
-    r.test, String(r.size), r.test === 'copy' ? '-' : String(r.pairs), r.mode, fmt(r.seconds, 1),
+    r.test, r.ring, String(r.size), r.test === 'copy' ? '-' : String(r.pairs), r.mode, fmt(r.seconds, 1),
     fmt(r.mpps, 3), r.test === 'copy' ? '-' : fmt(r.mppsPerPair, 3), fmt(r.spread * 100, 0), fmt(r.cpuCores, 2), fmt(r.mppsPerCpuS, 3),
     fmt(r.cpuEfficiency, 2), fmt(r.otherCpu * 100, 1),
     [r.oversubscribed ? 'oversub' : '', r.idleBefore === false ? 'not-idle' : '', r.otherCpu > 0.1 ? 'NOISY' : '',
@@ -425,7 +440,7 @@ async function main(): Promise<void> {
         const b = between(r.m0, r.m1);
         const mpps = r.packets / b.wall / 1e6;
         return {
-          test: 'copy', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps,
+          test: 'copy', ring: '-', size, pairs: 1, mode: '-', seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps,
           spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN, cpuEfficiency: null,
           otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: false,
           kicksPerK: 0, notificationsPerK: 0, wakeupsPerK: 0, outOfOrder: 0, errors: [],
@@ -438,30 +453,33 @@ async function main(): Promise<void> {
       if (!o.tests.includes(test)) continue;
       for (const mode of o.modes) {
         for (const pairs of o.pairs) {
-          const oversub = mode === 'busy' && 2 * pairs > CPUS;
-          const seconds = oversub ? oversubShort : o.seconds;
-          const warmup = oversub ? Math.min(o.warmup, 0.3) : o.warmup;
-          progress(`${test} ${size} B ${pairs} pair(s) ${mode} ... `);
-          const row = await quietest(async () => {
-            const g = await gate();
-            const r = await runNet(test, size, pairs, mode, seconds, warmup, o);
-            const b = between(r.m0, r.m1);
-            const mpps = r.packets / b.wall / 1e6;
-            const perK = (n: number) => (r.packets > 0 ? (1000 * n) / r.packets : NaN);
-            return {
-              test, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
-              spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN,
-              cpuEfficiency: null, otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: oversub,
-              kicksPerK: perK(r.kicks), notificationsPerK: perK(r.notifications), wakeupsPerK: perK(r.wakeups),
-              outOfOrder: r.outOfOrder, errors: r.errors,
-            } satisfies Row;
-          });
-          if (pairs > 1) {
-            const one = rows.find((x) => x.test === test && x.size === size && x.mode === mode && x.pairs === 1);
-            if (one && one.mppsPerCpuS > 0) row.cpuEfficiency = row.mppsPerCpuS / one.mppsPerCpuS;
+          for (const ring of o.rings) {
+            if (!o.ringsExplicit && ring.endsWith('-inorder') && pairs !== o.pairs[0]) continue;
+            const oversub = mode === 'busy' && 2 * pairs > CPUS;
+            const seconds = oversub ? oversubShort : o.seconds;
+            const warmup = oversub ? Math.min(o.warmup, 0.3) : o.warmup;
+            progress(`${test} ${ring} ${size} B ${pairs} pair(s) ${mode} ... `);
+            const row = await quietest(async () => {
+              const g = await gate();
+              const r = await runNet(test, ring, size, pairs, mode, seconds, warmup, o);
+              const b = between(r.m0, r.m1);
+              const mpps = r.packets / b.wall / 1e6;
+              const perK = (n: number) => (r.packets > 0 ? (1000 * n) / r.packets : NaN);
+              return {
+                test, ring, size, pairs, mode, seconds: b.wall, packets: r.packets, mpps, mppsPerPair: mpps / pairs,
+                spread: spreadOf(r.parts), cpuCores: b.cpu / b.wall, mppsPerCpuS: b.cpu > 0 ? r.packets / b.cpu / 1e6 : NaN,
+                cpuEfficiency: null, otherCpu: b.other, idleBefore: g.idle, idleWaitS: g.waited, oversubscribed: oversub,
+                kicksPerK: perK(r.kicks), notificationsPerK: perK(r.notifications), wakeupsPerK: perK(r.wakeups),
+                outOfOrder: r.outOfOrder, errors: r.errors,
+              } satisfies Row;
+            });
+            if (pairs > 1) {
+              const one = rows.find((x) => x.test === test && x.ring === ring && x.size === size && x.mode === mode && x.pairs === 1);
+              if (one && one.mppsPerCpuS > 0) row.cpuEfficiency = row.mppsPerCpuS / one.mppsPerCpuS;
+            }
+            rows.push(row);
+            progress(`${fmt(row.mpps, 3)} Mpps${row.errors.length ? ` (${row.errors.join('; ')})` : ''}\n`);
           }
-          rows.push(row);
-          progress(`${fmt(row.mpps, 3)} Mpps${row.errors.length ? ` (${row.errors.join('; ')})` : ''}\n`);
         }
       }
     }
@@ -471,13 +489,13 @@ async function main(): Promise<void> {
   const notes = [
     `Mpps: one-way = device txPackets per second of window (the sink netdev copies every byte out, as testpmd rxonly into an mbuf); loopback = driver rxPackets (complete TX -> device -> RX round trips, the driver reads each frame's sequence number); copy = one thread doing only the per-packet copies (frame -> guest SharedArrayBuffer -> sink, same copyBytes and alignment, no rings): the upper limit of one thread, while a pair splits those two copies over its two threads.`,
     `each pair = 2 worker threads (driver + device). Busy mode with more threads than the ${CPUS} CPUs ('oversub') spins against descheduled peers and collapses: measured anyway, with a ${oversubShort} s window.`,
-    `spread % = (max - min) / mean of the rate over ${PARTS} equal parts of the window. CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; eff vs 1p = Mpkt/CPU-s relative to 1 pair of the same test, size and mode (target >= 0.95 for 2 pairs).`,
+    `spread % = (max - min) / mean of the rate over ${PARTS} equal parts of the window. CPUs = CPU seconds of this process (all threads, process.cpuUsage) per wall second; Mpkt/CPU-s = packets per CPU second; eff vs 1p = Mpkt/CPU-s relative to 1 pair of the same test, ring, size and mode (target >= 0.95 for 2 pairs).`,
     `others % = share of all ${CPUS} CPUs that other processes used during the window (/proc/stat busy minus this process's /proc/self/stat time). Rows marked NOISY (> 10 %) or not-idle (the idle gate gave up waiting) are unreliable: rerun them.`,
     `on a shared VM the same row varies from run to run (idle machine, 1 pair, 64 B: 6.8 to 9.6 Mpps one-way) more than the spread column shows, so one run's eff vs 1p is indicative only; --repeat N keeps the least disturbed of N runs.`,
     `loopback sources keep at most one receiveq (${o.queueSize}) of frames in flight, so looped-back frames never wait in the device's RX backlog (an extra copy each).`,
     `queue size ${o.queueSize}, budget ${o.budget} frames per poll round, EVENT_IDX on; total bench time ${total.toFixed(1)} s.`,
   ];
-  for (const r of rows) for (const e of r.errors) notes.push(`error in ${r.test} ${r.size} B ${r.pairs}p ${r.mode}: ${e}`);
+  for (const r of rows) for (const e of r.errors) notes.push(`error in ${r.test} ${r.ring} ${r.size} B ${r.pairs}p ${r.mode}: ${e}`);
 
   if (o.json) {
     console.log(JSON.stringify({

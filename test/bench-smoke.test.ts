@@ -13,6 +13,7 @@ const bench = fileURLToPath(new URL('../bench/rings.js', import.meta.url));
 
 interface BenchRow {
   test: string;
+  ring: string;
   size: number;
   pairs: number;
   mode: string;
@@ -32,8 +33,8 @@ function run(args: string[]): Promise<{ code: number | null; stdout: string; std
   });
 }
 
-test('bench --quick --json: valid JSON, every configuration moved packets', { timeout: 150_000 }, async () => {
-  const r = await run(['--quick', '--json', '--seconds', '0.3']);
+test('bench --quick --json: valid JSON, every configuration and ring variant moved packets', { timeout: 150_000 }, async () => {
+  const r = await run(['--quick', '--json', '--seconds', '0.3', '--modes', 'notify,busy', '--pairs', '1']);
   assert.equal(r.code, 0, `bench exited with ${r.code}: ${r.stderr}`);
   let doc: { rows: BenchRow[]; notes: string[] };
   try {
@@ -42,10 +43,12 @@ test('bench --quick --json: valid JSON, every configuration moved packets', { ti
     assert.fail(`stdout is not JSON (${String(e)}):\n${r.stdout.slice(0, 2000)}`);
   }
   assert.ok(Array.isArray(doc.rows), 'rows is an array');
-  // --quick: the copy baseline, then one-way and loopback x busy and notify x 1 and 2 pairs, 64-byte frames.
-  const key = (x: BenchRow) => `${x.test}/${x.size}/${x.test === 'copy' ? '-' : x.pairs}/${x.mode}`;
-  const want = ['copy/64/-/-'];
-  for (const t of ['one-way', 'loopback']) for (const m of ['busy', 'notify']) for (const p of [1, 2]) want.push(`${t}/64/${p}/${m}`);
+  // --quick: the copy baseline, then one-way and loopback x busy and notify x every ring variant, 64-byte frames, 1 pair.
+  const key = (x: BenchRow) => `${x.test}/${x.ring}/${x.size}/${x.test === 'copy' ? '-' : x.pairs}/${x.mode}`;
+  const want = ['copy/-/64/-/-'];
+  for (const t of ['one-way', 'loopback'])
+    for (const m of ['busy', 'notify'])
+      for (const ring of ['split', 'split-inorder', 'packed', 'packed-inorder']) want.push(`${t}/${ring}/64/1/${m}`);
   assert.deepEqual(doc.rows.map(key).sort(), want.sort());
   for (const row of doc.rows) {
     assert.ok(Number.isFinite(row.mpps) && row.mpps > 0, `${key(row)}: Mpps ${row.mpps}`);

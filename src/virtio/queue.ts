@@ -90,7 +90,8 @@ export interface DeviceQueue {
   /**
    * Pop the next available chain into `chain`: walk its descriptors
    * (direct, chained, indirect), translate every buffer into guest memory.
-   * Call only when pending() > 0.
+   * `chain` must be made over the same GuestMemory (the same regions) as the
+   * queue. Call only when pending() > 0.
    * @throws DescriptorError for every malformed-chain case; the chain is consumed.
    */
   pop(chain: DescChain): void;
@@ -117,7 +118,11 @@ export interface DeviceQueue {
   setNotification(enable: boolean): void;
   /** Where the ring stands (see {@link QueueState}). Pushed but unpublished entries count as used. */
   state(): QueueState;
-  /** Restart from a saved position (vhost-user SET_VRING_BASE). */
+  /**
+   * Restart from a saved position (vhost-user SET_VRING_BASE): chains popped
+   * and not pushed, unpublished used entries and anything cached are dropped.
+   * @throws QueueConfigError for a packed position outside the ring.
+   */
   setState(s: QueueState): void;
 }
 

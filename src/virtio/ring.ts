@@ -15,7 +15,7 @@ import { SplitDriverQueue } from './split/driver.js';
 import { availRingBytes, descTableBytes, splitQueueBytes, usedRingBytes, MAX_QUEUE_SIZE, type SplitQueueLayout } from './split/layout.js';
 import { PackedDeviceQueue } from './packed/device.js';
 import { PackedDriverQueue } from './packed/driver.js';
-import { EVENT_SUPPRESS_BYTES as PACKED_EVENT_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
+import { EVENT_SUPPRESS_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
 
 export { MAX_QUEUE_SIZE };
 
@@ -57,7 +57,7 @@ export function createDriverQueue(mem: GuestMemory, layout: QueueLayout, opts: Q
 /** Bytes of each part: descriptor table/ring, driver area, device area (§2.7, §2.8.10). */
 export function queuePartBytes(format: RingFormat, size: number): { desc: number; driver: number; device: number } {
   return format === 'packed'
-    ? { desc: packedDescBytes(size), driver: PACKED_EVENT_BYTES, device: PACKED_EVENT_BYTES }
+    ? { desc: packedDescBytes(size), driver: EVENT_SUPPRESS_BYTES, device: EVENT_SUPPRESS_BYTES }
     : { desc: descTableBytes(size), driver: availRingBytes(size), device: usedRingBytes(size) };
 }
 

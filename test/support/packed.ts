@@ -35,7 +35,9 @@ export const CANARY = 0xa5;
 
 export function makeMemory(): GuestMemory {
   const sab = new SharedArrayBuffer(BUF_BYTES);
-  new Uint8Array(sab).fill(CANARY);
+  const u8 = new Uint8Array(sab);
+  u8.fill(CANARY);
+  for (const [off, size] of [[OFF.ring, RING_SIZE], [OFF.adj, ADJ_SIZE], [OFF.data, DATA_SIZE], [OFF.high, HIGH_SIZE]]) u8.fill(0, off, off + size);
   return new GuestMemory([
     { guestPhysAddr: RING, size: RING_SIZE, buffer: sab, bufferOffset: OFF.ring },
     { guestPhysAddr: DATA, size: DATA_SIZE, buffer: sab, bufferOffset: OFF.data },
