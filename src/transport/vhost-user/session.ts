@@ -13,7 +13,7 @@
  * replaced or at the end) or closed at once.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg, tunSetQueue } from '../../host/index.js';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
@@ -115,6 +115,8 @@ export class Session {
   private closed = false;
   private readonly inbox: SharedArrayBuffer[][];
   private readonly afs = DeviceSteering.newAfsBuffer();
+  /** Pairs whose TAP queue is detached (TUNSETQUEUE) because the front-end disabled them. */
+  private readonly tapDetached = new Set<number>();
   /** Resolves when the connection is closed (by either side). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -331,7 +333,10 @@ export class Session {
         v.enabled = m.enable;
         this.o.log(`vhost-user: vring ${m.index} ${m.enable ? 'enabled' : 'disabled'}`);
         if (m.enable) await this.maybeStart(m.index >> 1);
-        else await this.stopPair(m.index >> 1);
+        else {
+          await this.stopPair(m.index >> 1);
+          this.setTapQueue(m.index >> 1, false);
+        }
         return;
       }
       case 'SEND_RARP':
@@ -409,6 +414,7 @@ export class Session {
 
   private async maybeStart(pair: number): Promise<void> {
     if (this.runners[pair] || !this.ready(2 * pair) || !this.ready(2 * pair + 1)) return;
+    this.setTapQueue(pair, true);
     const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
     const data: PairWorkerData = {
       pair, maxPairs: this.o.pairs, activePairs: this.o.pairs,
@@ -451,6 +457,26 @@ export class Session {
     const fmt = ringFormat(this.features);
     const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
     this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)})`);
+  }
+
+  /**
+   * A TAP netdev: detach the queue of a pair the front-end disabled (a
+   * guest's `ethtool -L`), attach it again when the pair starts, as QEMU's
+   * tap does (TUNSETQUEUE). An attached queue nobody reads still gets its
+   * share of the host's frames (the kernel spreads flows over every
+   * attached queue), and they would wait there until the pair came back.
+   */
+  private setTapQueue(pair: number, attach: boolean): void {
+    const nd = this.o.netdev;
+    if (nd.kind !== 'tap' || nd.fds[pair] === undefined || this.tapDetached.has(pair) !== attach) return;
+    try {
+      tunSetQueue(nd.fds[pair], attach);
+      if (attach) this.tapDetached.delete(pair);
+      else this.tapDetached.add(pair);
+      this.o.log(`vhost-user: TAP queue ${pair} ${attach ? 'attached' : 'detached'}`);
+    } catch (e) {
+      this.o.log(`vhost-user: TAP queue ${pair}: TUNSETQUEUE ${attach ? 'attach' : 'detach'} failed: ${(e as Error).message}`);
+    }
   }
 
   private async stopPair(pair: number): Promise<void> {
