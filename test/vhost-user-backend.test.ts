@@ -25,9 +25,10 @@ import {
   type VhostUserMemoryRegion, type VhostUserReply,
 } from '../src/transport/vhost-user/messages.js';
 import { GuestMemory } from '../src/virtio/memory.js';
-import { SplitDriverQueue } from '../src/virtio/split/driver.js';
-import { availRingBytes, contiguousLayout, descTableBytes, splitQueueBytes, usedRingBytes, type SplitQueueLayout } from '../src/virtio/split/layout.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
+import { availRingBytes, descTableBytes, usedRingBytes } from '../src/virtio/split/layout.js';
+import { contiguousQueueLayout, createDriverQueue, queueBytes } from '../src/virtio/ring.js';
+import type { DriverQueue, QueueLayout, RingFormat } from '../src/virtio/queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
 import { VIRTIO_NET_F_MRG_RXBUF } from '../src/net/features.js';
 import { DevStat } from '../src/net/stats.js';
 import { VhostFrontend, waitFor } from './support/vhost-frontend.js';
@@ -215,19 +216,19 @@ class Guest {
   }
 }
 
-/** One virtqueue as the driver sees it, with its kick/call eventfds and a buffer pool (one slot per head). */
+/** One virtqueue as the driver sees it, with its kick/call eventfds and a buffer pool (one slot per id). */
 class Vq {
-  readonly layout: SplitQueueLayout;
-  readonly drv: SplitDriverQueue;
+  readonly layout: QueueLayout;
+  readonly drv: DriverQueue;
   readonly kick = eventfdCreate(0, { nonblock: true });
   readonly call = eventfdCreate(0, { nonblock: true });
   /** Guest address of the buffer each outstanding head points at. */
   readonly bufAddr: Float64Array;
   private pool = 0;
 
-  constructor(readonly guest: Guest, readonly index: number, readonly slotBytes: number, readonly size = RING) {
-    this.layout = contiguousLayout(guest.alloc(splitQueueBytes(size), 0, 4096), size);
-    this.drv = new SplitDriverQueue(guest.mem, this.layout, { eventIdx: true, indirect: false, index });
+  constructor(readonly guest: Guest, readonly index: number, readonly slotBytes: number, readonly size = RING, readonly format: RingFormat = 'split') {
+    this.layout = contiguousQueueLayout(format, guest.alloc(queueBytes(format, size), 0, 4096), size);
+    this.drv = createDriverQueue(guest.mem, this.layout, { eventIdx: true, indirect: false, inOrder: false, index });
     this.bufAddr = new Float64Array(size);
     this.usePool(0);
   }
@@ -248,14 +249,15 @@ class Vq {
   addr(): { descUserAddr: number; availUserAddr: number; usedUserAddr: number } {
     return {
       descUserAddr: this.guest.uva(this.layout.descAddr),
-      availUserAddr: this.guest.uva(this.layout.availAddr),
-      usedUserAddr: this.guest.uva(this.layout.usedAddr),
+      availUserAddr: this.guest.uva(this.layout.driverAddr),
+      usedUserAddr: this.guest.uva(this.layout.deviceAddr),
     };
   }
 
   /** Write used_event (EVENT_IDX) directly: e.g. behind the used index, to suppress used-buffer notifications. */
   setUsedEvent(v: number): void {
-    this.guest.mem.write(this.layout.availAddr + 4 + 2 * this.size, Uint8Array.of(v & 0xff, v >>> 8));
+    assert.equal(this.format, 'split', 'used_event is a split-ring field');
+    this.guest.mem.write(this.layout.driverAddr + 4 + 2 * this.size, Uint8Array.of(v & 0xff, v >>> 8));
   }
 
   close(): void {
@@ -309,9 +311,9 @@ class PairDriver {
   readonly txByRegion = [0, 0];
   private partial: { left: number; parts: Uint8Array[] } | null = null;
 
-  constructor(guest: Guest, readonly pair: number, opts: { rxBuf?: number; postRx?: boolean } = {}) {
-    this.rx = new Vq(guest, 2 * pair, opts.rxBuf ?? 512);
-    this.tx = new Vq(guest, 2 * pair + 1, 2048);
+  constructor(guest: Guest, readonly pair: number, opts: { rxBuf?: number; postRx?: boolean; format?: RingFormat; size?: number } = {}) {
+    this.rx = new Vq(guest, 2 * pair, opts.rxBuf ?? 512, opts.size ?? RING, opts.format);
+    this.tx = new Vq(guest, 2 * pair + 1, 2048, opts.size ?? RING, opts.format);
     this.postRx = opts.postRx ?? true;
   }
 
@@ -412,11 +414,11 @@ async function pump(drivers: PairDriver[], done: () => boolean, what: string, ti
 // ---------------------------------------------------------------------------
 // handshake
 
-async function negotiate(fe: VhostFrontend, pairs: number): Promise<void> {
+async function negotiate(fe: VhostFrontend, pairs: number, features = FEATURES): Promise<void> {
   await fe.send({ type: 'SET_OWNER' });
   const offered = await getFeatures(fe);
-  assert.equal(offered & FEATURES, FEATURES, 'VERSION_1, EVENT_IDX, MRG_RXBUF and PROTOCOL_FEATURES offered');
-  await fe.send({ type: 'SET_FEATURES', features: FEATURES });
+  assert.equal(offered & features, features, 'the features wanted are offered');
+  await fe.send({ type: 'SET_FEATURES', features });
   const pf = await fe.request({ type: 'GET_PROTOCOL_FEATURES' });
   if (pf.type !== 'GET_PROTOCOL_FEATURES') assert.fail(pf.type);
   assert.equal(pf.features & PROTOCOL, PROTOCOL, 'MQ and REPLY_ACK offered');
@@ -441,8 +443,8 @@ async function enableRings(fe: VhostFrontend, vqs: Vq[], enable = true): Promise
 }
 
 /** The whole start-up of a device, as QEMU / DPDK do it. */
-async function startDevice(fe: VhostFrontend, guest: Guest, drivers: PairDriver[], opts: { pairs: number; bases?: number[]; table?: number[] }): Promise<void> {
-  await negotiate(fe, opts.pairs);
+async function startDevice(fe: VhostFrontend, guest: Guest, drivers: PairDriver[], opts: { pairs: number; bases?: number[]; table?: number[]; features?: bigint }): Promise<void> {
+  await negotiate(fe, opts.pairs, opts.features);
   await fe.ack({ type: 'SET_MEM_TABLE', regions: guest.table(opts.table) });
   const vqs = drivers.flatMap((d) => d.vqs);
   for (const vq of vqs) await setupRing(fe, vq, opts.bases?.[vq.index] ?? 0);
@@ -585,6 +587,58 @@ test('GET_VRING_BASE returns where the ring stopped; SET_VRING_BASE resumes ther
       fe.close();
       d.close();
       guest.close();
+    }
+  });
+});
+
+test('packed rings (VIRTIO_F_RING_PACKED): a non-power-of-two size, loopback traffic byte-exact, vring bases with wrap counters, features logged', async () => {
+  await withBackend({ pairs: 1, netdev: { kind: 'loopback' } }, async ({ backend, socket, logs }) => {
+    const guest = new Guest([{ gpa: GPA, uva: UVA, size: 8 * MiB }]);
+    const SIZE = 200; // packed rings need no power of two (§2.8.10.1)
+    const d = new PairDriver(guest, 0, { rxBuf: 2048, format: 'packed', size: SIZE });
+    const fe = await VhostFrontend.connect(socket);
+    const features = FEATURES | VIRTIO_F_RING_PACKED;
+    try {
+      await startDevice(fe, guest, [d], { pairs: 1, features, bases: [0x8000, 0x8000] }); // position 0, wrap counter 1
+      assert.ok(logs.some((l) => /front-end features: .*VIRTIO_F_RING_PACKED/.test(l)), 'the negotiated features are logged by name');
+      assert.ok(logs.some((l) => /queue pair 0 started \(packed rings/.test(l)), 'the pair started on packed rings');
+      const N = 3 * SIZE + 17; // several laps: the wrap counters flip
+      const frames = Array.from({ length: N }, (_, i) => makeFrame(0, i));
+      d.send(frames);
+      await pump([d], () => d.received.length === N, 'every frame looped back', 10_000);
+      assert.deepEqual(d.received.map(frameSeq), frames.map(frameSeq), 'in order');
+      for (let i = 0; i < N; i++) assert.deepEqual(d.received[i], frames[i], `frame ${i} byte-exact`);
+      assert.equal(backend.stats.get(0, DevStat.errors), 0);
+      // Stopped, each ring reports avail and used positions with their wrap counters (QEMU's format).
+      const tx = await vringBase(fe, 1);
+      const pos = N % SIZE, wrap = Math.floor(N / SIZE) % 2 === 0 ? 1 : 0;
+      assert.equal(tx & 0xffff, pos | (wrap << 15), 'transmitq: next available position and wrap counter');
+      assert.equal(tx >>> 16, pos | (wrap << 15), 'transmitq: used position (nothing in flight)');
+    } finally {
+      fe.close();
+      d.close();
+      guest.close();
+    }
+  });
+});
+
+test('SET_VRING_NUM follows the ring format: a split ring needs a power of two, a packed ring any size up to 32768', async () => {
+  await withBackend({ pairs: 1, netdev: { kind: 'sink' }, maxQueueSize: 32768 }, async ({ socket }) => {
+    for (const [features, num, ok] of [
+      [FEATURES, 1000, false], [FEATURES, 1024, true],
+      [FEATURES | VIRTIO_F_RING_PACKED, 1000, true], [FEATURES | VIRTIO_F_RING_PACKED, 32768, true], [FEATURES | VIRTIO_F_RING_PACKED, 32769, false],
+    ] as const) {
+      const fe = await VhostFrontend.connect(socket);
+      try {
+        await negotiate(fe, 1, features);
+        if (ok) await fe.ack({ type: 'SET_VRING_NUM', index: 0, num });
+        else {
+          await fe.send({ type: 'SET_VRING_NUM', index: 0, num, needReply: true });
+          await expectFailAck(fe, VhostUserRequest.SET_VRING_NUM);
+        }
+      } finally {
+        fe.close();
+      }
     }
   });
 });

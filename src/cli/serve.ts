@@ -20,7 +20,8 @@ export interface ServeOptions {
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
-  const log = (line: string) => (o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line })) : console.error(`${new Date().toISOString()} ${line}`));
+  const log = (line: string, detail?: Record<string, unknown>) =>
+    o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line, ...detail })) : console.error(`${new Date().toISOString()} ${line}`);
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({

@@ -143,6 +143,18 @@ export class NetDevicePair implements RxPort {
     if (!this.rxFailed) this.rxq.setNotification(true);
   }
 
+  /**
+   * Tell the driver not to kick while this worker polls (§2.7.7
+   * VIRTQ_USED_F_NO_NOTIFY, §2.8.14 RING_EVENT_FLAGS_DISABLE; with EVENT_IDX
+   * on a split ring the stale avail_event does it): a busy-polling worker,
+   * or one that woke up, saves the driver a notification per burst, as
+   * DPDK's vhost does.
+   */
+  disableNotifications(): void {
+    if (!this.txFailed) this.txq.setNotification(false);
+    if (!this.rxFailed) this.rxq.setNotification(false);
+  }
+
   // ---- TX ---------------------------------------------------------------
 
   private processTx(budget: number): number {

@@ -57,14 +57,22 @@ const words = ctl.words;
 const bell = ctl.devBell(d.pair);
 const busy = d.mode === 'busy';
 const budget = d.budget;
+// Kicks only while asleep: off while polling.
+dev.disableNotifications();
+let armed = false;
 for (;;) {
   if (Atomics.load(words, CTL_GEN) !== gen) control();
   if (Atomics.load(words, CTL_STOP) !== 0) break; // checked every round: a netdev may never go idle
+  if (armed) {
+    dev.disableNotifications();
+    armed = false;
+  }
   const work = dev.poll(budget);
   if (work > 0) continue;
   if (busy) continue;
   const seen = Atomics.load(words, bell);
   dev.enableNotifications();
+  armed = true;
   if (dev.hasWork()) continue;
   if (Atomics.wait(words, bell, seen, 50) !== 'timed-out') stats[statBase + DevStat.kicks]++;
 }

@@ -29,7 +29,8 @@ export interface VhostUserBackendOptions {
   mac?: Uint8Array;
   mtu?: number;
   rss?: RssConfig | null;
-  log?: (line: string) => void;
+  /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
+  log?: (line: string, detail?: Record<string, unknown>) => void;
 }
 
 export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
@@ -39,7 +40,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   private acceptor: { worker: Worker; wakeFd: number } | null = null;
   private readonly waiting: number[] = [];
   private stopping = false;
-  private readonly log: (line: string) => void;
+  private readonly log: (line: string, detail?: Record<string, unknown>) => void;
 
   constructor(private readonly o: VhostUserBackendOptions) {
     super();

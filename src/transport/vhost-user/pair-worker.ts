@@ -81,13 +81,21 @@ function drainControl(): void {
 }
 
 let rounds = 0;
+// Kicks only while asleep: off while polling (a kick per burst costs the front-end a syscall).
+dev.disableNotifications();
+let armed = false;
 for (;;) {
   if (Atomics.load(control, 0) !== 0) break;
   if ((++rounds & 63) === 0) drainControl();
+  if (armed) {
+    dev.disableNotifications();
+    armed = false;
+  }
   const work = dev.poll(budget);
   if (work > 0) continue;
   if (busy) continue;
   dev.enableNotifications();
+  armed = true;
   if (dev.hasWork()) continue;
   const fds = dev.room() > 0 ? fdsAll : fdsNoNet;
   const n = pollFdsInto(fds, 100, revents);

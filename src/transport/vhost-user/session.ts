@@ -72,7 +72,8 @@ export interface SessionOptions {
   rss: RssConfig | null;
   /** Per-pair device counters (DEV_STAT_COUNT each), shared with the workers. */
   stats: SharedArrayBuffer;
-  log: (line: string) => void;
+  /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
+  log: (line: string, detail?: Record<string, unknown>) => void;
 }
 
 /** A failure that ends the request with an error reply, or the connection when no reply was asked for. */
@@ -225,7 +226,10 @@ export class Session {
         if (extra) throw new RequestError(`features not offered: ${featureNames(extra, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
         const changed = m.features !== this.features;
         this.features = m.features;
-        if (changed) this.o.log(`vhost-user: front-end features: ${this.featureNames().join(' ')}`);
+        if (changed) {
+          const names = this.featureNames();
+          this.o.log(`vhost-user: front-end features: ${names.join(' ')}`, { event: 'features', ring: ringFormat(this.features), features: names });
+        }
         if (changed) await this.restartRunning();
         return;
       }

@@ -279,12 +279,9 @@ export class SplitDriverQueue implements DriverQueue {
           this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
           throw this.err('USED_ID_INVALID', `device returned id ${id}, not among the next ${n} chains in order`);
         }
-        this.batchId = id;
-        this.batchLen = len;
-      } else {
-        this.batchId = id;
-        this.batchLen = len;
       }
+      this.batchId = id;
+      this.batchLen = len;
     }
     this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
     const last = expect === this.batchId;
