@@ -54,6 +54,11 @@ export class SplitDeviceQueue implements DeviceQueue {
   private runId = 0;
   private runLen = 0;
   private readonly table: IndirectTable;
+  private readonly mem: GuestMemory;
+  /** Set by {@link popSingle}: the popped chain's id, and its one buffer's byte offset (in its region's buffer) and length. */
+  singleId = 0;
+  singleOff = 0;
+  singleLen = 0;
   private readonly mask: number;
   // Descriptor table: Int32 view over its region's buffer, word index of entry 0.
   private readonly desc: Int32Array;
@@ -80,6 +85,7 @@ export class SplitDeviceQueue implements DeviceQueue {
     this.indirect = opts.indirect;
     this.inOrder = opts.inOrder ?? false;
     this.table = new IndirectTable(mem);
+    this.mem = mem;
     const v = new SplitRingViews(mem, layout, false);
     this.desc = v.desc;
     this.descW = v.descW;
@@ -128,6 +134,33 @@ export class SplitDeviceQueue implements DeviceQueue {
     const head = this.avail[this.availH + 2 + (this.lastAvailIdx & this.mask)];
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     this.walk(head, chain);
+  }
+
+  /**
+   * Fast path for the common chain of one descriptor (no NEXT, no INDIRECT)
+   * with flags exactly `write` (VIRTQ_DESC_F_WRITE or 0) and at least
+   * `minLen` bytes, wholly inside one guest memory region: pops it and
+   * returns that region's index, with id, byte offset and length in
+   * {@link singleId}, {@link singleOff}, {@link singleLen}. Returns -1 and
+   * pops nothing for any other chain (valid or not): the caller then uses
+   * {@link pop}, which walks and validates it. Call only when pending() > 0.
+   */
+  popSingle(write: number, minLen: number): number {
+    const head = this.avail[this.availH + 2 + (this.lastAvailIdx & this.mask)];
+    if (head >= this.size) return -1;
+    const d = this.desc;
+    const w = this.descW + head * 4;
+    if ((d[w + 3] & 0xffff) !== write) return -1;
+    const len = d[w + 2] >>> 0;
+    if (len < minLen) return -1;
+    const mem = this.mem;
+    const r = mem.find((d[w + 1] >>> 0) * TWO32 + (d[w] >>> 0), len);
+    if (r < 0) return -1;
+    this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
+    this.singleId = head;
+    this.singleOff = mem.off;
+    this.singleLen = len;
+    return r;
   }
 
   /** {@link DeviceQueue.mark}: the next available-ring index. */
