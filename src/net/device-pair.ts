@@ -51,8 +51,9 @@ export interface PairNotifier {
  * The one-descriptor fast path both queue classes offer (SplitDeviceQueue,
  * PackedDeviceQueue .popSingle): pops a chain of one buffer with the given
  * WRITE flag (2 or 0) of at least `minLen` bytes inside one guest memory
- * region and returns its region index (id, offset, length in the fields),
- * or -1 popping nothing (then pop() walks and validates the chain).
+ * region and returns its region index (id, offset, length in the fields);
+ * -2 when nothing is available; -1 popping nothing for any other available
+ * chain (then pop() walks and validates it). Needs no pending() first.
  */
 interface SingleDescQueue {
   popSingle(write: number, minLen: number): number;
@@ -95,8 +96,6 @@ export class NetDevicePair implements RxPort {
   /** The queues' one-descriptor fast path (null: a queue without one). */
   private readonly rxSingle: SingleDescQueue | null;
   private readonly txSingle: SingleDescQueue | null;
-  /** RX chains known available (from the last rxq.pending()); each pop takes one. 0: ask the queue again. */
-  private rxLeft = 0;
   /** Frames in this pair's own backlog (only this worker pushes and pops it). */
   private backlogN = 0;
   /** RX counters not yet added to the shared stats (written once per poll round). */
@@ -211,12 +210,11 @@ export class NetDevicePair implements RxPort {
     const bytes = this.mem.bytes;
     let done = 0, pk = 0, by = 0, bad = 0;
     try {
-      let n = txq.pending();
-      if (n > budget) n = budget;
-      for (; done < n; done++) {
+      for (; done < budget; done++) {
         const m = txq.mark();
         let src: Bytes, off: number, len: number, id: number, descs: number;
-        const r = single !== null ? single.popSingle(0, hdrLen) : -1;
+        const r = single !== null ? single.popSingle(0, hdrLen) : txq.pending() > 0 ? -1 : -2;
+        if (r === -2) break;
         if (r >= 0) {
           // One readable buffer holding header and frame (what DPDK and Linux send): no chain walk.
           src = bytes[r];
@@ -340,12 +338,10 @@ export class NetDevicePair implements RxPort {
     const hdrLen = this.hdrLen;
     const need = hdrLen + len;
     try {
-      if (this.rxLeft === 0 && (this.rxLeft = rxq.pending()) === 0) return false;
       const single = this.rxSingle;
-      const r = single !== null ? single.popSingle(DESC_F_WRITE, need) : -1;
+      const r = single !== null ? single.popSingle(DESC_F_WRITE, need) : rxq.pending() > 0 ? -1 : -2;
       if (r >= 0) {
         // One writable buffer holds header and frame (what DPDK and Linux post): no chain walk.
-        this.rxLeft--;
         const dst = this.mem.bytes[r];
         const o = single!.singleOff;
         if ((o & 3) === 0) {
@@ -368,7 +364,7 @@ export class NetDevicePair implements RxPort {
         this.rxBuf++;
         return true;
       }
-      this.rxLeft = 0; // the general path may pop several chains or rewind: ask the queue again next time
+      if (r === -2) return false;
       const chain = this.rxChain;
       const m = rxq.mark();
       rxq.pop(chain);
@@ -382,7 +378,6 @@ export class NetDevicePair implements RxPort {
       this.writeRx(chain, src, off, len, 1);
       rxq.pushUsed(chain.id, need, chain.descs);
     } catch (e) {
-      this.rxLeft = 0;
       this.fail(false, e);
       return false;
     }

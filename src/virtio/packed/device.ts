@@ -222,17 +222,21 @@ export class PackedDeviceQueue implements DeviceQueue {
    * least `minLen` bytes wholly inside one guest memory region, and a Buffer
    * ID in range and not in flight: pops it as {@link pop} would and returns
    * the region's index, with id, byte offset and length in {@link singleId},
-   * {@link singleOff}, {@link singleLen}. Returns -1 and pops nothing for
-   * any other chain (valid or not): the caller then uses {@link pop}, which
-   * validates it. Call only when pending() > 0.
+   * {@link singleOff}, {@link singleLen}. Reads the descriptor's flags
+   * itself (Atomics.load, acquire), so it needs no {@link pending} first.
+   * Returns -2 when no chain is available, and -1 (popping nothing) for any
+   * other available chain, valid or not: the caller then uses {@link pop},
+   * which validates it.
    */
   popSingle(write: number, minLen: number): number {
-    if (this.known === 0) return -1;
     const d = this.desc, size = this.size;
     const start = this.availPos;
     const w = this.descW + start * 4;
     const word3 = Atomics.load(d, w + 3);
-    if (((word3 >>> 16) & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== write) return -1;
+    const f = word3 >>> 16;
+    const wrap = this.availWrap;
+    if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) return -2;
+    if ((f & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== write) return -1;
     const id = word3 & 0xffff;
     if (id >= size || this.inflight[id] !== 0) return -1;
     const len = d[w + 2] >>> 0;
@@ -240,16 +244,18 @@ export class PackedDeviceQueue implements DeviceQueue {
     const mem = this.mem;
     const r = mem.find((d[w + 1] >>> 0) * TWO32 + (d[w] >>> 0), len);
     if (r < 0) return -1;
-    this.known--;
+    // The scan cache: `known` counts from availPos (0: the next pending() rescans from the new position).
+    if (this.known !== 0) {
+      if (--this.known === 0) this.scanStuck = false;
+    }
     let pos = start + 1;
     if (pos === size) {
       pos = 0;
-      this.availWrap ^= 1;
+      this.availWrap = wrap ^ 1;
     }
     this.availPos = pos;
     this.popDescs[start] = 1;
     this.popId[start] = id;
-    if (this.known === 0) this.scanStuck = false;
     this.inflight[id] = 1;
     this.singleId = id;
     this.singleOff = mem.off;
