@@ -47,6 +47,26 @@ export interface PairNotifier {
   wakeDevice(pair: number): void;
 }
 
+/**
+ * The one-descriptor fast path both queue classes offer (SplitDeviceQueue,
+ * PackedDeviceQueue .popSingle): pops a chain of one buffer with the given
+ * WRITE flag (2 or 0) of at least `minLen` bytes inside one guest memory
+ * region and returns its region index (id, offset, length in the fields);
+ * -2 when nothing is available; -1 popping nothing for any other available
+ * chain (then pop() walks and validates it). Needs no pending() first.
+ */
+interface SingleDescQueue {
+  popSingle(write: number, minLen: number): number;
+  readonly singleId: number;
+  readonly singleOff: number;
+  readonly singleLen: number;
+}
+const DESC_F_WRITE = 2;
+
+function singleDesc(q: DeviceQueue): SingleDescQueue | null {
+  return typeof (q as Partial<SingleDescQueue>).popSingle === 'function' ? (q as unknown as SingleDescQueue) : null;
+}
+
 export interface DevicePairOptions {
   pair: number;
   /** virtio_net_hdr size in bytes: 12 with VERSION_1 (§5.1.6.1), 20 with HASH_REPORT, 10 legacy. */
@@ -73,6 +93,15 @@ export class NetDevicePair implements RxPort {
   private readonly mrgLens: Float64Array;
   private txFailed = false;
   private rxFailed = false;
+  /** The queues' one-descriptor fast path (null: a queue without one). */
+  private readonly rxSingle: SingleDescQueue | null;
+  private readonly txSingle: SingleDescQueue | null;
+  /** Frames in this pair's own backlog (only this worker pushes and pops it). */
+  private backlogN = 0;
+  /** RX counters not yet added to the shared stats (written once per poll round). */
+  private rxPk = 0;
+  private rxBy = 0;
+  private rxBuf = 0;
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
   active = true;
   onQueueError: (queue: number, err: Error) => void = () => {};
@@ -103,6 +132,8 @@ export class NetDevicePair implements RxPort {
     this.mrgIds = new Int32Array(rxq.size);
     this.mrgDescs = new Int32Array(rxq.size);
     this.mrgLens = new Float64Array(rxq.size);
+    this.rxSingle = singleDesc(rxq);
+    this.txSingle = singleDesc(txq);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
   }
@@ -118,8 +149,18 @@ export class NetDevicePair implements RxPort {
     let work = this.drainInboxes(budget);
     if (this.active) work += this.processTx(budget);
     if (this.active) work += this.netdev.poll(this, budget);
+    this.flushRxStats();
     this.publish();
     return work;
+  }
+
+  private flushRxStats(): void {
+    if (this.rxPk === 0 && this.rxBuf === 0) return;
+    const st = this.stats, b = this.statBase;
+    st[b + DevStat.rxPackets] += this.rxPk;
+    st[b + DevStat.rxBytes] += this.rxBy;
+    st[b + DevStat.rxBuffers] += this.rxBuf;
+    this.rxPk = this.rxBy = this.rxBuf = 0;
   }
 
   /** Anything to do right now? (checked before sleeping, after re-enabling notifications) */
@@ -160,56 +201,74 @@ export class NetDevicePair implements RxPort {
   private processTx(budget: number): number {
     if (this.txFailed) return 0;
     const txq = this.txq;
+    const single = this.txSingle;
     const chain = this.txChain;
-    const st = this.stats, b = this.statBase;
     const hdrLen = this.hdrLen;
     const netdev = this.netdev;
     const withHdr = netdev.wantsHeader === true;
+    const learn = netdev.externalRx;
     const bytes = this.mem.bytes;
-    let done = 0;
+    let done = 0, pk = 0, by = 0, bad = 0;
     try {
-      let n = txq.pending();
-      if (n > budget) n = budget;
-      for (; done < n; done++) {
+      for (; done < budget; done++) {
         const m = txq.mark();
-        txq.pop(chain);
-        let src: Bytes, off: number, len: number;
-        if (chain.readable === 1 && chain.len[0] >= hdrLen) {
-          src = bytes[chain.region[0]];
-          off = chain.offset[0] + hdrLen;
-          len = chain.len[0] - hdrLen;
-        } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
-          src = bytes[chain.region[1]];
-          off = chain.offset[1];
-          len = chain.len[1];
+        let src: Bytes, off: number, len: number, id: number, descs: number;
+        const r = single !== null ? single.popSingle(0, hdrLen) : txq.pending() > 0 ? -1 : -2;
+        if (r === -2) break;
+        if (r >= 0) {
+          // One readable buffer holding header and frame (what DPDK and Linux send): no chain walk.
+          src = bytes[r];
+          off = single!.singleOff + hdrLen;
+          len = single!.singleLen - hdrLen;
+          id = single!.singleId;
+          descs = 1;
         } else {
-          // Header and frame spread over several buffers: gather them (header at [0, hdrLen)).
-          const total = chain.readableBytes;
-          if (total < hdrLen || total > this.gather.u8.length) {
-            // Too short for a header, or too large: a bad packet, not a broken queue.
-            st[b + DevStat.errors]++;
-            txq.pushUsed(chain.id, 0, chain.descs);
-            continue;
+          txq.pop(chain);
+          id = chain.id;
+          descs = chain.descs;
+          if (chain.readable === 1 && chain.len[0] >= hdrLen) {
+            src = bytes[chain.region[0]];
+            off = chain.offset[0] + hdrLen;
+            len = chain.len[0] - hdrLen;
+          } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
+            src = bytes[chain.region[1]];
+            off = chain.offset[1];
+            len = chain.len[1];
+          } else {
+            // Header and frame spread over several buffers: gather them (header at [0, hdrLen)).
+            const total = chain.readableBytes;
+            if (total < hdrLen || total > this.gather.u8.length) {
+              // Too short for a header, or too large: a bad packet, not a broken queue.
+              bad++;
+              txq.pushUsed(id, 0, descs);
+              continue;
+            }
+            chain.readTo(this.gather, 0, 0, total);
+            src = this.gather;
+            off = hdrLen;
+            len = total - hdrLen;
           }
-          chain.readTo(this.gather, 0, 0, total);
-          src = this.gather;
-          off = hdrLen;
-          len = total - hdrLen;
         }
-        if (netdev.externalRx) this.steering.learnTx(src, off, len, this.pair);
+        if (learn) this.steering.learnTx(src, off, len, this.pair);
         if (!(withHdr ? netdev.transmit(src, off - hdrLen, len + hdrLen, this) : netdev.transmit(src, off, len, this))) {
           txq.rewind(m); // backpressure: offered again next round
           break;
         }
         // A gathered frame lives in the one gather buffer: a batching netdev must finish it now.
         if (src === this.gather) netdev.flush?.();
-        txq.pushUsed(chain.id, 0, chain.descs);
-        st[b + DevStat.txPackets]++;
-        st[b + DevStat.txBytes] += len;
+        txq.pushUsed(id, 0, descs);
+        pk++;
+        by += len;
       }
     } catch (e) {
       this.fail(true, e);
     }
+    const st = this.stats, b = this.statBase;
+    if (pk !== 0) {
+      st[b + DevStat.txPackets] += pk;
+      st[b + DevStat.txBytes] += by;
+    }
+    if (bad !== 0) st[b + DevStat.errors] += bad;
     netdev.flush?.();
     return done;
   }
@@ -225,9 +284,10 @@ export class NetDevicePair implements RxPort {
     }
     const target = steering.route(src, off, len, originPair);
     if (target === this.pair) {
-      const backlog = this.inboxes[this.pair];
-      if (backlog.isEmpty() && this.deliver(src, off, len)) return true;
-      if (backlog.push(src, off, len)) {
+      if (this.backlogN === 0 && this.deliver(src, off, len)) return true;
+      this.flushRxStats(); // off the fast path: counters are current whenever the backlog is in use
+      if (this.inboxes[this.pair].push(src, off, len)) {
+        this.backlogN++;
         this.stats[this.statBase + DevStat.backlog]++;
         return true;
       }
@@ -247,7 +307,7 @@ export class NetDevicePair implements RxPort {
   room(): number {
     if (this.rxFailed) return 0;
     try {
-      return this.inboxes[this.pair].isEmpty() ? this.rxq.pending() : 0;
+      return this.backlogN === 0 ? this.rxq.pending() : 0;
     } catch {
       return 0;
     }
@@ -261,7 +321,10 @@ export class NetDevicePair implements RxPort {
       while (moved < budget && box.peek()) {
         if (!this.deliver(box.bytes, box.frameOff, box.frameLen)) return moved;
         box.consume();
-        if (p === this.pair) this.stats[this.statBase + DevStat.backlog]--;
+        if (p === this.pair) {
+          this.backlogN--;
+          this.stats[this.statBase + DevStat.backlog]--;
+        }
         moved++;
       }
     }
@@ -272,14 +335,41 @@ export class NetDevicePair implements RxPort {
   private deliver(src: Bytes, off: number, len: number): boolean {
     if (this.rxFailed) return false;
     const rxq = this.rxq;
-    const chain = this.rxChain;
-    const need = this.hdrLen + len;
+    const hdrLen = this.hdrLen;
+    const need = hdrLen + len;
     try {
-      if (rxq.pending() === 0) return false;
+      const single = this.rxSingle;
+      const r = single !== null ? single.popSingle(DESC_F_WRITE, need) : rxq.pending() > 0 ? -1 : -2;
+      if (r >= 0) {
+        // One writable buffer holds header and frame (what DPDK and Linux post): no chain walk.
+        const dst = this.mem.bytes[r];
+        const o = single!.singleOff;
+        if ((o & 3) === 0) {
+          const d32 = dst.i32;
+          const wo = o >>> 2;
+          d32[wo] = 0;
+          d32[wo + 1] = 0;
+          if (hdrLen >= 12) d32[wo + 2] = 1 << 16; // num_buffers = 1: le16 at byte 10
+          else if (hdrLen === 10) dst.u8[o + 8] = dst.u8[o + 9] = 0;
+          if (hdrLen === 20) d32[wo + 3] = d32[wo + 4] = 0; // hash_value, hash_report: none
+        } else {
+          const u8 = dst.u8;
+          u8.fill(0, o, o + hdrLen);
+          if (hdrLen >= 12) u8[o + 10] = 1;
+        }
+        copyBytes(dst, o + hdrLen, src, off, len);
+        rxq.pushUsed(single!.singleId, need, 1);
+        this.rxPk++;
+        this.rxBy += len;
+        this.rxBuf++;
+        return true;
+      }
+      if (r === -2) return false;
+      const chain = this.rxChain;
       const m = rxq.mark();
       rxq.pop(chain);
       if (chain.writableBytes < need) {
-        if (this.mrg && chain.writableBytes >= this.hdrLen) return this.deliverMerged(m, src, off, len);
+        if (this.mrg && chain.writableBytes >= hdrLen) return this.deliverMerged(m, src, off, len);
         // Without MRG_RXBUF (or a first buffer that cannot hold the header) the frame cannot be received.
         rxq.rewind(m);
         this.drop();
@@ -291,10 +381,9 @@ export class NetDevicePair implements RxPort {
       this.fail(false, e);
       return false;
     }
-    const st = this.stats, b = this.statBase;
-    st[b + DevStat.rxPackets]++;
-    st[b + DevStat.rxBytes] += len;
-    st[b + DevStat.rxBuffers]++;
+    this.rxPk++;
+    this.rxBy += len;
+    this.rxBuf++;
     return true;
   }
 
@@ -339,10 +428,9 @@ export class NetDevicePair implements RxPort {
     this.writeRx(first, src, off, share0, n + 1);
     rxq.pushUsed(first.id, first.writableBytes, first.descs);
     for (let i = 0; i < n; i++) rxq.pushUsed(ids[i], lens[i], descs[i]);
-    const st = this.stats, b = this.statBase;
-    st[b + DevStat.rxPackets]++;
-    st[b + DevStat.rxBytes] += len;
-    st[b + DevStat.rxBuffers] += n + 1;
+    this.rxPk++;
+    this.rxBy += len;
+    this.rxBuf += n + 1;
     return true;
   }
 

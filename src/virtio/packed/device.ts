@@ -63,6 +63,11 @@ export class PackedDeviceQueue implements DeviceQueue {
   private readonly popId: Int32Array;
   private readonly popDescs: Uint16Array;
   private readonly table: IndirectTable;
+  private readonly mem: GuestMemory;
+  /** Set by {@link popSingle}: the popped chain's Buffer ID, and its one buffer's byte offset (in its region's buffer) and length. */
+  singleId = 0;
+  singleOff = 0;
+  singleLen = 0;
   private readonly desc: Int32Array;
   private readonly descW: number;
   private readonly drvEvt: Int32Array;
@@ -86,6 +91,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.popId = new Int32Array(this.size);
     this.popDescs = new Uint16Array(this.size);
     this.table = new IndirectTable(mem);
+    this.mem = mem;
     const v = new PackedRingViews(mem, layout, false);
     this.desc = v.desc;
     this.descW = v.descW;
@@ -208,6 +214,53 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.popId[start] = id;
     chain.id = id;
     chain.descs = slots;
+  }
+
+  /**
+   * Fast path for the common chain of one descriptor (no NEXT, no INDIRECT)
+   * with VIRTQ_DESC_F_WRITE exactly as `write` (VIRTQ_DESC_F_WRITE or 0), at
+   * least `minLen` bytes wholly inside one guest memory region, and a Buffer
+   * ID in range and not in flight: pops it as {@link pop} would and returns
+   * the region's index, with id, byte offset and length in {@link singleId},
+   * {@link singleOff}, {@link singleLen}. Reads the descriptor's flags
+   * itself (Atomics.load, acquire), so it needs no {@link pending} first.
+   * Returns -2 when no chain is available, and -1 (popping nothing) for any
+   * other available chain, valid or not: the caller then uses {@link pop},
+   * which validates it.
+   */
+  popSingle(write: number, minLen: number): number {
+    const d = this.desc, size = this.size;
+    const start = this.availPos;
+    const w = this.descW + start * 4;
+    const word3 = Atomics.load(d, w + 3);
+    const f = word3 >>> 16;
+    const wrap = this.availWrap;
+    if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) return -2;
+    if ((f & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== write) return -1;
+    const id = word3 & 0xffff;
+    if (id >= size || this.inflight[id] !== 0) return -1;
+    const len = d[w + 2] >>> 0;
+    if (len < minLen) return -1;
+    const mem = this.mem;
+    const r = mem.find((d[w + 1] >>> 0) * TWO32 + (d[w] >>> 0), len);
+    if (r < 0) return -1;
+    // The scan cache: `known` counts from availPos (0: the next pending() rescans from the new position).
+    if (this.known !== 0) {
+      if (--this.known === 0) this.scanStuck = false;
+    }
+    let pos = start + 1;
+    if (pos === size) {
+      pos = 0;
+      this.availWrap = wrap ^ 1;
+    }
+    this.availPos = pos;
+    this.popDescs[start] = 1;
+    this.popId[start] = id;
+    this.inflight[id] = 1;
+    this.singleId = id;
+    this.singleOff = mem.off;
+    this.singleLen = len;
+    return r;
   }
 
   /** Append one buffer; returns null, or the error code (readable after writable, outside memory). */

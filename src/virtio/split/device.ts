@@ -45,6 +45,8 @@ export class SplitDeviceQueue implements DeviceQueue {
   readonly inOrder: boolean;
   /** Next available-ring slot to read (u16, wraps at 65536). */
   lastAvailIdx = 0;
+  /** avail->idx as {@link popSingle} last read it: it reloads only once the chains it announced are popped. */
+  private shadowAvail = 0;
   /** Shadow of used->idx: entries written but maybe not yet published (u16). */
   usedIdx = 0;
   /** used->idx at the previous publish, for event-index decisions. */
@@ -54,6 +56,11 @@ export class SplitDeviceQueue implements DeviceQueue {
   private runId = 0;
   private runLen = 0;
   private readonly table: IndirectTable;
+  private readonly mem: GuestMemory;
+  /** Set by {@link popSingle}: the popped chain's id, and its one buffer's byte offset (in its region's buffer) and length. */
+  singleId = 0;
+  singleOff = 0;
+  singleLen = 0;
   private readonly mask: number;
   // Descriptor table: Int32 view over its region's buffer, word index of entry 0.
   private readonly desc: Int32Array;
@@ -80,6 +87,7 @@ export class SplitDeviceQueue implements DeviceQueue {
     this.indirect = opts.indirect;
     this.inOrder = opts.inOrder ?? false;
     this.table = new IndirectTable(mem);
+    this.mem = mem;
     const v = new SplitRingViews(mem, layout, false);
     this.desc = v.desc;
     this.descW = v.descW;
@@ -94,6 +102,7 @@ export class SplitDeviceQueue implements DeviceQueue {
   /** Restore ring positions (vhost-user SET_VRING_BASE; spec §2.7 "next index"). */
   setBase(lastAvailIdx: number, usedIdx = lastAvailIdx): void {
     this.lastAvailIdx = lastAvailIdx & 0xffff;
+    this.shadowAvail = this.lastAvailIdx;
     this.usedIdx = usedIdx & 0xffff;
     this.publishedUsedIdx = this.usedIdx;
     this.runStart = -1;
@@ -128,6 +137,49 @@ export class SplitDeviceQueue implements DeviceQueue {
     const head = this.avail[this.availH + 2 + (this.lastAvailIdx & this.mask)];
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     this.walk(head, chain);
+  }
+
+  /**
+   * Fast path for the common chain of one descriptor (no NEXT, no INDIRECT)
+   * with flags exactly `write` (VIRTQ_DESC_F_WRITE or 0) and at least
+   * `minLen` bytes, wholly inside one guest memory region: pops it and
+   * returns that region's index, with id, byte offset and length in
+   * {@link singleId}, {@link singleOff}, {@link singleLen}. Needs no
+   * {@link pending} first: it reads avail->idx (Atomics.load) only once the
+   * chains announced by its last read are popped, and throws AVAIL_IDX_JUMP
+   * as pending() does. Returns -2 when no chain is available, and -1
+   * (popping nothing) for any other available chain, valid or not: the
+   * caller then uses {@link pop}, which walks and validates it.
+   */
+  popSingle(write: number, minLen: number): number {
+    const last = this.lastAvailIdx;
+    const known = (this.shadowAvail - last) & 0xffff;
+    // Used up (or pop() went past it): read avail->idx again.
+    if ((known === 0 || known > this.size) && this.reloadAvail() === 0) return -2;
+    const head = this.avail[this.availH + 2 + (last & this.mask)];
+    if (head >= this.size) return -1;
+    const d = this.desc;
+    const w = this.descW + head * 4;
+    if ((d[w + 3] & 0xffff) !== write) return -1;
+    const len = d[w + 2] >>> 0;
+    if (len < minLen) return -1;
+    const mem = this.mem;
+    const r = mem.find((d[w + 1] >>> 0) * TWO32 + (d[w] >>> 0), len);
+    if (r < 0) return -1;
+    this.lastAvailIdx = (last + 1) & 0xffff;
+    this.singleId = head;
+    this.singleOff = mem.off;
+    this.singleLen = len;
+    return r;
+  }
+
+  /** popSingle's slow part: read avail->idx into the shadow; returns the chains available. */
+  private reloadAvail(): number {
+    const a = Atomics.load(this.avail, this.availH + 1);
+    const n = (a - this.lastAvailIdx) & 0xffff;
+    if (n > this.size) throw this.err('AVAIL_IDX_JUMP', `avail idx ran ${n} entries ahead of a ${this.size}-entry queue`);
+    this.shadowAvail = a;
+    return n;
   }
 
   /** {@link DeviceQueue.mark}: the next available-ring index. */
