@@ -47,25 +47,8 @@ export interface PairNotifier {
   wakeDevice(pair: number): void;
 }
 
-/**
- * The one-descriptor fast path both queue classes offer (SplitDeviceQueue,
- * PackedDeviceQueue .popSingle): pops a chain of one buffer with the given
- * WRITE flag (2 or 0) of at least `minLen` bytes inside one guest memory
- * region and returns its region index (id, offset, length in the fields);
- * -2 when nothing is available; -1 popping nothing for any other available
- * chain (then pop() walks and validates it). Needs no pending() first.
- */
-interface SingleDescQueue {
-  popSingle(write: number, minLen: number): number;
-  readonly singleId: number;
-  readonly singleOff: number;
-  readonly singleLen: number;
-}
+/** VIRTQ_DESC_F_WRITE (§2.7.5, §2.8.6): the flag popSingle wants on a receive buffer. */
 const DESC_F_WRITE = 2;
-
-function singleDesc(q: DeviceQueue): SingleDescQueue | null {
-  return typeof (q as Partial<SingleDescQueue>).popSingle === 'function' ? (q as unknown as SingleDescQueue) : null;
-}
 
 export interface DevicePairOptions {
   pair: number;
@@ -94,8 +77,6 @@ export class NetDevicePair implements RxPort {
   private txFailed = false;
   private rxFailed = false;
   /** The queues' one-descriptor fast path (null: a queue without one). */
-  private readonly rxSingle: SingleDescQueue | null;
-  private readonly txSingle: SingleDescQueue | null;
   /** Frames in this pair's own backlog (only this worker pushes and pops it). */
   private backlogN = 0;
   /** RX counters not yet added to the shared stats (written once per poll round). */
@@ -132,8 +113,6 @@ export class NetDevicePair implements RxPort {
     this.mrgIds = new Int32Array(rxq.size);
     this.mrgDescs = new Int32Array(rxq.size);
     this.mrgLens = new Float64Array(rxq.size);
-    this.rxSingle = singleDesc(rxq);
-    this.txSingle = singleDesc(txq);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
   }
@@ -201,7 +180,6 @@ export class NetDevicePair implements RxPort {
   private processTx(budget: number): number {
     if (this.txFailed) return 0;
     const txq = this.txq;
-    const single = this.txSingle;
     const chain = this.txChain;
     const hdrLen = this.hdrLen;
     const netdev = this.netdev;
@@ -213,14 +191,14 @@ export class NetDevicePair implements RxPort {
       for (; done < budget; done++) {
         const m = txq.mark();
         let src: Bytes, off: number, len: number, id: number, descs: number;
-        const r = single !== null ? single.popSingle(0, hdrLen) : txq.pending() > 0 ? -1 : -2;
+        const r = txq.popSingle(0, hdrLen);
         if (r === -2) break;
         if (r >= 0) {
           // One readable buffer holding header and frame (what DPDK and Linux send): no chain walk.
           src = bytes[r];
-          off = single!.singleOff + hdrLen;
-          len = single!.singleLen - hdrLen;
-          id = single!.singleId;
+          off = txq.singleOff + hdrLen;
+          len = txq.singleLen - hdrLen;
+          id = txq.singleId;
           descs = 1;
         } else {
           txq.pop(chain);
@@ -338,12 +316,11 @@ export class NetDevicePair implements RxPort {
     const hdrLen = this.hdrLen;
     const need = hdrLen + len;
     try {
-      const single = this.rxSingle;
-      const r = single !== null ? single.popSingle(DESC_F_WRITE, need) : rxq.pending() > 0 ? -1 : -2;
+      const r = rxq.popSingle(DESC_F_WRITE, need);
       if (r >= 0) {
         // One writable buffer holds header and frame (what DPDK and Linux post): no chain walk.
         const dst = this.mem.bytes[r];
-        const o = single!.singleOff;
+        const o = rxq.singleOff;
         if ((o & 3) === 0) {
           const d32 = dst.i32;
           const wo = o >>> 2;
@@ -358,7 +335,7 @@ export class NetDevicePair implements RxPort {
           if (hdrLen >= 12) u8[o + 10] = 1;
         }
         copyBytes(dst, o + hdrLen, src, off, len);
-        rxq.pushUsed(single!.singleId, need, 1);
+        rxq.pushUsed(rxq.singleId, need, 1);
         this.rxPk++;
         this.rxBy += len;
         this.rxBuf++;

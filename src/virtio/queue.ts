@@ -95,6 +95,22 @@ export interface DeviceQueue {
    * @throws DescriptorError for every malformed-chain case; the chain is consumed.
    */
   pop(chain: DescChain): void;
+  /**
+   * Fast path for the common chain of one descriptor (no NEXT, no INDIRECT)
+   * with flags exactly `write` (VIRTQ_DESC_F_WRITE = 2, or 0) of at least
+   * `minLen` bytes, wholly inside one guest memory region: pops it and
+   * returns that region's index (into GuestMemory.bytes), with the chain's id,
+   * the buffer's byte offset in its region's buffer and its length in
+   * {@link singleId}, {@link singleOff}, {@link singleLen} (it takes one
+   * descriptor slot). Needs no pending() first. Returns -2 when no chain is
+   * available, and -1, popping nothing, for any other available chain, valid
+   * or not: the caller then uses {@link pop}, which walks and validates it.
+   * @throws DescriptorError AVAIL_IDX_JUMP (split), as pending() does.
+   */
+  popSingle(write: number, minLen: number): number;
+  readonly singleId: number;
+  readonly singleOff: number;
+  readonly singleLen: number;
   /** An opaque read position, for {@link rewind}. */
   mark(): number;
   /** Give back every chain popped since `mark()` returned `m`: they will be popped again. */
