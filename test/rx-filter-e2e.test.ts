@@ -95,107 +95,109 @@ async function drainAndCheck(net: LocalNet): Promise<Counts> {
   return c;
 }
 
-test('unicast filtering: PROMISC off filters frames for a foreign MAC; MAC_TABLE_SET / MAC_ADDR_SET let them in again', async () => {
-  const pairs = 2;
-  const flows = 8;
-  const selector = new TxQueueSelector();
-  const spec = traffic({ flows, frameSize: 128 }, (f) => selector.select(f, 0, f.length, pairs));
-  const flowPair = new Int32Array(spec.flowPair);
-  for (let p = 0; p < pairs; p++) assert.ok(flowPair.includes(p), `some flow transmits on pair ${p}`);
-  const net = new LocalNet({ pairs, netdev: { kind: 'loopback' }, source: () => spec });
-  const refused: string[] = [];
-  net.on('control-error', (m) => refused.push(m));
-  await net.start();
-  try {
-    assert.notDeepEqual(net.device.config.mac, GEN_DST, 'the generator does not send to the device MAC');
-    assert.equal(net.device.ctrl.promisc, true, 'promiscuous after reset (QEMU default)');
-    await waitFor('traffic', () => counts(net).rx > 500);
-    let d = await over(net, 150);
-    assert.ok(d.rx > 0);
-    assert.equal(d.filtered, 0, 'promiscuous: nothing filtered');
+for (const ring of ['split', 'packed'] as const) {
+  test(`${ring} rings: unicast filtering: PROMISC off filters frames for a foreign MAC; MAC_TABLE_SET / MAC_ADDR_SET let them in again`, async () => {
+    const pairs = 2;
+    const flows = 8;
+    const selector = new TxQueueSelector();
+    const spec = traffic({ flows, frameSize: 128 }, (f) => selector.select(f, 0, f.length, pairs));
+    const flowPair = new Int32Array(spec.flowPair);
+    for (let p = 0; p < pairs; p++) assert.ok(flowPair.includes(p), `some flow transmits on pair ${p}`);
+    const net = new LocalNet({ pairs, netdev: { kind: 'loopback' }, source: () => spec, ring });
+    const refused: string[] = [];
+    net.on('control-error', (m) => refused.push(m));
+    await net.start();
+    try {
+      assert.notDeepEqual(net.device.config.mac, GEN_DST, 'the generator does not send to the device MAC');
+      assert.equal(net.device.ctrl.promisc, true, 'promiscuous after reset (QEMU default)');
+      await waitFor('traffic', () => counts(net).rx > 500);
+      let d = await over(net, 150);
+      assert.ok(d.rx > 0);
+      assert.equal(d.filtered, 0, 'promiscuous: nothing filtered');
 
-    // 1. Promiscuous off: the frames are for neither the own MAC nor the (empty) table.
-    assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_PROMISC, false)), VIRTIO_NET_OK);
-    assert.equal(net.device.ctrl.promisc, false);
-    await waitFor('filtered frames', () => counts(net).filtered > 0);
-    await settle('RX after PROMISC off', () => counts(net).rx);
-    d = await over(net, 200);
-    assert.equal(d.rx, 0, 'nothing received with the filter on');
-    assert.ok(d.filtered > 100, `filtered ${d.filtered}`);
-    assert.ok(d.tx > 100, 'the driver kept sending');
-    for (let p = 0; p < pairs; p++) assert.ok(d.filteredPair[p] > 0, `pair ${p} filters too`);
+      // 1. Promiscuous off: the frames are for neither the own MAC nor the (empty) table.
+      assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_PROMISC, false)), VIRTIO_NET_OK);
+      assert.equal(net.device.ctrl.promisc, false);
+      await waitFor('filtered frames', () => counts(net).filtered > 0);
+      await settle('RX after PROMISC off', () => counts(net).rx);
+      d = await over(net, 200);
+      assert.equal(d.rx, 0, 'nothing received with the filter on');
+      assert.ok(d.filtered > 100, `filtered ${d.filtered}`);
+      assert.ok(d.tx > 100, 'the driver kept sending');
+      for (let p = 0; p < pairs; p++) assert.ok(d.filteredPair[p] > 0, `pair ${p} filters too`);
 
-    // ALLUNI needs CTRL_RX_EXTRA, which this device does not offer: refused, still filtered.
-    assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_ALLUNI, true)), VIRTIO_NET_ERR);
-    assert.equal(refused.length, 1);
-    d = await over(net, 100);
-    assert.equal(d.rx, 0);
+      // ALLUNI needs CTRL_RX_EXTRA, which this device does not offer: refused, still filtered.
+      assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_ALLUNI, true)), VIRTIO_NET_ERR);
+      assert.equal(refused.length, 1);
+      d = await over(net, 100);
+      assert.equal(d.rx, 0);
 
-    // 2. The generator's destination in the unicast table: received again.
-    assert.equal(await net.driver.command(encodeMacTableSet([GEN_DST], [])), VIRTIO_NET_OK);
-    const before = counts(net).rx;
-    await waitFor('RX again', () => counts(net).rx > before);
-    await settle('filtering after MAC_TABLE_SET', () => counts(net).filtered);
-    d = await over(net, 200);
-    assert.ok(d.rx > 100, `received ${d.rx}`);
-    assert.equal(d.filtered, 0);
-    for (let p = 0; p < pairs; p++) assert.ok(d.rxPair[p] > 0, `pair ${p} receives`);
+      // 2. The generator's destination in the unicast table: received again.
+      assert.equal(await net.driver.command(encodeMacTableSet([GEN_DST], [])), VIRTIO_NET_OK);
+      const before = counts(net).rx;
+      await waitFor('RX again', () => counts(net).rx > before);
+      await settle('filtering after MAC_TABLE_SET', () => counts(net).filtered);
+      d = await over(net, 200);
+      assert.ok(d.rx > 100, `received ${d.rx}`);
+      assert.equal(d.filtered, 0);
+      for (let p = 0; p < pairs; p++) assert.ok(d.rxPair[p] > 0, `pair ${p} receives`);
 
-    // 3. A table without it: filtered again.
-    assert.equal(await net.driver.command(encodeMacTableSet([OTHER], [MCAST])), VIRTIO_NET_OK);
-    await settle('RX after MAC_TABLE_SET without the address', () => counts(net).rx);
-    d = await over(net, 200);
-    assert.equal(d.rx, 0);
-    assert.ok(d.filtered > 100);
+      // 3. A table without it: filtered again.
+      assert.equal(await net.driver.command(encodeMacTableSet([OTHER], [MCAST])), VIRTIO_NET_OK);
+      await settle('RX after MAC_TABLE_SET without the address', () => counts(net).rx);
+      d = await over(net, 200);
+      assert.equal(d.rx, 0);
+      assert.ok(d.filtered > 100);
 
-    // 4. Make it the device's own MAC: accepted as such.
-    assert.equal(await net.driver.command(encodeMacAddrSet(GEN_DST)), VIRTIO_NET_OK);
-    assert.deepEqual(net.device.config.mac, GEN_DST);
-    await settle('filtering after MAC_ADDR_SET', () => counts(net).filtered);
-    d = await over(net, 200);
-    assert.ok(d.rx > 100);
-    assert.equal(d.filtered, 0);
+      // 4. Make it the device's own MAC: accepted as such.
+      assert.equal(await net.driver.command(encodeMacAddrSet(GEN_DST)), VIRTIO_NET_OK);
+      assert.deepEqual(net.device.config.mac, GEN_DST);
+      await settle('filtering after MAC_ADDR_SET', () => counts(net).filtered);
+      d = await over(net, 200);
+      assert.ok(d.rx > 100);
+      assert.equal(d.filtered, 0);
 
-    const c = await drainAndCheck(net);
-    assert.ok(c.filtered > 200);
-    // Two filtered windows: each flow has at most two gaps, nothing else out of order.
-    const ooo = net.drvStats.total(DrvStat.rxOutOfOrder);
-    assert.ok(ooo <= 2 * flows, `${ooo} out-of-order frames`);
-  } finally {
-    await net.stop();
-  }
-});
+      const c = await drainAndCheck(net);
+      assert.ok(c.filtered > 200);
+      // Two filtered windows: each flow has at most two gaps, nothing else out of order.
+      const ooo = net.drvStats.total(DrvStat.rxOutOfOrder);
+      assert.ok(ooo <= 2 * flows, `${ooo} out-of-order frames`);
+    } finally {
+      await net.stop();
+    }
+  });
 
-test('broadcast passes with PROMISC off; multicast only once in the multicast table', async () => {
-  // Pair 0 sends to broadcast, pair 1 to a multicast group. Loopback without RSS brings
-  // each frame back on the pair that sent it, so each pair checks its own flows.
-  const bcast = traffic({ flows: 4, frameSize: 100, dstMac: 'ff:ff:ff:ff:ff:ff' }, () => 0);
-  const mcast = traffic({ flows: 4, frameSize: 100, dstMac: '01:00:5e:00:00:fb' }, () => 1);
-  const net = new LocalNet({ pairs: 2, netdev: { kind: 'loopback' }, source: (p) => (p === 0 ? bcast : mcast) });
-  await net.start();
-  try {
-    await waitFor('traffic on both pairs', () => counts(net).rxPair.every((n) => n > 200));
-    assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_PROMISC, false)), VIRTIO_NET_OK);
-    await waitFor('multicast filtered', () => counts(net).filteredPair[1] > 0);
-    await settle('multicast RX after PROMISC off', () => counts(net).rxPair[1]);
-    let d = await over(net, 200);
-    assert.ok(d.rxPair[0] > 100, 'broadcast still received');
-    assert.equal(d.filteredPair[0], 0);
-    assert.equal(d.rxPair[1], 0, 'multicast not in the table: filtered');
-    assert.ok(d.filteredPair[1] > 100);
+  test(`${ring} rings: broadcast passes with PROMISC off; multicast only once in the multicast table`, async () => {
+    // Pair 0 sends to broadcast, pair 1 to a multicast group. Loopback without RSS brings
+    // each frame back on the pair that sent it, so each pair checks its own flows.
+    const bcast = traffic({ flows: 4, frameSize: 100, dstMac: 'ff:ff:ff:ff:ff:ff' }, () => 0);
+    const mcast = traffic({ flows: 4, frameSize: 100, dstMac: '01:00:5e:00:00:fb' }, () => 1);
+    const net = new LocalNet({ pairs: 2, netdev: { kind: 'loopback' }, source: (p) => (p === 0 ? bcast : mcast), ring });
+    await net.start();
+    try {
+      await waitFor('traffic on both pairs', () => counts(net).rxPair.every((n) => n > 200));
+      assert.equal(await net.driver.command(encodeRxMode(VIRTIO_NET_CTRL_RX_PROMISC, false)), VIRTIO_NET_OK);
+      await waitFor('multicast filtered', () => counts(net).filteredPair[1] > 0);
+      await settle('multicast RX after PROMISC off', () => counts(net).rxPair[1]);
+      let d = await over(net, 200);
+      assert.ok(d.rxPair[0] > 100, 'broadcast still received');
+      assert.equal(d.filteredPair[0], 0);
+      assert.equal(d.rxPair[1], 0, 'multicast not in the table: filtered');
+      assert.ok(d.filteredPair[1] > 100);
 
-    assert.equal(await net.driver.command(encodeMacTableSet([], [MCAST])), VIRTIO_NET_OK);
-    await settle('multicast filtering after MAC_TABLE_SET', () => counts(net).filteredPair[1]);
-    d = await over(net, 200);
-    assert.ok(d.rxPair[1] > 100, 'multicast group joined: received');
-    assert.equal(d.filtered, 0);
-    assert.ok(d.rxPair[0] > 100);
+      assert.equal(await net.driver.command(encodeMacTableSet([], [MCAST])), VIRTIO_NET_OK);
+      await settle('multicast filtering after MAC_TABLE_SET', () => counts(net).filteredPair[1]);
+      d = await over(net, 200);
+      assert.ok(d.rxPair[1] > 100, 'multicast group joined: received');
+      assert.equal(d.filtered, 0);
+      assert.ok(d.rxPair[0] > 100);
 
-    const c = await drainAndCheck(net);
-    assert.equal(c.filteredPair[0], 0, 'no broadcast frame was ever filtered');
-    assert.ok(net.drvStats.get(0, DrvStat.rxOutOfOrder) === 0, 'broadcast flows complete and in order');
-    assert.ok(net.drvStats.get(1, DrvStat.rxOutOfOrder) <= 4, 'one gap per multicast flow at most');
-  } finally {
-    await net.stop();
-  }
-});
+      const c = await drainAndCheck(net);
+      assert.equal(c.filteredPair[0], 0, 'no broadcast frame was ever filtered');
+      assert.ok(net.drvStats.get(0, DrvStat.rxOutOfOrder) === 0, 'broadcast flows complete and in order');
+      assert.ok(net.drvStats.get(1, DrvStat.rxOutOfOrder) <= 4, 'one gap per multicast flow at most');
+    } finally {
+      await net.stop();
+    }
+  });
+}

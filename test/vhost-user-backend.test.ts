@@ -461,13 +461,13 @@ async function vringBase(fe: VhostFrontend, index: number): Promise<number> {
 // ---------------------------------------------------------------------------
 // tests
 
-test('handshake, then one-way traffic on transmitq1 and transmitq2 reaches the sink', async () => {
+for (const format of ['split', 'packed'] as const) test(`${format} rings: handshake, then one-way traffic on transmitq1 and transmitq2 reaches the sink`, async () => {
   await withBackend({ pairs: 2, netdev: { kind: 'sink' } }, async ({ backend, socket }) => {
     const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
-    const drivers = [0, 1].map((p) => new PairDriver(guest, p, { postRx: false }));
+    const drivers = [0, 1].map((p) => new PairDriver(guest, p, { postRx: false, format }));
     const fe = await VhostFrontend.connect(socket);
     try {
-      await startDevice(fe, guest, drivers, { pairs: 2 });
+      await startDevice(fe, guest, drivers, { pairs: 2, features: format === 'packed' ? FEATURES | VIRTIO_F_RING_PACKED : FEATURES, bases: format === 'packed' ? [0x8000, 0x8000, 0x8000, 0x8000] : undefined });
       const N = 300; // more than the ring: descriptors are recycled
       const bytes = [0, 0];
       for (const d of drivers) {
