@@ -945,3 +945,87 @@ test('no fd leak over a connect / handshake / traffic / disconnect cycle', async
     assert.equal(await settleFds(baseline), baseline, 'and again');
   });
 });
+
+// ---------------------------------------------------------------------------
+// hardening (issue 10): the process around the rings holds against a hostile front-end
+
+/** Send `msgs` one sendmsg each (fds with each); stops quietly once the back-end has closed the connection. */
+async function sendUntilClosed(fe: VhostFrontend, msgs: { bytes: Uint8Array; fds: number[] }[]): Promise<number> {
+  let sent = 0;
+  for (const m of msgs) {
+    try {
+      await fe.sendRaw(m.bytes, m.fds, 3000);
+    } catch (e) {
+      const code = (e as HostError).code;
+      if (code === 'EPIPE' || code === 'ECONNRESET') break;
+      throw e;
+    }
+    sent++;
+  }
+  return sent;
+}
+
+test('hardening: a closed session never reads the next front-end\'s socket (its reader stops before the fd is closed)', async () => {
+  await withBackend({ pairs: 4, netdev: { kind: 'sink' } }, async (c) => {
+    const efd = eventfdCreate(0, { nonblock: true });
+    try {
+      for (let round = 0; round < 8; round++) {
+        await sessionGone(c.backend);
+        const a = await VhostFrontend.connect(c.socket);
+        await waitFor(() => c.backend.session !== null, 'front-end A to be served');
+        // vring 9 of 8: no NEED_REPLY, so the back-end closes the connection; 200 more messages with fds follow.
+        const closing = encodeRequest({ type: 'SET_VRING_CALL', index: 9, fd: efd });
+        const more = Array.from({ length: 200 }, () => encodeRequest({ type: 'SET_VRING_CALL', index: 0, fd: efd }));
+        const sender = sendUntilClosed(a, [closing, ...more]);
+        await waitFor(() => a.peerClosed, 'the back-end to close A');
+        // B is accepted after A's socket was closed: it may get A's old fd number.
+        const b = await VhostFrontend.connect(c.socket);
+        try {
+          assert.equal((await getFeatures(b)) & FEATURES, FEATURES, `round ${round}: B answered`);
+        } finally {
+          b.close();
+          await sender;
+          a.close();
+        }
+      }
+      assert.deepEqual(c.logs.filter((l) => /EBADF/.test(l)), [], 'no reader ever used a closed fd');
+    } finally {
+      close(efd);
+    }
+  });
+});
+
+test('hardening: no fd leak when serve closes a connection with fd-carrying messages queued, or its reply fails with EPIPE', async () => {
+  await withBackend({ pairs: 2, netdev: { kind: 'sink' } }, async (c) => {
+    await nextConnectionServes(c);
+    await sessionGone(c.backend);
+    const baseline = await stableFdCount();
+    const efd = eventfdCreate(0, { nonblock: true });
+    const memfd = memfdCreate('vmq-test-leak', 4096);
+    const [sa, sb] = socketPair({ nonblock: true });
+    const kinds = [efd, memfd, sa];
+    try {
+      for (let round = 0; round < 20; round++) {
+        // (a) a message that closes the connection, then many carrying fds of every kind.
+        const a = await VhostFrontend.connect(c.socket);
+        const msgs = [encodeRequest({ type: 'SET_VRING_CALL', index: 9, fd: efd })];
+        for (let i = 0; i < 60; i++) msgs.push(encodeRequest({ type: 'SET_VRING_KICK', index: i & 3, fd: kinds[i % 3] }));
+        await sendUntilClosed(a, msgs);
+        await waitFor(() => a.peerClosed, 'the back-end to close A');
+        a.close();
+        await sessionGone(c.backend);
+        // (b) requests with fds and NEED_REPLY, the front-end gone before the replies: sendmsg fails (EPIPE).
+        const b = await VhostFrontend.connect(c.socket);
+        for (let i = 0; i < 40; i++) {
+          const m = encodeRequest({ type: 'SET_VRING_CALL', index: i & 3, fd: kinds[i % 3], needReply: true });
+          await b.sendRaw(m.bytes, m.fds);
+        }
+        b.close();
+        await sessionGone(c.backend);
+      }
+    } finally {
+      for (const fd of [efd, memfd, sa, sb]) close(fd);
+    }
+    assert.equal(await settleFds(baseline), baseline, 'open fds back to the baseline');
+  });
+});

@@ -40,6 +40,8 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   private acceptor: { worker: Worker; wakeFd: number } | null = null;
   private readonly waiting: number[] = [];
   private stopping = false;
+  /** Resolves once the current (or last) session's socket and reader are gone. */
+  private sessionEnded: Promise<void> = Promise.resolve();
   private readonly log: (line: string, detail?: Record<string, unknown>) => void;
 
   constructor(private readonly o: VhostUserBackendOptions) {
@@ -94,22 +96,30 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     this.log(`vhost-user: front-end connected (fd ${fd})`);
     const wakeFd = eventfdCreate(0, { nonblock: true });
     const worker = this.socketWorker({ mode: 'read', fd, wakeFd });
+    // The reader exits on its own (EOF, error) or when woken; every message it
+    // posted before exiting is delivered before 'exit' (fds in them included).
+    const readerExited = new Promise<void>((r) => worker.once('exit', () => r()));
     worker.on('message', (e: SocketWorkerEvent) => {
       if (e.type === 'data') session.receive(e.bytes, e.fds);
       else if (e.type === 'eof') session.peerClosed('EOF');
       else if (e.type === 'error') session.peerClosed(`${e.code}: ${e.message}`);
     });
     this.emit('session', session);
-    void session.done.then(async () => {
+    const ended = session.done.then(async () => {
+      // Stop the reader BEFORE closing the socket: a reader still calling
+      // recvmsg on the fd number would read the next front-end's socket
+      // once the number is reused.
       eventfdWrite(wakeFd, 1);
-      await worker.terminate().catch(() => undefined);
+      await readerExited;
       close(wakeFd);
+      close(fd);
       if (this.session === session) this.session = null;
       this.emit('session-end', session);
       this.log('vhost-user: connection closed; ready for the next front-end');
       if (this.o.client && !this.stopping) void this.connectLoop();
       else this.nextSession();
     });
+    this.sessionEnded = ended;
   }
 
   /** Client mode: connect, retrying with exponential back-off (50 ms .. 2 s). */
@@ -132,6 +142,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.session) await this.session.close();
+    await this.sessionEnded;
     for (const fd of this.waiting.splice(0)) close(fd);
     if (this.acceptor) {
       eventfdWrite(this.acceptor.wakeFd, 1);

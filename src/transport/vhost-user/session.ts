@@ -153,7 +153,8 @@ export class Session {
         const pe = e as VhostUserProtocolError;
         for (const fd of pe.fds ?? []) safeClose(fd);
         this.o.log(`vhost-user: closing connection: ${pe.message}`);
-        void this.close();
+        // After the messages before it (a close racing a handler would leave that handler's fds behind).
+        this.chain = this.chain.then(() => this.close());
         return;
       }
       if (!frame) return;
@@ -549,7 +550,11 @@ export class Session {
     }
   }
 
-  /** Stop every ring, unmap memory (the SABs are dropped), close every fd this session holds. */
+  /**
+   * Stop every ring, unmap memory (the SABs are dropped), close every fd this
+   * session holds but the socket: its owner closes that once nothing reads it
+   * any more (`done`).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -562,7 +567,7 @@ export class Session {
     for (const fd of this.wakeFds) safeClose(fd);
     this.memRegions = [];
     this.mem = null;
-    safeClose(this.fd);
+    // The socket itself is closed by its owner once its reader has stopped (backend.ts).
     this.resolveDone();
   }
 

@@ -37,7 +37,9 @@ loop: for (;;) {
       for (let fd = unixAccept(d.fd, { nonblock: true }); fd !== null; fd = unixAccept(d.fd, { nonblock: true })) post({ type: 'accepted', fd });
       continue;
     }
-    for (;;) {
+    // A bounded batch, then poll again: a front-end that never stops sending
+    // must not keep the reader from seeing its wake fd (stop).
+    for (let i = 0; i < 64; i++) {
       const r = recvmsg(d.fd, 65536, 16);
       if (r === null) break; // EAGAIN: wait again
       if (r.bytes.length === 0) {
