@@ -15,12 +15,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  close, eventfdCreate, eventfdRead, eventfdWrite, memfdCreate, mmapShared, recvmsg, socketPair, type HostError,
+  close, eventfdCreate, eventfdRead, eventfdWrite, memfdCreate, mmapShared, recvmsg, sendmsg, setNonblock, socketPair, type HostError,
 } from '../src/host/index.js';
 import { VhostUserBackend, type VhostUserBackendOptions } from '../src/transport/vhost-user/backend.js';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_HEADER_SIZE, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_PROTOCOL_F_MQ,
-  VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION, VhostUserRequest,
+  VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS, VHOST_USER_REPLY_MASK, VHOST_USER_VERSION, VhostUserRequest,
   encodeHeader, encodeMemoryTable, encodeRequest, encodeVringState,
   type VhostUserMemoryRegion, type VhostUserReply,
 } from '../src/transport/vhost-user/messages.js';
@@ -1027,5 +1027,127 @@ test('hardening: no fd leak when serve closes a connection with fd-carrying mess
       for (const fd of [efd, memfd, sa, sb]) close(fd);
     }
     assert.equal(await settleFds(baseline), baseline, 'open fds back to the baseline');
+  });
+});
+
+/** A running device of `pairs` pairs on the sink (TX only), for the hardening tests below. */
+async function withRunningDevice(pairs: number, body: (c: Ctx, fe: VhostFrontend, guest: Guest, drivers: PairDriver[]) => Promise<void>): Promise<void> {
+  await withBackend({ pairs, netdev: { kind: 'sink' } }, async (c) => {
+    const guest = new Guest([{ gpa: GPA, uva: UVA, size: 4 * MiB }]);
+    const drivers = Array.from({ length: pairs }, (_, p) => new PairDriver(guest, p, { postRx: false }));
+    const fe = await VhostFrontend.connect(c.socket);
+    try {
+      await startDevice(fe, guest, drivers, { pairs });
+      await fe.send({ type: 'SET_PROTOCOL_FEATURES', features: PROTOCOL | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) });
+      await fe.ack({ type: 'SET_STATUS', status: 0xf });
+      await waitFor(() => c.backend.session?.runningPairs === pairs, 'every pair running');
+      await body(c, fe, guest, drivers);
+    } finally {
+      fe.close();
+      drivers.forEach((d) => d.close());
+      guest.close();
+    }
+  });
+}
+
+/** `n` more frames through driver `d`'s transmitq, all completed. */
+async function txRound(d: PairDriver, n: number, what: string): Promise<void> {
+  const target = d.txCompleted + n;
+  d.send(Array.from({ length: n }, (_, i) => makeFrame(d.pair, d.txQueued + i)));
+  await pump([d], () => d.txCompleted === target, what, 4000);
+}
+
+async function deviceStatus(fe: VhostFrontend): Promise<number> {
+  const r = await fe.request({ type: 'GET_STATUS' }, 3000);
+  if (r.type !== 'GET_STATUS') assert.fail(r.type);
+  return r.status;
+}
+
+test('hardening: a call fd that would block (eventfd at 0xfffffffffffffffe, full socket) never blocks a worker or the control plane', async () => {
+  await withRunningDevice(2, async (c, fe, _guest, drivers) => {
+    // A blocking eventfd one below its maximum: the next write of 1 would block.
+    const full = eventfdCreate(0);
+    for (let left = 2n ** 64n - 2n; left > 0n;) {
+      const v = left < BigInt(Number.MAX_SAFE_INTEGER) ? left : BigInt(Number.MAX_SAFE_INTEGER);
+      eventfdWrite(full, Number(v));
+      left -= v;
+    }
+    // A blocking stream socket whose send buffer is full.
+    const [mine, theirs] = socketPair({ nonblock: true });
+    while (sendmsg(theirs, new Uint8Array(65536)) !== null);
+    setNonblock(theirs, false);
+    try {
+      await fe.ack({ type: 'SET_VRING_CALL', index: 1, fd: full });
+      await fe.ack({ type: 'SET_VRING_CALL', index: 3, fd: theirs });
+      for (let round = 0; round < 3; round++) {
+        for (const d of drivers) await txRound(d, 20, `TX round ${round} on pair ${d.pair} with a call fd that cannot take a write`);
+      }
+      assert.equal(await vringBase(fe, 1), 60, 'GET_VRING_BASE answered by a worker that stopped');
+      assert.equal(await vringBase(fe, 3), 60);
+      assert.ok(!c.logs.some((l) => /did not stop|worker failed/.test(l)), 'no stuck or failed worker');
+    } finally {
+      close(full);
+      close(theirs);
+      close(mine);
+    }
+  });
+});
+
+test('hardening: SET_VRING_KICK on a running ring restarts its pair with the new fd; a kick fd that is no eventfd is a reported fault of that ring', async () => {
+  await withRunningDevice(2, async (c, fe, _guest, drivers) => {
+    const d = drivers[0];
+    await txRound(d, 10, 'frames before the new kick fd');
+    const kick2 = eventfdCreate(0, { nonblock: true });
+    await fe.ack({ type: 'SET_VRING_KICK', index: 1, fd: kick2 });
+    close(d.tx.kick);
+    (d.tx as unknown as { kick: number }).kick = kick2;
+    await txRound(d, 30, 'frames kicked through the new kick fd');
+    assert.equal(await vringBase(fe, 1), 40, 'the pair ran on and reports where it stopped');
+    assert.ok(!c.logs.some((l) => /EBADF|worker failed/.test(l)), `no dead worker: ${c.logs.filter((l) => /EBADF|worker failed/.test(l))}`);
+
+    // /dev/null as the kick fd of receiveq2 (pair 1): always readable, reads 0 bytes.
+    const devnull = fs.openSync('/dev/null', 'r');
+    try {
+      await fe.ack({ type: 'SET_VRING_KICK', index: 2, fd: devnull });
+    } finally {
+      fs.closeSync(devnull);
+    }
+    await waitFor(() => c.logs.some((l) => /queue 2 stopped: .*kick fd/.test(l)), 'the kick fd fault of queue 2 logged');
+    assert.ok(!c.logs.some((l) => /worker failed/.test(l)), 'the worker of pair 1 is alive');
+    await txRound(drivers[1], 10, 'pair 1 still transmits');
+    assert.equal(await vringBase(fe, 3), 10, 'and stops cleanly');
+    assert.equal((await deviceStatus(fe)) & 0x40, 0x40, 'DEVICE_NEEDS_RESET');
+  });
+});
+
+test('hardening: a refused ADD_MEM_REG (overlapping region 0) leaves the running pairs running', async () => {
+  await withRunningDevice(4, async (c, fe, guest, drivers) => {
+    const r0 = guest.regions[0];
+    const overlapping = { guestAddr: r0.gpa + MiB, size: MiB, userAddr: r0.uva + 64 * MiB, mmapOffset: 0, fd: r0.fd };
+    await fe.send({ type: 'ADD_MEM_REG', region: overlapping, needReply: true });
+    await expectFailAck(fe, VhostUserRequest.ADD_MEM_REG);
+    assert.equal(c.backend.session?.runningPairs, 4, 'every pair running again');
+    for (const d of drivers) await txRound(d, 10, `pair ${d.pair} after the refused region`);
+  });
+});
+
+test('hardening: a queue fault reaches the front-end: DEVICE_NEEDS_RESET in GET_STATUS, the ring\'s SET_VRING_ERR fd signalled; the other pairs run on', async () => {
+  await withRunningDevice(2, async (c, fe, _guest, drivers) => {
+    const err = eventfdCreate(0, { nonblock: true });
+    try {
+      await fe.ack({ type: 'SET_VRING_ERR', index: 1, fd: err });
+      assert.equal(await deviceStatus(fe), 0xf);
+      // A TX descriptor far outside guest memory: the transmitq of pair 0 stops.
+      const t = drivers[0].tx.drv;
+      t.addOne(GPA + 512 * MiB, 100, false, 999);
+      t.publish();
+      eventfdWrite(drivers[0].tx.kick, 1);
+      await waitFor(() => c.logs.some((l) => /queue 1 stopped/.test(l)), 'the queue error');
+      await waitFor(() => eventfdRead(err) !== null, 'the error eventfd of vring 1');
+      assert.equal(await deviceStatus(fe), 0xf | 0x40, 'DEVICE_NEEDS_RESET');
+      await txRound(drivers[1], 20, 'pair 1 runs on');
+    } finally {
+      close(err);
+    }
   });
 });

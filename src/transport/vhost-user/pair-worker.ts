@@ -12,7 +12,7 @@ import type { PairNotifier } from '../../net/device-pair.js';
 import { DevStat, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
-import { eventfdRead, eventfdWrite, pollFdsInto } from '../../host/index.js';
+import { eventfdRead, eventfdWrite, pollFdsInto, POLLNVAL } from '../../host/index.js';
 import type { QueueState } from '../../virtio/queue.js';
 
 export interface PairWorkerData extends DevicePairData {
@@ -44,10 +44,28 @@ const d = workerData as PairWorkerData;
 const stats = new Float64Array(d.stats);
 const statBase = d.pair * DEV_STAT_COUNT;
 const control = new Int32Array(d.control);
+/**
+ * A fault of one ring's notification fds (a kick fd that is no eventfd or
+ * went away, a call fd that cannot be written): reported like a queue error
+ * (the control plane marks the device DEVICE_NEEDS_RESET and signals the
+ * ring's error fd); this worker stops using that fd and keeps running.
+ */
+function fdFault(queue: number, what: string, e: unknown): void {
+  const err = e as { code?: string; message?: string };
+  parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: err.code ?? 'ERROR', message: `${what}: ${err.message ?? String(e)}` } satisfies PairWorkerReport);
+}
 const notifier: PairNotifier = {
   notifyQueue: (q) => {
     const fd = d.callFds[q & 1];
-    if (fd >= 0) eventfdWrite(fd, 1);
+    if (fd < 0) return;
+    // The call fd is non-blocking (the session sets O_NONBLOCK): false (EAGAIN)
+    // means the counter is full, i.e. the front-end has a notification pending.
+    try {
+      eventfdWrite(fd, 1);
+    } catch (e) {
+      d.callFds[q & 1] = -1;
+      fdFault(2 * d.pair + (q & 1), 'call fd', e);
+    }
   },
   wakeDevice: (p) => {
     const fd = d.wakeFds[p];
@@ -61,7 +79,13 @@ dev.onQueueError = (queue, err) => {
 
 // poll(2) sets: kick fds, wake fd, then the netdev's fds, which are left out
 // while the receiveq has no buffers (else a readable TAP would spin us).
-const kicks = d.kickFds.filter((fd) => fd >= 0);
+const kicks: number[] = [];
+const kickQueues: number[] = [];
+d.kickFds.forEach((fd, i) => {
+  if (fd < 0) return;
+  kicks.push(fd);
+  kickQueues.push(2 * d.pair + i);
+});
 const fdsAll = Int32Array.from([...kicks, d.wakeFd, ...(netdev.waitFds ?? [])]);
 const fdsNoNet = fdsAll.subarray(0, kicks.length + 1);
 const revents = new Uint16Array(fdsAll.length);
@@ -101,7 +125,17 @@ for (;;) {
   const n = pollFdsInto(fds, 100, revents);
   if (n > 0) {
     for (let i = 0; i < nKicks; i++) {
-      if (revents[i] !== 0 && eventfdRead(fds[i]) !== null) stats[statBase + DevStat.kicks]++;
+      if (revents[i] === 0) continue;
+      try {
+        if (revents[i] & POLLNVAL) throw Object.assign(new Error('not an open fd (POLLNVAL)'), { code: 'EBADF' });
+        if (eventfdRead(fds[i]) !== null) stats[statBase + DevStat.kicks]++;
+      } catch (e) {
+        // Not an eventfd (/dev/null, a socket, a closed fd): report it and stop
+        // polling it (negative fds are ignored by poll); the ring is still
+        // served on the 100 ms poll timeout until the front-end resets it.
+        fdsAll[i] = -1;
+        fdFault(kickQueues[i], 'kick fd', e);
+      }
     }
     if (revents[nKicks] !== 0) {
       eventfdRead(d.wakeFd);

@@ -13,12 +13,14 @@
  * replaced or at the end) or closed at once.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg, tunSetQueue } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg, setNonblock, tunSetQueue } from '../../host/index.js';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
+  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
 } from '../../virtio/features.js';
 import type { QueueLayout, QueueState } from '../../virtio/queue.js';
+
 import { MAX_QUEUE_SIZE, queuePartBytes, queueSizeProblem, ringFeatures, ringFormat } from '../../virtio/ring.js';
 import { defaultNetConfig, encodeNetConfig } from '../../net/config.js';
 import {
@@ -312,6 +314,10 @@ export class Session {
       }
       case 'SET_VRING_KICK': {
         const v = this.vring(m.index, m.fd);
+        // A running worker polls the old kick fd: stop it before that fd is
+        // closed (and its number reused), then restart it with the new one.
+        await this.stopPair(m.index >> 1);
+        if (!this.keepFd(m.fd)) return;
         if (v.kick >= 0) safeClose(v.kick);
         v.kick = m.fd ?? -2;
         v.started = true;
@@ -321,13 +327,18 @@ export class Session {
       }
       case 'SET_VRING_CALL': {
         const v = this.vring(m.index, m.fd);
+        // A running worker writes the old call fd: stop it before that fd is closed.
+        const wasRunning = this.runners[m.index >> 1] !== null;
+        await this.stopPair(m.index >> 1);
+        if (!this.keepFd(m.fd)) return;
         if (v.call >= 0) safeClose(v.call);
         v.call = m.fd ?? -1;
-        if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
+        if (wasRunning) await this.maybeStart(m.index >> 1);
         return;
       }
       case 'SET_VRING_ERR': {
         const v = this.vring(m.index, m.fd);
+        if (!this.keepFd(m.fd)) return;
         if (v.err >= 0) safeClose(v.err);
         v.err = m.fd ?? -1;
         return;
@@ -374,6 +385,49 @@ export class Session {
 
   // ---- vrings and workers -------------------------------------------------
 
+  /**
+   * A kick, call or error fd about to be kept: false (and the fd closed) when
+   * the session closed meanwhile. Kept fds are made non-blocking: a call or
+   * error fd whose counter is full (or a full pipe) must never block a worker
+   * or the control plane (EAGAIN: a notification is already pending).
+   */
+  private keepFd(fd: number | null): boolean {
+    if (fd === null) return !this.closed;
+    if (this.closed) {
+      safeClose(fd);
+      return false;
+    }
+    try {
+      setNonblock(fd, true);
+    } catch (e) {
+      this.o.log(`vhost-user: fd ${fd}: O_NONBLOCK: ${(e as Error).message}`);
+    }
+    return true;
+  }
+
+  /**
+   * A fault of queue `queue` (a malformed chain, a kick or call fd that does
+   * not work), as front-ends expect it (vhost-user.rst SET_VRING_ERR,
+   * virtio §2.1.2): DEVICE_NEEDS_RESET in the device status and a signal on
+   * the ring's error eventfd. The other pairs keep running.
+   */
+  private fault(queue: number, why: string): void {
+    this.o.log(`vhost-user: queue ${queue} stopped: ${why}`, { event: 'queue-error', queue });
+    if (this.closed) return;
+    if (!(this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET)) {
+      this.status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
+      this.o.log(`vhost-user: device status 0x${this.status.toString(16)} (DEVICE_NEEDS_RESET)`);
+    }
+    const err = this.vrings[queue]?.err ?? -1;
+    if (err >= 0) {
+      try {
+        eventfdWrite(err, 1);
+      } catch (e) {
+        this.o.log(`vhost-user: vring ${queue}: error fd: ${(e as Error).message}`);
+      }
+    }
+  }
+
   /** The vring `index`, or a RequestError (closing `fd`) when it does not exist. */
   private vring(index: number, fd?: number | null): Vring {
     const v = this.vrings[index];
@@ -418,7 +472,7 @@ export class Session {
   }
 
   private async maybeStart(pair: number): Promise<void> {
-    if (this.runners[pair] || !this.ready(2 * pair) || !this.ready(2 * pair + 1)) return;
+    if (this.closed || this.runners[pair] || !this.ready(2 * pair) || !this.ready(2 * pair + 1)) return;
     this.setTapQueue(pair, true);
     const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
     const data: PairWorkerData = {
@@ -446,7 +500,7 @@ export class Session {
       stopped: new Promise((r) => (resolveStopped = r)),
     };
     worker.on('message', (r: PairWorkerReport) => {
-      if (r.type === 'queue-error') this.o.log(`vhost-user: queue ${r.queue} stopped: ${r.code}: ${r.message}`);
+      if (r.type === 'queue-error') this.fault(r.queue, `${r.code}: ${r.message}`);
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
         Object.assign(this.vrings[2 * pair + 1], { avail: r.tx.avail, used: r.tx.used });
@@ -491,8 +545,15 @@ export class Session {
     Atomics.store(r.control, 0, 1);
     eventfdWrite(r.wakeFd, 1);
     const t = setTimeout(() => void r.worker.terminate(), 3000);
-    await r.stopped;
+    // A worker stuck in a system call cannot be terminated: never let it hang the control plane.
+    let giveUp!: ReturnType<typeof setTimeout>;
+    const stuck = await Promise.race([
+      r.stopped.then(() => false),
+      new Promise<boolean>((res) => (giveUp = setTimeout(() => res(true), 5000))),
+    ]);
     clearTimeout(t);
+    clearTimeout(giveUp);
+    if (stuck) this.o.log(`vhost-user: queue pair ${pair}: worker did not stop within 5 s; abandoned`);
     r.port.close();
     this.o.log(`vhost-user: queue pair ${pair} stopped (avail ${this.vrings[2 * pair].avail}/${this.vrings[2 * pair + 1].avail})`);
   }
@@ -523,6 +584,7 @@ export class Session {
   private async setMemory(regions: VhostUserMemoryRegion[], fresh: VhostUserMemoryRegion[] = regions): Promise<void> {
     const running = await this.stopAll();
     const next: { spec: RegionSpec; desc: VhostUserMemoryRegion; refs: number }[] = [];
+    let ok = false;
     try {
       for (const d of regions) {
         const old = fresh.includes(d) ? undefined : this.memRegions.find((r) => r.desc === d);
@@ -530,8 +592,11 @@ export class Session {
         next.push({ spec: { guestPhysAddr: d.guestAddr, size: d.size, buffer, userAddr: d.userAddr }, desc: d, refs: old?.refs ?? 1 });
       }
       this.mem = new GuestMemory(next.map((r) => r.spec)); // rejects overlaps
+      ok = true;
     } finally {
       for (const d of fresh) safeClose(d.fd); // the mapping keeps the memory; the fd is not needed
+      // Refused: the table is unchanged, so the pairs that were running run on.
+      if (!ok) for (const p of running) await this.maybeStart(p);
     }
     this.memRegions = next;
     this.o.log(`vhost-user: memory table: ${next.map((r) => `[0x${r.desc.guestAddr.toString(16)}, +${r.desc.size >= 1 << 20 ? `${Math.round(r.desc.size / 2 ** 20)} MiB` : `${Math.round(r.desc.size / 1024)} KiB`}]`).join(' ')}`);
