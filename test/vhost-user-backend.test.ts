@@ -1151,3 +1151,87 @@ test('hardening: a queue fault reaches the front-end: DEVICE_NEEDS_RESET in GET_
     }
   });
 });
+
+test('hardening: the listener survives EMFILE (accepts again once fds are free) and caps waiting connections', async () => {
+  await withBackend({ pairs: 1, netdev: { kind: 'sink' }, maxWaiting: 4 }, async (c) => {
+    // Fill the fd table, leaving one slot for our end of the next connection.
+    const hog: number[] = [];
+    try {
+      for (;;) {
+        try {
+          hog.push(eventfdCreate(0));
+        } catch (e) {
+          if ((e as HostError).code === 'EMFILE') break;
+          throw e;
+        }
+      }
+      close(hog.pop()!);
+      const fe = await VhostFrontend.connect(c.socket);
+      try {
+        await waitFor(() => c.logs.some((l) => /accept failed: .*EMFILE/.test(l)), 'accept4 to fail with EMFILE');
+        for (const fd of hog.splice(0)) close(fd);
+        assert.equal((await getFeatures(fe)) & FEATURES, FEATURES, 'the connection waiting during EMFILE is served once fds are free');
+        // Waiting connections are capped: 4 wait, the rest are closed with a log line.
+        const extra = await Promise.all(Array.from({ length: 10 }, () => VhostFrontend.connect(c.socket)));
+        try {
+          await waitFor(() => extra.filter((x) => x.peerClosed).length === 6, '6 of 10 waiting connections to be closed');
+          assert.ok(c.logs.some((l) => /4 front-ends already waiting: closed a new connection/.test(l)), 'logged');
+        } finally {
+          extra.forEach((x) => x.close());
+        }
+      } finally {
+        fe.close();
+      }
+      const waiting = (c.backend as unknown as { waiting: number[] }).waiting;
+      await waitFor(() => c.backend.session === null && waiting.length === 0, 'the waiting (closed) front-ends to be through');
+      await nextConnectionServes(c);
+    } finally {
+      for (const fd of hog) close(fd);
+    }
+  });
+});
+
+test('hardening: --socket: a regular file, a symlink or a live socket is refused with a clear error; a stale socket is replaced; the socket is 0600', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmq-sock-'));
+  const opts = { pairs: 1, netdev: { kind: 'sink' as const }, log: () => undefined };
+  try {
+    const file = path.join(dir, 'file');
+    fs.writeFileSync(file, 'precious');
+    await assert.rejects(new VhostUserBackend({ ...opts, socket: file }).start(), /is a regular file: refusing to replace it/);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'precious', 'the file is untouched');
+    const link = path.join(dir, 'link');
+    fs.symlinkSync(file, link);
+    await assert.rejects(new VhostUserBackend({ ...opts, socket: link }).start(), /is a symbolic link: refusing/);
+    assert.ok(fs.lstatSync(link).isSymbolicLink(), 'the symlink is untouched');
+
+    const sock = path.join(dir, 'vmq.sock');
+    const logs: string[] = [];
+    const first = new VhostUserBackend({ ...opts, socket: sock });
+    const oldMask = process.umask(0);
+    try {
+      await first.start();
+    } finally {
+      process.umask(oldMask);
+    }
+    try {
+      assert.equal(fs.statSync(sock).mode & 0o777, 0o600, 'created 0600');
+      await assert.rejects(new VhostUserBackend({ ...opts, socket: sock }).start(), /is in use .*refusing to take it over/);
+      await nextConnectionServes({ backend: first, socket: sock, logs });
+    } finally {
+      // Leave a stale socket behind: stop() would remove it, so copy the inode away first.
+      fs.linkSync(sock, path.join(dir, 'stale.sock'));
+      await first.stop();
+    }
+    const stale = path.join(dir, 'stale.sock');
+    const next = new VhostUserBackend({ ...opts, socket: stale, log: (l) => logs.push(l) });
+    await next.start();
+    try {
+      assert.ok(logs.some((l) => /removed a stale socket/.test(l)), 'the stale socket was replaced, and said so');
+      await nextConnectionServes({ backend: next, socket: stale, logs });
+    } finally {
+      await next.stop();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -6,9 +6,10 @@
  * a time: a second connection waits until the first has gone.
  */
 import { EventEmitter } from 'node:events';
-import { unlinkSync, existsSync } from 'node:fs';
+import { unlinkSync, existsSync, lstatSync, type Stats } from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
 import { Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock, type HostError } from '../../host/index.js';
 import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
@@ -29,6 +30,8 @@ export interface VhostUserBackendOptions {
   mac?: Uint8Array;
   mtu?: number;
   rss?: RssConfig | null;
+  /** Connections accepted while one is served, at most (more are closed with a log line). Default 16. */
+  maxWaiting?: number;
   /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
   log?: (line: string, detail?: Record<string, unknown>) => void;
 }
@@ -57,18 +60,66 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       await this.connectLoop();
       return;
     }
-    if (existsSync(this.o.socket)) unlinkSync(this.o.socket); // a stale socket from an earlier run
-    this.listenFd = unixListen(this.o.socket, { mode: 0o600, nonblock: true });
+    this.clearStaleSocket();
+    // 0600 from bind() on: no window in which another user could connect to,
+    // or replace, a socket created with the process's umask.
+    const oldMask = isMainThread ? process.umask(0o177) : undefined;
+    try {
+      this.listenFd = unixListen(this.o.socket, { mode: 0o600, nonblock: true });
+    } finally {
+      if (oldMask !== undefined) process.umask(oldMask);
+    }
     this.log(`vhost-user: listening on ${this.o.socket} (${this.o.pairs} queue pairs)`);
     const wakeFd = eventfdCreate(0, { nonblock: true });
     const worker = this.socketWorker({ mode: 'accept', fd: this.listenFd, wakeFd });
     worker.on('message', (e: SocketWorkerEvent) => {
       if (e.type === 'accepted') {
+        const cap = this.o.maxWaiting ?? 16;
+        if (this.waiting.length >= cap && (this.session || this.stopping)) {
+          close(e.fd);
+          this.log(`vhost-user: ${cap} front-ends already waiting: closed a new connection`);
+          return;
+        }
         this.waiting.push(e.fd);
         this.nextSession();
-      } else if (e.type === 'error') this.log(`vhost-user: accept failed: ${e.message}`);
+      } else if (e.type === 'error') {
+        this.log(e.code === 'RECOVERED' ? `vhost-user: ${e.message}` : `vhost-user: accept failed: ${e.message}`);
+      }
     });
     this.acceptor = { worker, wakeFd };
+  }
+
+  /**
+   * The socket path may hold only a stale socket (an earlier serve that
+   * died), which is removed. Anything else is refused with an error: a
+   * regular file, a directory or a symlink (never followed), and a socket
+   * someone still listens on (another back-end: we connect to find out).
+   */
+  private clearStaleSocket(): void {
+    const path = this.o.socket;
+    let st: Stats;
+    try {
+      st = lstatSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    if (!st.isSocket()) {
+      const kind = st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : 'not a socket';
+      throw new Error(`vhost-user: ${path} exists and is ${kind}: refusing to replace it (remove it, or choose another --socket)`);
+    }
+    let fd: number;
+    try {
+      fd = unixConnect(path);
+    } catch (e) {
+      const code = (e as HostError).code;
+      if (code !== 'ECONNREFUSED') throw new Error(`vhost-user: ${path}: cannot tell whether the socket there is in use (connect: ${code}): refusing to replace it`);
+      unlinkSync(path);
+      this.log(`vhost-user: removed a stale socket at ${path} (nobody listening)`);
+      return;
+    }
+    close(fd);
+    throw new Error(`vhost-user: ${path} is in use (another back-end accepts connections there): refusing to take it over`);
   }
 
   private socketWorker(data: SocketWorkerData): Worker {

@@ -21,10 +21,56 @@ export type SocketWorkerEvent =
   | { type: 'eof' }
   | { type: 'error'; code: string; message: string };
 
+/** accept4 failures that say "not now" (fd limits, memory): back off and retry; the listener stays. */
+const TRANSIENT_ACCEPT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+/** accept4 failures of one connection (it went away before we took it): just go on. */
+const CONNECTION_ACCEPT = new Set(['ECONNABORTED', 'EPROTO', 'EPERM', 'EINTR']);
+
 const d = workerData as SocketWorkerData;
 const fds = Int32Array.of(d.fd, d.wakeFd);
 const revents = new Uint16Array(2);
 const post = (e: SocketWorkerEvent) => parentPort!.postMessage(e);
+
+/**
+ * Accept every waiting connection. On EMFILE and the like, wait (on the wake
+ * fd only, else the readable listener would spin us) with back-off from
+ * 10 ms to 1 s and try again, reporting each streak once. Returns false when
+ * woken to stop.
+ */
+function acceptAll(): boolean {
+  let delay = 10;
+  let reported = false;
+  for (;;) {
+    let fd: number | null;
+    try {
+      fd = unixAccept(d.fd, { nonblock: true });
+    } catch (e) {
+      const he = e as HostError;
+      if (CONNECTION_ACCEPT.has(he.code)) continue;
+      if (!TRANSIENT_ACCEPT.has(he.code)) throw e;
+      if (!reported) post({ type: 'error', code: he.code, message: `${he.message}; retrying with back-off until fds are free` });
+      reported = true;
+      if (pollFdsInto(wakeOnly, delay, wakeRevents) > 0) {
+        eventfdRead(d.wakeFd);
+        return false;
+      }
+      delay = Math.min(1000, delay * 2);
+      continue;
+    }
+    if (fd === null) {
+      if (reported) post({ type: 'error', code: 'RECOVERED', message: 'accepting again' });
+      return true;
+    }
+    if (reported) {
+      post({ type: 'error', code: 'RECOVERED', message: 'accepting again' });
+      reported = false;
+    }
+    delay = 10;
+    post({ type: 'accepted', fd });
+  }
+}
+const wakeOnly = Int32Array.of(d.wakeFd);
+const wakeRevents = new Uint16Array(1);
 
 loop: for (;;) {
   pollFdsInto(fds, -1, revents);
@@ -34,7 +80,7 @@ loop: for (;;) {
   }
   try {
     if (d.mode === 'accept') {
-      for (let fd = unixAccept(d.fd, { nonblock: true }); fd !== null; fd = unixAccept(d.fd, { nonblock: true })) post({ type: 'accepted', fd });
+      if (!acceptAll()) break;
       continue;
     }
     // A bounded batch, then poll again: a front-end that never stops sending
