@@ -10,7 +10,7 @@ import * as host from '../src/host/index.js';
 import { HostError } from '../src/host/index.js';
 
 const HOST_URL = new URL('../src/host/index.js', import.meta.url).href;
-const PAGE = host.PAGE_SIZE;
+const PAGE = host.pageSize();
 const NO_SUCH_FD = 1_000_000; // above any RLIMIT_NOFILE: always EBADF
 
 // ---------------------------------------------------------------------------
