@@ -13,8 +13,8 @@
 #       iperf3 UDP -b 50M for 1 s,
 #       ping -c 5 (IPv4) and ping -c 3 (IPv6),
 #   * at most 200000 packets (tcpdump -c), i.e. a few tens of MB.
-# Needs root. Installs iperf3, tcpdump, iproute2, ethtool, iputils-ping if missing
-# (apt-get update only then). Everything it started, and both namespaces, are
+# Needs root and iperf3, tcpdump, iproute2, ethtool, iputils-ping (it installs
+# nothing: scripts/install-peers.sh or .ci/run does). Everything it started, and both namespaces, are
 # removed on exit whatever happens. Prints one summary line on stdout.
 set -euo pipefail
 
@@ -34,6 +34,8 @@ OUT_DIR=$(dirname -- "$OUT")
 OUT=$(cd -- "$OUT_DIR" && pwd)/$(basename -- "$OUT")
 
 # ---- packages ---------------------------------------------------------------
+# Installs nothing (it runs from `npm test`): .ci/run, or scripts/install-peers.sh
+# run on purpose, installs these. Missing ones end the script with one line.
 declare -A PKG_OF=([ip]=iproute2 [ss]=iproute2 [iperf3]=iperf3 [tcpdump]=tcpdump
                    [ethtool]=ethtool [ping]=iputils-ping)
 missing=()
@@ -42,10 +44,7 @@ for cmd in "${!PKG_OF[@]}"; do
 done
 if (( ${#missing[@]} > 0 )); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  die "missing ${missing[*]}: install with scripts/install-peers.sh (or apt-get install ${missing[*]})"
 fi
 
 # ---- namespaces, cleanup ----------------------------------------------------

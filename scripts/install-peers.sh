@@ -4,7 +4,8 @@
 # Installs the third-party peers the interop tests (test/interop/) run against,
 # on Debian 12, when they are missing:
 #   dpdk-testpmd  (package dpdk-dev, DPDK 22.11: vhost and virtio-user PMDs)
-#   iperf3, tcpdump, ip (iproute2)
+#   iperf3, tcpdump, ip (iproute2), ethtool, ping (iputils-ping): also what
+#   scripts/capture-traffic.sh (npm test) needs
 # Idempotent: does nothing when every command is already there. Runs
 # `apt-get update` only when a package has no install candidate or the first
 # install attempt fails. Needs root (or sudo) only when something is missing.
@@ -13,7 +14,7 @@ set -euo pipefail
 log() { echo "install-peers: $*" >&2; }
 
 need=()
-for pair in dpdk-testpmd:dpdk-dev iperf3:iperf3 tcpdump:tcpdump ip:iproute2; do
+for pair in dpdk-testpmd:dpdk-dev iperf3:iperf3 tcpdump:tcpdump ip:iproute2 ethtool:ethtool ping:iputils-ping; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -52,7 +53,7 @@ if ! install "${need[@]}"; then
   install "${need[@]}"
 fi
 
-for pair in dpdk-testpmd:dpdk-dev iperf3:iperf3 tcpdump:tcpdump ip:iproute2; do
+for pair in dpdk-testpmd:dpdk-dev iperf3:iperf3 tcpdump:tcpdump ip:iproute2 ethtool:ethtool ping:iputils-ping; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || { log "error: ${pair%%:*} still missing after installing ${pair#*:}"; exit 1; }
 done
 log "done"

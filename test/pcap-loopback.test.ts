@@ -11,17 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loopback } from '../src/cli/loopback.js';
+import { captureSkipReason } from './support/capture.js';
 
-const root = process.getuid?.() === 0;
-let netns = false;
-try {
-  execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
-  netns = true;
-} catch {
-  /* no iproute2 or no permission */
-}
+const skip = captureSkipReason() ?? false;
 
-test('captured iperf3 traffic through 4 pairs, split and packed rings: byte-exact, in order, TCP flows spread', { skip: !root || !netns ? 'needs root and ip netns' : false, timeout: 180_000 }, async () => {
+test('captured iperf3 traffic through 4 pairs, split and packed rings: byte-exact, in order, TCP flows spread', { skip, timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmq-cap-'));
   try {
     const pcap = join(dir, 'traffic.pcap');

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import {
   PcapCapture, PcapFormatError, PcapWriter, parseCapture, readPcapFile, writePcapFile,
 } from '../src/netdev/pcap.js';
+import { captureSkipReason } from './support/capture.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'vmq-pcap-test-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
@@ -435,18 +436,6 @@ test('random corruption never crashes: a capture or a PcapFormatError', () => {
 });
 
 // ---- real capture from scripts/capture-traffic.sh ------------------------------
-
-function captureSkipReason(): string | undefined {
-  if (process.platform !== 'linux') return 'capture-traffic.sh needs Linux';
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'capture-traffic.sh needs root';
-  if (spawnSync('ip', ['netns', 'list'], { stdio: 'ignore' }).status !== 0) return '`ip netns` is unavailable';
-  const probe = `vmqprobe${process.pid}`;
-  if (spawnSync('ip', ['netns', 'add', probe], { stdio: 'ignore' }).status !== 0) {
-    return 'cannot create network namespaces here';
-  }
-  spawnSync('ip', ['netns', 'del', probe], { stdio: 'ignore' });
-  return undefined;
-}
 
 interface Summary { tcp: Set<string>; udp: number; icmp: number; icmp6: number; maxLen: number; badIpCsum: number }
 

@@ -1,9 +1,30 @@
 #!/usr/bin/env node
 /** virtio-mq command line. */
-import { Command, InvalidArgumentError } from 'commander';
-import { runLoopback } from './loopback.js';
-import { runServe } from './serve.js';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { queueSizeProblem } from '../virtio/ring.js';
+// The subcommands are imported when run: `serve` needs the native addon (src/host),
+// `loopback` must not load it (it runs where the addon cannot be built).
+
+/** Exit status for a bad command line (usage error, bad option value). */
+const USAGE_EXIT = 2;
+
+/** The package's version, from the package.json above this file (src/cli/ or dist/src/cli/). */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'virtio-mq' && pkg.version) return pkg.version;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return 'unknown';
+    dir = parent;
+  }
+}
 
 const int = (name: string, min: number, max: number) => (v: string): number => {
   const n = Number(v);
@@ -11,8 +32,24 @@ const int = (name: string, min: number, max: number) => (v: string): number => {
   return n;
 };
 
+/** A positive, finite number of seconds (fractions allowed). */
+const seconds = (name: string, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max) throw new InvalidArgumentError(`${name} must be a number of seconds in (0, ${max}]`);
+  return n;
+};
+
+/** Bad values end the process with one line on stderr, `virtio-mq: ...`, and exit status 2. */
+class UsageError extends Error {}
+
 const program = new Command();
-program.name('virtio-mq').description('Multi-queue virtio-net in TypeScript: device, driver, rings and steering');
+program
+  .name('virtio-mq')
+  .description('Multi-queue virtio-net in TypeScript: device, driver, rings and steering')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
+  // Commander's own errors (unknown option, bad or missing value) as one line each.
+  .configureOutput({ outputError: (str, write) => write(`virtio-mq: ${str.replace(/^error: /, '').trimEnd()}\n`) })
+  .exitOverride();
 
 program
   .command('loopback')
@@ -20,7 +57,7 @@ program
   .option('-q, --queues <n>', 'queue pairs', int('--queues', 1, 64), 4)
   .option('-f, --flows <n>', 'generated flows', int('--flows', 1, 65536), 16)
   .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS)', int('--size', 60, 1514), 256) // 1514: RX buffers are 2 KiB
-  .option('-d, --duration <seconds>', 'how long to send', Number, 3)
+  .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 86400), 3)
   .option('--proto <proto>', 'generated flows: udp, tcp or mixed', 'udp')
   .option('--ip <version>', 'generated flows: 4, 6 or mixed', '4')
   .option('--pcap <file>', 'replay this capture (pcap or pcapng) instead of generated flows')
@@ -33,13 +70,26 @@ program
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
   .action(async (opts) => {
-    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');
-    if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new InvalidArgumentError('--proto must be udp, tcp or mixed');
-    if (!['4', '6', 'mixed'].includes(opts.ip)) throw new InvalidArgumentError('--ip must be 4, 6 or mixed');
+    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
+    if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new UsageError('--proto must be udp, tcp or mixed');
+    if (!['4', '6', 'mixed'].includes(opts.ip)) throw new UsageError('--ip must be 4, 6 or mixed');
     opts.ipVersion = opts.ip === 'mixed' ? 'mixed' : Number(opts.ip);
-    if (opts.ring !== 'split' && opts.ring !== 'packed') throw new InvalidArgumentError('--ring must be split or packed');
+    if (opts.ring !== 'split' && opts.ring !== 'packed') throw new UsageError('--ring must be split or packed');
     const problem = queueSizeProblem(opts.ring, opts.queueSize);
-    if (problem) throw new InvalidArgumentError(`--queue-size: ${problem}`);
+    if (problem) throw new UsageError(`--queue-size: ${problem}`);
+    if (opts.resize !== undefined && opts.resize > opts.queues)
+      throw new UsageError(`--resize ${opts.resize}: at most --queues (${opts.queues}) pairs exist`);
+    if (opts.resize !== undefined && opts.pcap !== undefined) throw new UsageError('--resize works with generated flows, not with --pcap');
+    // Guest memory (one SharedArrayBuffer): 2 buffers per descriptor per pair, 2 KiB or the RX buffer size.
+    const bufBytes = Math.max(2048, opts.rxBufferSize ?? 0);
+    const memMiB = (opts.queues * 2 * opts.queueSize * bufBytes) / 2 ** 20;
+    if (memMiB > 1024)
+      throw new UsageError(`--queues ${opts.queues} × --queue-size ${opts.queueSize} × ${bufBytes}-byte buffers need ${memMiB} MiB of guest memory (at most 1024 MiB)`);
+    // A frame of --size bytes (plus the 12-byte virtio-net header) must fit in the buffers one receiveq holds.
+    if (opts.rxBufferSize !== undefined && Math.ceil((opts.size + 12) / opts.rxBufferSize) > opts.queueSize)
+      throw new UsageError(`--rx-buffer-size ${opts.rxBufferSize}: a ${opts.size}-byte frame needs ${Math.ceil((opts.size + 12) / opts.rxBufferSize)} RX buffers, more than --queue-size ${opts.queueSize}`);
+    if (opts.pcap !== undefined) checkReadableFile('--pcap', opts.pcap);
+    const { runLoopback } = await import('./loopback.js');
     const ok = await runLoopback(opts);
     process.exitCode = ok ? 0 : 1;
   });
@@ -56,11 +106,29 @@ program
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
   .action(async (opts) => {
-    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new InvalidArgumentError('--mode must be busy or notify');
+    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
+    if (!opts.client) {
+      const dir = dirname(resolve(opts.socket));
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);
+    }
+    const { runServe } = await import('./serve.js');
     await runServe(opts);
   });
 
+function checkReadableFile(option: string, file: string): void {
+  if (!existsSync(file)) throw new UsageError(`${option} ${file}: no such file`);
+  if (!statSync(file).isFile()) throw new UsageError(`${option} ${file}: not a regular file`);
+}
+
 program.parseAsync().catch((e: unknown) => {
+  if (e instanceof CommanderError) {
+    // --help and --version exit 0; everything else commander reports (already printed
+    // as one line by outputError) is a usage error.
+    process.exitCode = e.exitCode === 0 ? 0 : USAGE_EXIT;
+    return;
+  }
+  // Errors found while starting (a bad --netdev spec, an unreadable capture, a socket
+  // that cannot be bound) are one line too: the message, never a stack trace.
   console.error(`virtio-mq: ${e instanceof Error ? e.message : String(e)}`);
-  process.exitCode = 2;
+  process.exitCode = USAGE_EXIT;
 });

@@ -198,35 +198,96 @@ function locateAddon(): string {
   }
 }
 
-const native = createRequire(import.meta.url)(locateAddon()) as NativeBinding;
-native.setErrorClass(HostError);
+// The addon is loaded on first use, not at import: the core (src/virtio, src/net,
+// the local transport, `virtio-mq loopback`) imports modules that import this
+// one (the tap netdev) without ever calling into it, and must run where the
+// addon was never built.  Importing this module never touches the addon.
+
+let binding: NativeBinding | undefined;
+
+/**
+ * Load the addon now (idempotent) and return it.  Every function below calls
+ * it; call it yourself to fail early with a clear message when the addon is
+ * missing.  $VIRTIO_MQ_HOST_ADDON overrides the path ('' or a missing file:
+ * the addon counts as unavailable).
+ */
+export function loadHost(): NativeBinding {
+  if (binding) return binding;
+  const file = locateAddon();
+  let b: NativeBinding;
+  try {
+    b = createRequire(import.meta.url)(file) as NativeBinding;
+  } catch (e) {
+    const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    throw new Error(`virtio-mq host addon ${file} could not be loaded (${why}); \`serve\` needs it, \`loopback\` does not`, { cause: e });
+  }
+  b.setErrorClass(HostError);
+  const abi: Record<string, number> = {
+    POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP,
+    TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO, TUN_F_USO4, TUN_F_USO6,
+  };
+  for (const [name, value] of Object.entries(abi)) {
+    const got = (b.constants as unknown as Record<string, number>)[name];
+    if (got !== value) throw new Error(`virtio-mq host addon: ${name} is ${got}, expected ${value} (not Linux?)`);
+  }
+  binding = b;
+  // The hot-path exports become the native functions themselves (ES module
+  // live bindings: importers see the new value), so after the first call
+  // nothing stands between the caller and the addon.
+  writevFrames = b.writevFrames;
+  readFrames = b.readFrames;
+  writevFramesSg = b.writevFramesSg;
+  readFramesSg = b.readFramesSg;
+  return b;
+}
+
+/** True if the addon is loaded or can be loaded (never throws). */
+export function hostAvailable(): boolean {
+  try {
+    loadHost();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Is the addon loaded (by a call so far)?  For tests of the lazy loading. */
+export function hostLoaded(): boolean {
+  return binding !== undefined;
+}
+
+const native = (): NativeBinding => binding ?? loadHost();
 
 // ---------------------------------------------------------------------------
-// Constants
+// Constants (Linux ABI values; the addon's own are checked against them at load)
 
-export const POLLIN = native.constants.POLLIN;
-export const POLLPRI = native.constants.POLLPRI;
-export const POLLOUT = native.constants.POLLOUT;
-export const POLLERR = native.constants.POLLERR;
-export const POLLHUP = native.constants.POLLHUP;
-export const POLLNVAL = native.constants.POLLNVAL;
-export const POLLRDHUP = native.constants.POLLRDHUP;
+export const POLLIN = 0x1;
+export const POLLPRI = 0x2;
+export const POLLOUT = 0x4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+export const POLLRDHUP = 0x2000;
 /** Offload flags for {@link tunSetOffload}. */
-export const TUN_F_CSUM = native.constants.TUN_F_CSUM;
-export const TUN_F_TSO4 = native.constants.TUN_F_TSO4;
-export const TUN_F_TSO6 = native.constants.TUN_F_TSO6;
-export const TUN_F_TSO_ECN = native.constants.TUN_F_TSO_ECN;
-export const TUN_F_UFO = native.constants.TUN_F_UFO;
-export const TUN_F_USO4 = native.constants.TUN_F_USO4;
-export const TUN_F_USO6 = native.constants.TUN_F_USO6;
-export const PAGE_SIZE = native.constants.PAGE_SIZE;
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+export const TUN_F_UFO = 0x10;
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
+
+/** The system page size (loads the addon). */
+export function pageSize(): number {
+  return native().constants.PAGE_SIZE;
+}
 
 // ---------------------------------------------------------------------------
 // fds and shared memory
 
 /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size).  Returns the fd. */
 export function memfdCreate(name: string, size: number): number {
-  return native.memfdCreate(name, size);
+  return native().memfdCreate(name, size);
 }
 
 export interface MmapOptions {
@@ -245,17 +306,17 @@ export interface MmapOptions {
  * file must not shrink while mapped.
  */
 export function mmapShared(fd: number, size: number, offset = 0, opts?: MmapOptions): SharedArrayBuffer {
-  return native.mmapShared(fd, size, offset, opts?.populate === true);
+  return native().mmapShared(fd, size, offset, opts?.populate === true);
 }
 
 /** close(2).  EINTR is treated as success (Linux releases the fd anyway). */
 export function close(fd: number): void {
-  native.close(fd);
+  native().close(fd);
 }
 
 /** Set (default) or clear O_NONBLOCK. */
 export function setNonblock(fd: number, on = true): void {
-  native.setNonblock(fd, on);
+  native().setNonblock(fd, on);
 }
 
 // ---------------------------------------------------------------------------
@@ -270,17 +331,17 @@ export interface EventfdFlags {
 
 /** eventfd(initval, EFD_CLOEXEC | flags).  Returns the fd. */
 export function eventfdCreate(initval = 0, flags?: EventfdFlags): number {
-  return native.eventfdCreate(initval, flags?.nonblock === true, flags?.semaphore === true);
+  return native().eventfdCreate(initval, flags?.nonblock === true, flags?.semaphore === true);
 }
 
 /** Read the counter (resets it, or decrements by 1 in semaphore mode).  null on EAGAIN. */
 export function eventfdRead(fd: number): number | null {
-  return native.eventfdRead(fd);
+  return native().eventfdRead(fd);
 }
 
 /** Add `value` (>= 1, default 1) to the counter.  false on EAGAIN (counter would overflow, nonblocking fd). */
 export function eventfdWrite(fd: number, value = 1): boolean {
-  return native.eventfdWrite(fd, value);
+  return native().eventfdWrite(fd, value);
 }
 
 // ---------------------------------------------------------------------------
@@ -300,7 +361,7 @@ export interface PollOptions {
  */
 export function pollFds(fds: Int32Array, timeoutMs: number, opts?: PollOptions): number[] {
   const revents = new Uint16Array(fds.length);
-  const n = native.poll(fds, timeoutMs, opts?.events, revents);
+  const n = native().poll(fds, timeoutMs, opts?.events, revents);
   const ready: number[] = [];
   if (n === 0) return ready;
   for (let i = 0; i < fds.length; i++) {
@@ -322,7 +383,7 @@ export function pollFdsInto(
   revents: Uint16Array,
   events?: number | Uint16Array,
 ): number {
-  return native.poll(fds, timeoutMs, events, revents);
+  return native().poll(fds, timeoutMs, events, revents);
 }
 
 // ---------------------------------------------------------------------------
@@ -344,22 +405,22 @@ export interface NonblockOption {
 
 /** socket(AF_UNIX, SOCK_STREAM) + bind(path) + chmod(mode) + listen.  The path must not exist. */
 export function unixListen(path: string, opts?: UnixListenOptions): number {
-  return native.unixListen(path, opts?.backlog ?? 16, opts?.mode ?? 0o600, opts?.nonblock === true);
+  return native().unixListen(path, opts?.backlog ?? 16, opts?.mode ?? 0o600, opts?.nonblock === true);
 }
 
 /** accept4(SOCK_CLOEXEC [| SOCK_NONBLOCK]).  null on EAGAIN (non-blocking listener). */
 export function unixAccept(fd: number, opts?: NonblockOption): number | null {
-  return native.unixAccept(fd, opts?.nonblock === true);
+  return native().unixAccept(fd, opts?.nonblock === true);
 }
 
 /** Connect to a unix stream socket (the connect itself blocks; `nonblock` applies afterwards). */
 export function unixConnect(path: string, opts?: NonblockOption): number {
-  return native.unixConnect(path, opts?.nonblock === true);
+  return native().unixConnect(path, opts?.nonblock === true);
 }
 
 /** socketpair(AF_UNIX, SOCK_STREAM). */
 export function socketPair(opts?: NonblockOption): [number, number] {
-  return native.socketpair(opts?.nonblock === true);
+  return native().socketpair(opts?.nonblock === true);
 }
 
 /**
@@ -369,7 +430,7 @@ export function socketPair(opts?: NonblockOption): [number, number] {
  * chunk; send the rest without them), or null on EAGAIN (nothing sent).
  */
 export function sendmsg(fd: number, data: Uint8Array, fds?: readonly number[] | Int32Array): number | null {
-  return native.sendmsg(fd, data, fds);
+  return native().sendmsg(fd, data, fds);
 }
 
 export interface RecvResult {
@@ -386,7 +447,7 @@ export interface RecvResult {
  * data of that chunk is lost, so drop the connection.
  */
 export function recvmsg(fd: number, maxBytes = 4096, maxFds = 16): RecvResult | null {
-  return native.recvmsg(fd, maxBytes, maxFds);
+  return native().recvmsg(fd, maxBytes, maxFds);
 }
 
 // ---------------------------------------------------------------------------
@@ -414,27 +475,27 @@ export interface TunHandle {
  * when its last fd is closed.  Needs CAP_NET_ADMIN.
  */
 export function tunOpen(name: string, opts?: TunOpenOptions): TunHandle {
-  return native.tunOpen(name, opts?.multiQueue ?? true, opts?.vnetHdr ?? true, opts?.nonblock === true);
+  return native().tunOpen(name, opts?.multiQueue ?? true, opts?.vnetHdr ?? true, opts?.nonblock === true);
 }
 
 /** TUNSETVNETHDRSZ (10, or 12 for virtio 1.0 / MRG_RXBUF headers). */
 export function tunSetVnetHdrSize(fd: number, size: number): void {
-  native.tunSetVnetHdrSize(fd, size);
+  native().tunSetVnetHdrSize(fd, size);
 }
 
 /** TUNSETOFFLOAD with TUN_F_* flags (what the kernel may hand us: csum/GSO). */
 export function tunSetOffload(fd: number, flags: number): void {
-  native.tunSetOffload(fd, flags);
+  native().tunSetOffload(fd, flags);
 }
 
 /** TUNSETQUEUE: IFF_ATTACH_QUEUE (true) or IFF_DETACH_QUEUE (false) for this queue fd. */
 export function tunSetQueue(fd: number, attach: boolean): void {
-  native.tunSetQueue(fd, attach);
+  native().tunSetQueue(fd, attach);
 }
 
 /** Set or clear IFF_UP on an interface (SIOCSIFFLAGS; needs CAP_NET_ADMIN). */
 export function linkSetUp(name: string, up: boolean): void {
-  native.linkSetUp(name, up);
+  native().linkSetUp(name, up);
 }
 
 // ---------------------------------------------------------------------------
@@ -452,7 +513,7 @@ export function linkSetUp(name: string, up: boolean): void {
 // skip it with start + 1).  Use non-blocking fds.
 
 /** Write frame i = bytes [offs[i], offs[i] + lens[i]) of `buf`, one writev per frame. */
-export const writevFrames: NativeBinding['writevFrames'] = native.writevFrames;
+export let writevFrames: NativeBinding['writevFrames'] = (...a) => loadHost().writevFrames(...a);
 
 /**
  * Read one frame per readv into [offs[i], offs[i] + caps[i]); outLens[i] = bytes
@@ -462,14 +523,14 @@ export const writevFrames: NativeBinding['writevFrames'] = native.writevFrames;
  * GSO offloads on, else header + 14 + MTU [+ 4 for VLAN]) and drop frames that
  * fill the buffer completely.
  */
-export const readFrames: NativeBinding['readFrames'] = native.readFrames;
+export let readFrames: NativeBinding['readFrames'] = (...a) => loadHost().readFrames(...a);
 
 /**
  * Scatter-gather writes: frame i is segCounts[i] (1..1024) consecutive
  * segments of the flat segOffs/segLens tables; frame `start` begins at
  * segment sum(segCounts[0..start)).
  */
-export const writevFramesSg: NativeBinding['writevFramesSg'] = native.writevFramesSg;
+export let writevFramesSg: NativeBinding['writevFramesSg'] = (...a) => loadHost().writevFramesSg(...a);
 
 /** Scatter-gather reads; outLens[i] = total bytes of frame i (clamped to the sum of its caps). */
-export const readFramesSg: NativeBinding['readFramesSg'] = native.readFramesSg;
+export let readFramesSg: NativeBinding['readFramesSg'] = (...a) => loadHost().readFramesSg(...a);

@@ -82,8 +82,9 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     const { pairs, queueSize } = this.opts;
     this.device = new NetDevice({ maxPairs: pairs, maxQueueSize: Math.max(queueSize, 64), features: opts.deviceFeatures });
     if (queueSize > 32768 || !(queueSize >= 1)) throw new RangeError(`queue size ${queueSize} is outside 1..32768`);
-    // Guest memory: rings + 2 × queueSize buffers of 2 KiB per pair, plus the controlq.
-    const bytes = pairs * (2 * queueSize * 2048 + 2 * (queueSize * 24 + 8192)) + (1 << 20);
+    // Guest memory: rings + 2 × queueSize buffers of 2 KiB (or the RX buffer size, if larger) per pair, plus the controlq.
+    const bufBytes = Math.max(2048, opts.rxBufSize ?? 0);
+    const bytes = pairs * (2 * queueSize * bufBytes + 2 * (queueSize * 24 + 8192)) + (1 << 20);
     const sab = new SharedArrayBuffer(Math.ceil(bytes / 4096) * 4096);
     this.mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
     const alloc = new GuestAllocator(4096, sab.byteLength); // keep guest address 0 unused

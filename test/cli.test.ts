@@ -1,0 +1,92 @@
+/**
+ * The command line as a newcomer meets it: every bad option value of `loopback`
+ * and `serve` is one line on stderr (`virtio-mq: ...`) and exit status 2, never
+ * a stack trace and never a run that starts anyway; `--version` prints the
+ * package's version.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const PKG = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string };
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+const BAD: [string[], RegExp][] = [
+  [['loopback', '--duration', '0'], /--duration/],
+  [['loopback', '--duration', '-1'], /--duration/],
+  [['loopback', '--duration', 'abc'], /--duration/],
+  [['loopback', '--duration', ''], /--duration/],
+  [['loopback', '--resize', '8'], /--resize 8/],
+  [['loopback', '--queues', '2', '--resize', '3'], /--resize 3/],
+  [['loopback', '--resize', '0'], /--resize/],
+  [['loopback', '--queue-size', '1000'], /--queue-size: .*power of two/],
+  [['loopback', '--queue-size', '3'], /--queue-size: .*power of two/],
+  [['loopback', '--queue-size', '0'], /--queue-size/],
+  [['loopback', '--queue-size', '65536', '--ring', 'packed'], /--queue-size/],
+  [['loopback', '--queues', '0'], /--queues/],
+  [['loopback', '--queues', '65'], /--queues/],
+  [['loopback', '--queues', '1.5'], /--queues/],
+  [['loopback', '--flows', 'x'], /--flows/],
+  [['loopback', '--size', '59'], /--size/],
+  [['loopback', '--size', '1515'], /--size/],
+  [['loopback', '--size'], /--size .*argument missing/],
+  [['loopback', '--proto', 'icmp'], /--proto/],
+  [['loopback', '--ip', '5'], /--ip/],
+  [['loopback', '--mode', 'spin'], /--mode/],
+  [['loopback', '--ring', 'ring'], /--ring/],
+  [['loopback', '--rx-buffer-size', '10'], /--rx-buffer-size/],
+  [['loopback', '--rx-buffer-size', '64', '--queue-size', '4', '--ring', 'packed', '--size', '1514'], /--rx-buffer-size 64/],
+  [['loopback', '--queues', '64', '--queue-size', '32768'], /guest memory/],
+  [['loopback', '--pcap', '/nonexistent/x.pcap'], /--pcap/],
+  [['loopback', '--pcap', '/'], /--pcap/],
+  [['loopback', '--pcap', fileURLToPath(new URL('../../package.json', import.meta.url))], /not a pcap/],
+  [['loopback', '--bogus'], /unknown option '--bogus'/],
+  [['loopback', 'extra'], /too many arguments/],
+  [['serve'], /--socket/],
+  [['serve', '--socket', '/nonexistent-dir/vmq.sock'], /--socket .*does not exist/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--queues', '0'], /--queues/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--queues', '257'], /--queues/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--queue-size', '0'], /--queue-size/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--mode', 'spin'], /--mode/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--netdev', 'foo'], /--netdev foo/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--netdev', 'tap'], /ifname/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--netdev', 'generator,flows=0'], /flows=0/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--netdev', 'pcap,file=/nonexistent/x.pcap'], /ENOENT|no such file/i],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--rss', 'types=tcpv5'], /tcpv5/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--bogus'], /unknown option '--bogus'/],
+  [['frobnicate'], /unknown command/],
+];
+
+for (const [args, why] of BAD) {
+  test(`bad value: virtio-mq ${args.join(' ')} → one line, exit 2`, () => {
+    const r = cli(args);
+    assert.equal(r.signal, null, 'it must not run until the timeout');
+    const lines = r.stderr.split('\n').filter((l) => l !== '' && !/^npm warn/.test(l));
+    assert.equal(lines.length, 1, `exactly one line on stderr, got:\n${r.stderr}`);
+    assert.match(lines[0]!, /^virtio-mq: /);
+    assert.match(lines[0]!, why);
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+    assert.equal(r.status, 2);
+  });
+}
+
+test('--version and -V print the package version and exit 0', () => {
+  for (const flag of ['--version', '-V']) {
+    const r = cli([flag]);
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout.trim(), PKG.version);
+  }
+});
+
+test('good values still run: loopback --duration 0.3 --resize 1 --queues 2', () => {
+  const r = cli(['loopback', '--duration', '0.3', '--resize', '1', '--queues', '2']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /OK: every frame came back/);
+});
