@@ -76,7 +76,6 @@ export class NetDevicePair implements RxPort {
   private readonly mrgLens: Float64Array;
   private txFailed = false;
   private rxFailed = false;
-  /** The queues' one-descriptor fast path (null: a queue without one). */
   /** Frames in this pair's own backlog (only this worker pushes and pops it). */
   private backlogN = 0;
   /** RX counters not yet added to the shared stats (written once per poll round). */
@@ -321,19 +320,7 @@ export class NetDevicePair implements RxPort {
         // One writable buffer holds header and frame (what DPDK and Linux post): no chain walk.
         const dst = this.mem.bytes[r];
         const o = rxq.singleOff;
-        if ((o & 3) === 0) {
-          const d32 = dst.i32;
-          const wo = o >>> 2;
-          d32[wo] = 0;
-          d32[wo + 1] = 0;
-          if (hdrLen >= 12) d32[wo + 2] = 1 << 16; // num_buffers = 1: le16 at byte 10
-          else if (hdrLen === 10) dst.u8[o + 8] = dst.u8[o + 9] = 0;
-          if (hdrLen === 20) d32[wo + 3] = d32[wo + 4] = 0; // hash_value, hash_report: none
-        } else {
-          const u8 = dst.u8;
-          u8.fill(0, o, o + hdrLen);
-          if (hdrLen >= 12) u8[o + 10] = 1;
-        }
+        this.writeHdr(dst, o, 1);
         copyBytes(dst, o + hdrLen, src, off, len);
         rxq.pushUsed(rxq.singleId, need, 1);
         this.rxPk++;
@@ -415,17 +402,11 @@ export class NetDevicePair implements RxPort {
   private writeRx(chain: DescChain, src: Bytes, off: number, len: number, numBuffers: number): void {
     const hdrLen = this.hdrLen;
     const w = chain.readable;
-    if (chain.count - w >= 1 && chain.len[w] >= hdrLen + len && (chain.offset[w] & 3) === 0) {
-      // Fast path: one writable buffer holds header and frame.
+    if (chain.count - w >= 1 && chain.len[w] >= hdrLen + len) {
+      // One writable buffer holds header and frame.
       const dst = this.mem.bytes[chain.region[w]];
       const o = chain.offset[w];
-      const d32 = dst.i32;
-      const wo = o >>> 2;
-      d32[wo] = 0;
-      d32[wo + 1] = 0;
-      if (hdrLen >= 12) d32[wo + 2] = numBuffers << 16; // num_buffers: le16 at byte 10
-      else if (hdrLen === 10) dst.u8[o + 8] = dst.u8[o + 9] = 0;
-      if (hdrLen === 20) d32[wo + 3] = d32[wo + 4] = 0; // hash_value, hash_report: none
+      this.writeHdr(dst, o, numBuffers);
       copyBytes(dst, o + hdrLen, src, off, len);
       return;
     }
@@ -434,6 +415,31 @@ export class NetDevicePair implements RxPort {
     if (hdrLen >= 12) { h.u8[10] = numBuffers & 0xff; h.u8[11] = numBuffers >>> 8; }
     const at = chain.writeFrom(0, h, 0, hdrLen);
     chain.writeFrom(at, src, off, len);
+  }
+
+  /**
+   * The RX virtio_net_hdr (§5.1.6.1) at byte `o` of `dst`, all in one buffer:
+   * no flags, no GSO, num_buffers (le16 at byte 10, VERSION_1 headers), and
+   * no hash (hash_value, hash_report: 0 in a 20-byte header).
+   */
+  private writeHdr(dst: Bytes, o: number, numBuffers: number): void {
+    const hdrLen = this.hdrLen;
+    if ((o & 3) === 0) {
+      const d32 = dst.i32;
+      const wo = o >>> 2;
+      d32[wo] = 0;
+      d32[wo + 1] = 0;
+      if (hdrLen >= 12) d32[wo + 2] = numBuffers << 16;
+      else if (hdrLen === 10) dst.u8[o + 8] = dst.u8[o + 9] = 0;
+      if (hdrLen === 20) d32[wo + 3] = d32[wo + 4] = 0;
+    } else {
+      const u8 = dst.u8;
+      u8.fill(0, o, o + hdrLen);
+      if (hdrLen >= 12) {
+        u8[o + 10] = numBuffers & 0xff;
+        u8[o + 11] = numBuffers >>> 8;
+      }
+    }
   }
 
   // ---- notifications and faults -------------------------------------------

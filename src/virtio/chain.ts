@@ -40,10 +40,6 @@ export class DescChain {
     this.len = new Uint32Array(capacity);
   }
 
-  get capacity(): number {
-    return this.len.length;
-  }
-
   reset(id: number): void {
     this.id = id;
     this.descs = 0;

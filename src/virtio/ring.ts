@@ -7,7 +7,6 @@
  * contiguous layout, the size rule).
  */
 import type { GuestMemory } from './memory.js';
-import { QueueConfigError } from './errors.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED } from './features.js';
 import type { DeviceQueue, DriverQueue, QueueLayout, QueueOptions, RingFeatures, RingFormat } from './queue.js';
 import { SplitDeviceQueue } from './split/device.js';
@@ -83,10 +82,4 @@ export function queueSizeProblem(format: RingFormat, size: number, max = MAX_QUE
   if (!Number.isInteger(size) || size < 1 || size > max) return `queue size ${size} is outside 1..${max}`;
   if (format === 'split' && (size & (size - 1)) !== 0) return `queue size ${size} is not a power of two (split ring)`;
   return null;
-}
-
-/** @throws QueueConfigError when {@link queueSizeProblem} finds one. */
-export function checkQueueSize(format: RingFormat, size: number, max = MAX_QUEUE_SIZE): void {
-  const p = queueSizeProblem(format, size, max);
-  if (p) throw new QueueConfigError(p);
 }

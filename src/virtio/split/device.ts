@@ -122,9 +122,7 @@ export class SplitDeviceQueue implements DeviceQueue {
    * @throws DescriptorError AVAIL_IDX_JUMP when avail->idx ran ahead by more than the queue size.
    */
   pending(): number {
-    const n = (Atomics.load(this.avail, this.availH + 1) - this.lastAvailIdx) & 0xffff;
-    if (n > this.size) throw this.err('AVAIL_IDX_JUMP', `avail idx ran ${n} entries ahead of a ${this.size}-entry queue`);
-    return n;
+    return this.reloadAvail();
   }
 
   /**
@@ -173,7 +171,7 @@ export class SplitDeviceQueue implements DeviceQueue {
     return r;
   }
 
-  /** popSingle's slow part: read avail->idx into the shadow; returns the chains available. */
+  /** Read avail->idx (acquire) into popSingle's shadow; returns the chains available. @throws DescriptorError AVAIL_IDX_JUMP */
   private reloadAvail(): number {
     const a = Atomics.load(this.avail, this.availH + 1);
     const n = (a - this.lastAvailIdx) & 0xffff;
@@ -199,7 +197,7 @@ export class SplitDeviceQueue implements DeviceQueue {
    * several pieces; an indirect table need not be aligned.
    * @throws DescriptorError for every malformed-chain case.
    */
-  walk(head: number, chain: DescChain): void {
+  private walk(head: number, chain: DescChain): void {
     chain.reset(head);
     let table = this.desc;
     let base = this.descW;
@@ -245,15 +243,6 @@ export class SplitDeviceQueue implements DeviceQueue {
       }
       idx = fn >>> 16;
     }
-  }
-
-  /**
-   * Give back the last `n` popped chains unconsumed (they will be popped
-   * again): used when a back-end pushes back, or when a mergeable RX frame
-   * does not fit in what is available.
-   */
-  unpop(n: number): void {
-    this.lastAvailIdx = (this.lastAvailIdx - n) & 0xffff;
   }
 
   /** Used entries written since the last {@link publish}. */
@@ -317,11 +306,6 @@ export class SplitDeviceQueue implements DeviceQueue {
     } else {
       Atomics.store(this.used16, this.usedH, enable ? 0 : VIRTQ_USED_F_NO_NOTIFY);
     }
-  }
-
-  /** Read avail->idx (for vhost-user GET_VRING_BASE and diagnostics). */
-  availIdx(): number {
-    return Atomics.load(this.avail, this.availH + 1);
   }
 
   private err(code: ConstructorParameters<typeof DescriptorError>[0], msg: string, desc = -1): DescriptorError {
