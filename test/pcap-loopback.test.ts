@@ -1,8 +1,16 @@
 /**
  * Real input: capture real TCP/UDP/ICMP between two network namespaces
  * (scripts/capture-traffic.sh), then replay it through 4 queue pairs. Every
- * frame must come back byte-exact, each flow in order, and the 8 iperf3 TCP
- * flows must be spread so that no pair carries more than half of them.
+ * frame must come back byte-exact, each flow in order, and the TCP flows
+ * (iperf3's 8 data streams plus its control connections, both directions)
+ * must be spread over the pairs.
+ *
+ * The spread bound is chosen for real ephemeral ports, which some kernels
+ * pick at random: with 20 flows hashed uniformly onto 4 pairs, "no pair
+ * above half" fails about 1.7 % of the time (one CI run saw 11 4 4 1), while
+ * "at least 3 pairs used and none above three quarters" fails with a
+ * probability below 1e-4. A selector that concentrates flows (hashing the
+ * MAC addresses, say) fails it every time.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,8 +38,9 @@ test('captured iperf3 traffic through 4 pairs, split and packed rings: byte-exac
       const tcp = r.tcpFlowsPerPair!;
       const total = tcp.reduce((a, b) => a + b, 0);
       assert.ok(total >= 8, `expected >= 8 TCP flows, got ${total}`);
-      // iperf3 -P 8 data flows (plus control connections): no pair may carry more than half.
-      for (const n of tcp) assert.ok(n <= total / 2, `TCP flows per pair ${tcp.join(' ')}`);
+      const used = tcp.filter((n) => n > 0).length;
+      assert.ok(used >= 3, `TCP flows per pair ${tcp.join(' ')}: only ${used} pairs used`);
+      for (const n of tcp) assert.ok(n <= (total * 3) / 4, `TCP flows per pair ${tcp.join(' ')}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
