@@ -17,6 +17,8 @@ import { flowIdOf } from '../traffic/flow-id.js';
 import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
+import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { LoopbackObserved } from './observe/loopback-observed.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -39,6 +41,8 @@ export interface LoopbackOptions {
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
   json: boolean;
+  /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
+  observe?: ObserveOptions;
 }
 
 export interface LoopbackResult {
@@ -87,6 +91,11 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
+  const observed = o.observe ? new LoopbackObserved(net) : null;
+  const observing = observed ? await startObserving(observed, o.observe!, (line) => process.stderr.write(`${line}\n`)).catch(async (e) => {
+    await net.stop();
+    throw e;
+  }) : null;
   const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   out(`negotiated: ${features.join(' ')}\n`);
   if (o.rss) await net.setRss({ ...rssCfg, maxTxVq: net.driver.activePairs });
@@ -126,6 +135,8 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   const drainBy = Date.now() + 5000;
   while (inFlight() > 0 && Date.now() < drainBy) await sleep(10);
   const seconds = (Date.now() - t0) / 1000;
+  observed?.stop();
+  await observing?.close();
   await net.stop();
 
   const problems: string[] = [];

@@ -6,6 +6,9 @@ import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { DevStat } from '../net/stats.js';
 import { openNetdev } from './netdev-spec.js';
 import { parseRss } from './rss-spec.js';
+import { makeLogger, type LogLevel } from './log.js';
+import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { ServeObserved } from './observe/serve-observed.js';
 
 export interface ServeOptions {
   socket: string;
@@ -17,18 +20,32 @@ export interface ServeOptions {
   rss?: string | boolean;
   mode: 'busy' | 'notify';
   json: boolean;
+  logLevel?: LogLevel;
+  /** Control socket path (default under $XDG_RUNTIME_DIR or the temp directory). */
+  control?: string;
+  /** HOST:PORT for /metrics and the live page. */
+  metrics?: string;
+  http?: string;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
-  const log = (line: string, detail?: Record<string, unknown>) =>
-    o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line, ...detail })) : console.error(`${new Date().toISOString()} ${line}`);
+  const { log } = makeLogger({ json: o.json, level: o.logLevel });
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
+  const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log });
   await backend.start();
+  let observing;
+  try {
+    observing = await startObserving(observed, { control: o.control, metrics: o.metrics, http: o.http } satisfies ObserveOptions, log);
+  } catch (e) {
+    await backend.stop();
+    netdev.close();
+    throw e;
+  }
   const s = backend.stats;
   let last = s.snapshot();
   let lastT = Date.now();
@@ -46,6 +63,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
     }));
     last = snap;
     lastT = now;
+    observed.tick();
     if (!backend.session) return;
     if (o.json) {
       console.log(JSON.stringify({ time: new Date().toISOString(), pairs: rows }));
@@ -65,6 +83,8 @@ export async function runServe(o: ServeOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   clearInterval(timer);
+  observed.stop();
+  await observing.close();
   await backend.stop();
   netdev.close();
 }
