@@ -14,7 +14,7 @@ import type { Observed, Snapshot } from '../observe/snapshot.js';
 export function metricsRegistry(src: Observed): Registry {
   const reg = new Registry();
   reg.setDefaultLabels({ role: src.kind });
-  collectDefaultMetrics({ register: reg, prefix: 'virtio_mq_process_' });
+  collectDefaultMetrics({ register: reg, prefix: 'virtio_mq_' });
   // One snapshot per scrape, shared by every metric's collect().
   let snap: Snapshot | null = null;
   let snapAt = 0;
