@@ -53,7 +53,7 @@ function series(pairs, dirs) {
   return s;
 }
 function makeCharts(pairs) {
-  const opts = (s) => ({ width: 600, height: 220, series: s, axes: [{}, { size: 60 }], scales: { x: { time: true } } });
+  const opts = (s) => ({ width: 600, height: 220, series: s, axes: [{}, { size: 80 }], scales: { x: { time: true } } });
   const defs = { pps: ['rx', 'tx'], bps: ['rx', 'tx'], drops: [''], fill: ['rx', 'tx'] };
   charts = {}; data = {};
   for (const [k, dirs] of Object.entries(defs)) {

@@ -102,6 +102,9 @@ export async function startObserveServer(src: Observed, addr: { host: string; po
       } else if (what.page && path === '/uplot.css') {
         res.writeHead(200, { 'content-type': 'text/css; charset=utf-8', 'cache-control': 'max-age=3600' });
         res.end(uplot().css);
+      } else if (what.page && path === '/favicon.ico') {
+        res.writeHead(204);
+        res.end();
       } else if (what.page && path === '/stats.json') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(src.snapshot()));
