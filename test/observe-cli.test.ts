@@ -55,7 +55,7 @@ function stats(control: string): Snapshot {
 
 test('loopback: control socket 0600, stats --json counters move, rings and features shown; /metrics parses with per-queue labels', { timeout: 60_000 }, async () => {
   const control = tmp('lb');
-  const p = start(['loopback', '--queues', '2', '--duration', '4', '--control', control, '--metrics', '127.0.0.1:0']);
+  const p = start(['loopback', '--queues', '2', '--duration', '8', '--control', control, '--metrics', '127.0.0.1:0']);
   try {
     await until(() => /metrics: http/.test(p.err()), 'the control socket and metrics lines');
     const st = fs.lstatSync(control);
@@ -92,6 +92,18 @@ test('loopback: control socket 0600, stats --json counters move, rings and featu
     assert.match(text.stdout, /virtio-mq loopback \(pid \d+\)/);
     assert.match(text.stdout, /rx_packets/);
     assert.match(text.stdout, /receiveq1 +256 running/);
+    // --watch --json: one snapshot per line, counters never going back; SIGINT ends it with status 0.
+    const w = start(['stats', '--watch', '--json', '--interval', '0.2', '--control', control]);
+    const snaps = await until(() => {
+      const l = w.out().split('\n').filter(Boolean);
+      return l.length >= 3 ? l.slice(0, 3).map((x) => JSON.parse(x) as Snapshot) : null;
+    }, `three --watch lines (${w.err()})`);
+    w.child.kill('SIGINT');
+    assert.equal(await w.exited, 0, w.err());
+    for (let i = 1; i < snaps.length; i++) {
+      assert.ok(snaps[i].uptimeSeconds > snaps[i - 1].uptimeSeconds, 'a new snapshot each time');
+      assert.ok(snaps[i].xstats.rx_q0_packets >= snaps[i - 1].xstats.rx_q0_packets, 'monotonic');
+    }
     // Prometheus.
     const url = (/metrics: (http:\/\/\S+\/metrics)/.exec(p.err()) ?? [])[1];
     assert.ok(url, `metrics URL printed: ${p.err()}`);
