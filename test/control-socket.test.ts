@@ -103,6 +103,30 @@ test('commands: registered handlers, help, errors as ok:false, requests answered
   }
 });
 
+test('a client that shuts down its side after the request (echo ... | socat) still gets every reply, then EOF', async () => {
+  const p = sockPath();
+  const srv = new ControlServer();
+  srv.register('later', async () => {
+    await new Promise((r) => setTimeout(r, 30));
+    return 'late';
+  });
+  await srv.listen(p);
+  try {
+    const s = net.connect(p);
+    s.setEncoding('utf8');
+    let got = '';
+    s.on('data', (d: string) => (got += d));
+    const closed = new Promise<void>((r) => s.on('close', () => r()));
+    s.end('{"id":1,"cmd":"later"}\n{"id":2,"cmd":"help"}'); // the last line without its newline
+    await closed;
+    const lines = got.trim().split('\n').map((l) => JSON.parse(l) as { id: number; ok: boolean; result: unknown });
+    assert.deepEqual(lines.map((l) => [l.id, l.ok]), [[1, true], [2, true]]);
+    assert.equal(lines[0].result, 'late');
+  } finally {
+    await srv.close();
+  }
+});
+
 test('a stale socket is replaced; a live socket and a regular file are refused', async () => {
   const p = sockPath();
   // Stale: the socket of a process that died without removing it (SIGKILL).

@@ -53,7 +53,8 @@ export class ControlServer {
    */
   async listen(path: string): Promise<void> {
     await clearStale(path);
-    const server = net.createServer((s) => this.serve(s));
+    // Half-open: a client may send its requests and shut down its side (`echo ... | socat`); replies follow, then the server ends.
+    const server = net.createServer({ allowHalfOpen: true }, (s) => this.serve(s));
     const oldMask = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -83,6 +84,15 @@ export class ControlServer {
     s.on('close', () => {
       this.sockets.delete(s);
       resolveClosed();
+    });
+    s.on('end', () => {
+      // A last request without its newline still counts.
+      if (buf.trim() !== '') {
+        const line = buf;
+        chain = chain.then(() => this.handleLine(s, line, closed));
+      }
+      buf = '';
+      void chain.then(() => s.end());
     });
     s.on('data', (chunk: string) => {
       buf += chunk;
