@@ -77,7 +77,9 @@ test('live page: loads, charts drawn, features and pairs shown, numbers move whi
   } finally {
     await browser?.close();
     fs.rmSync(path.join(os.tmpdir(), `vmq-chromium-${process.pid}`), { recursive: true, force: true });
-    if (child.exitCode === null) child.kill('SIGKILL');
-    await exited;
+    if (child.exitCode === null) child.kill('SIGINT'); // loopback stops sending, checks what is in flight, exits
+    const code = await exited;
+    assert.equal(code, 0, `loopback ended OK after SIGINT: ${err.slice(-400)}`);
+    assert.equal(fs.existsSync(control), false, 'its control socket removed');
   }
 });

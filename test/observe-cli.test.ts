@@ -166,6 +166,33 @@ test('serve --json: JSON log lines with level and time; --log-level warn drops i
   }
 });
 
+test('the default control socket: $XDG_RUNTIME_DIR/virtio-mq-PID.sock, found by stats without --control; SIGINT ends loopback cleanly', { timeout: 60_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmq-xdg-${process.pid}-`));
+  const env = { ...process.env, XDG_RUNTIME_DIR: dir };
+  const child = spawn(process.execPath, [MAIN, 'loopback', '--queues', '1', '--duration', '60', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '', out = '';
+  child.stderr.on('data', (d) => (err += d));
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  try {
+    const expected = path.join(dir, `virtio-mq-${child.pid}.sock`);
+    await until(() => err.includes(`control socket: ${expected}`), `the default path in ${err}`);
+    const r = spawnSync(process.execPath, [MAIN, 'stats', '--json'], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as Snapshot).pid, child.pid, 'stats found it without --control');
+  } finally {
+    child.kill('SIGINT');
+  }
+  assert.equal(await exited, 0, `loopback ended OK after SIGINT: ${err}`);
+  const summary = JSON.parse(out) as { ok: boolean; seconds: number; rxPackets: number };
+  assert.ok(summary.ok && summary.rxPackets > 0 && summary.seconds < 30, 'stopped early, every frame back');
+  assert.deepEqual(fs.readdirSync(dir), [], 'the socket is removed');
+  const none = spawnSync(process.execPath, [MAIN, 'stats'], { env, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(none.status, 1);
+  assert.match(none.stderr, /^virtio-mq: no running virtio-mq found in .* \(give --control PATH\)\n$/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 test('stats without a process: one line, exit 1', () => {
   const r = cli(['stats', '--control', tmp('none')]);
   assert.equal(r.status, 1);

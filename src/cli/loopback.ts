@@ -43,6 +43,8 @@ export interface LoopbackOptions {
   json: boolean;
   /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
   observe?: ObserveOptions;
+  /** Stop sending early when aborted (the command line: SIGINT, SIGTERM); the frames in flight are still checked. */
+  signal?: AbortSignal;
 }
 
 export interface LoopbackResult {
@@ -60,7 +62,13 @@ export interface LoopbackResult {
 
 /** Run the loopback job; prints a live table (unless --json) and a summary. Returns true when every frame came back intact and in order. */
 export async function runLoopback(o: LoopbackOptions): Promise<boolean> {
-  const r = await loopback(o, o.json ? () => {} : (s) => process.stdout.write(s));
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const r = await loopback({ ...o, signal: ac.signal }, o.json ? () => {} : (s) => process.stdout.write(s));
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
   if (o.json) console.log(JSON.stringify(r, null, 2));
   else printSummary(r);
   return r.ok;
@@ -129,7 +137,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
       out(`\nVQ_PAIRS_SET ${n}: active pairs now ${net.driver.activePairs}\n`);
     }
     if (o.pcap ? drv.total(DrvStat.rxPackets) + drv.total(DrvStat.rxBad) >= (spec as PcapTrafficSpec).count : now - t0 >= sendFor) break;
-    if (now - t0 >= sendFor) break;
+    if (now - t0 >= sendFor || o.signal?.aborted) break;
   }
   net.stopTx();
   const drainBy = Date.now() + 5000;
