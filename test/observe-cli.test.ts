@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parsePromText } from './support/prom-text.js';
+import { ControlClient } from '../src/cli/control/client.js';
 import type { Snapshot } from '../src/cli/observe/snapshot.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -55,13 +56,15 @@ function stats(control: string): Snapshot {
 
 test('loopback: control socket 0600, stats --json counters move, rings and features shown; /metrics parses with per-queue labels', { timeout: 60_000 }, async () => {
   const control = tmp('lb');
-  const p = start(['loopback', '--queues', '2', '--duration', '8', '--control', control, '--metrics', '127.0.0.1:0']);
+  const p = start(['loopback', '--queues', '2', '--duration', '60', '--control', control, '--metrics', '127.0.0.1:0']);
   try {
     await until(() => /metrics: http/.test(p.err()), 'the control socket and metrics lines');
     const st = fs.lstatSync(control);
     assert.ok(st.isSocket(), 'a socket at --control');
     assert.equal(st.mode & 0o777, 0o600, 'mode 0600');
-    const a = stats(control);
+    const a = stats(control); // the command line once; then the same request in-process (quicker)
+    const c = await ControlClient.connect(control);
+    const req = async () => (await c.request('stats')) as Snapshot;
     assert.equal(a.kind, 'loopback');
     assert.equal(a.pid, p.child.pid);
     assert.equal(a.pairs, 2);
@@ -81,10 +84,12 @@ test('loopback: control socket 0600, stats --json counters move, rings and featu
       assert.equal(r.inFlight, (r.availIdx! - r.usedIdx! + 65536) % 65536, `${r.name}: in flight = avail->idx - used->idx`);
     }
     // The counters move while traffic flows.
-    const b = await until(() => {
-      const s = stats(control);
-      return s.xstats.rx_q0_packets > a.xstats.rx_q0_packets && s.xstats.tx_q1_packets > a.xstats.tx_q1_packets ? s : null;
-    }, 'rx_q0_packets and tx_q1_packets to grow');
+    let b = await req();
+    for (const end = Date.now() + 15_000; !(b.xstats.rx_q0_packets > a.xstats.rx_q0_packets && b.xstats.tx_q1_packets > a.xstats.tx_q1_packets); b = await req()) {
+      if (Date.now() > end) assert.fail('rx_q0_packets and tx_q1_packets did not grow');
+      await sleep(50);
+    }
+    c.close();
     assert.ok(b.uptimeSeconds > a.uptimeSeconds);
     // The text form.
     const text = cli(['stats', '--control', control]);
@@ -122,6 +127,7 @@ test('loopback: control socket 0600, stats --json counters move, rings and featu
     assert.ok(fams.get('virtio_mq_process_cpu_user_seconds_total') && fams.get('virtio_mq_nodejs_eventloop_lag_seconds'), 'process metrics');
     assert.ok(fams.get('virtio_mq_feature')?.samples.some((s) => s.labels.name === 'VIRTIO_NET_F_MQ'), 'features as labels');
   } finally {
+    p.child.kill('SIGINT'); // it stops sending, checks every frame in flight, exits
     const code = await p.exited;
     assert.equal(code, 0, `loopback ended OK: ${p.out().slice(-400)}`);
   }
@@ -138,11 +144,10 @@ test('serve --json: JSON log lines with level and time; --log-level warn drops i
     const socket = tmp('vu'), control = tmp('srv');
     const p = start(['serve', '--socket', socket, '--netdev', 'sink', '--json', '--log-level', level, '--control', control]);
     try {
-      const s = await until(() => {
-        if (!fs.existsSync(control)) return null;
-        const r = cli(['stats', '--json', '--control', control]);
-        return r.status === 0 ? (JSON.parse(r.stdout) as Snapshot) : null;
-      }, 'serve to answer stats');
+      await until(() => fs.existsSync(control), 'the control socket');
+      const c = await ControlClient.connect(control);
+      const s = (await c.request('stats')) as Snapshot;
+      c.close();
       assert.equal(s.kind, 'serve');
       assert.equal(s.connection.state, 'listening');
       assert.equal(s.connection.sessions, 0);

@@ -36,13 +36,16 @@ export async function runServe(o: ServeOptions): Promise<void> {
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
+  // Observable before the back-end starts (with --client, start() waits for the first connection).
   const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log });
-  await backend.start();
-  let observing;
+  const observing = await startObserving(observed, { control: o.control, metrics: o.metrics, http: o.http } satisfies ObserveOptions, log).catch((e) => {
+    netdev.close();
+    throw e;
+  });
   try {
-    observing = await startObserving(observed, { control: o.control, metrics: o.metrics, http: o.http } satisfies ObserveOptions, log);
+    await backend.start();
   } catch (e) {
-    await backend.stop();
+    await observing.close();
     netdev.close();
     throw e;
   }

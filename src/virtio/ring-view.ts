@@ -47,13 +47,12 @@ export interface RingView {
 const AVAIL = 1 << 7;
 const USED = 1 << 15;
 
+/** The little-endian u16 at guest address `addr`, or null outside guest memory (no copy, never throws). */
 function u16(mem: GuestMemory, addr: number): number | null {
-  try {
-    const b = mem.read(addr, 2);
-    return b[0] | (b[1] << 8);
-  } catch {
-    return null;
-  }
+  const r = mem.find(addr, 2);
+  if (r < 0) return null;
+  const u8 = mem.bytes[r].u8;
+  return u8[mem.off] | (u8[mem.off + 1] << 8);
 }
 
 /**
@@ -74,17 +73,16 @@ export function viewRing(mem: GuestMemory, layout: QueueLayout, dev: QueueState)
   const usedPos = dev.used & 0x7fff, usedWrap = (dev.used >> 15) & 1;
   // Slots the device has read and not yet written back as used.
   const taken = (availPos + (availWrap === usedWrap ? 0 : size) - usedPos + size * 2) % (size * 2);
-  let pending: number | null = 0;
+  // The descriptor ring lies in one region (the transport checked it): read its flags in place.
+  const r = mem.find(layout.descAddr, 16 * size);
+  let pending: number | null = r < 0 ? null : 0;
+  const u8 = r < 0 ? null : mem.bytes[r].u8, base = mem.off + 14;
   let pos = availPos, wrap = availWrap;
-  for (let i = 0; i < size; i++) {
-    const flags = u16(mem, layout.descAddr + 16 * pos + 14);
-    if (flags === null) {
-      pending = null;
-      break;
-    }
+  for (let i = 0; u8 !== null && i < size; i++) {
+    const flags = u8[base + 16 * pos] | (u8[base + 16 * pos + 1] << 8);
     const a = (flags & AVAIL) !== 0 ? 1 : 0, u = (flags & USED) !== 0 ? 1 : 0;
     if (a !== wrap || u === wrap) break;
-    pending++;
+    pending!++;
     if (++pos === size) {
       pos = 0;
       wrap ^= 1;
