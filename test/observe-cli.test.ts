@@ -198,6 +198,29 @@ test('the default control socket: $XDG_RUNTIME_DIR/virtio-mq-PID.sock, found by 
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('serve --client: observable (state connecting) before any front-end; SIGINT then ends it cleanly', { timeout: 60_000 }, async (t) => {
+  const probe = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(new URL('../src/host/index.js', import.meta.url).href)})`]);
+  if (probe.status !== 0) {
+    t.skip('the native addon (src/host) is not built: serve cannot run');
+    return;
+  }
+  const socket = tmp('nobody'), control = tmp('client');
+  const p = start(['serve', '--socket', socket, '--client', '--netdev', 'sink', '--control', control]);
+  try {
+    await until(() => fs.existsSync(control), 'the control socket');
+    const c = await ControlClient.connect(control);
+    const s = (await c.request('stats')) as Snapshot;
+    c.close();
+    assert.equal(s.connection.state, 'connecting');
+    assert.equal(s.connection.sessions, 0);
+  } finally {
+    p.child.kill('SIGINT');
+  }
+  assert.equal(await p.exited, 0, p.err());
+  assert.match(p.err(), /SIGINT: shutting down/);
+  assert.equal(fs.existsSync(control), false, 'control socket removed');
+});
+
 test('stats without a process: one line, exit 1', () => {
   const r = cli(['stats', '--control', tmp('none')]);
   assert.equal(r.status, 1);

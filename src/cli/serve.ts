@@ -42,8 +42,21 @@ export async function runServe(o: ServeOptions): Promise<void> {
     netdev.close();
     throw e;
   });
+  const signalled = new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  const shutdown = async (sig: string) => {
+    log(`${sig}: shutting down`);
+    observed.stop();
+    await observing.close();
+    await backend.stop();
+    netdev.close();
+  };
   try {
-    await backend.start();
+    // A signal while --client still waits for its first connection ends serve too.
+    const early = await Promise.race([backend.start().then(() => null), signalled]);
+    if (early !== null) return await shutdown(early);
   } catch (e) {
     await observing.close();
     netdev.close();
@@ -77,17 +90,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
       out += `${String(r.pair).padStart(4)} ${(r.rxPps / 1e3).toFixed(1).padStart(9)} ${(r.txPps / 1e3).toFixed(1).padStart(9)} ${r.rxMbps.toFixed(1).padStart(9)} ${r.txMbps.toFixed(1).padStart(9)} ${String(r.drops).padStart(8)} ${String(r.kicks).padStart(9)} ${String(r.calls).padStart(9)}${r.errors ? '  QUEUE ERROR' : ''}\n`;
     process.stdout.write(out);
   }, 1000);
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log(`${sig}: shutting down`);
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  const sig = await signalled;
   clearInterval(timer);
-  observed.stop();
-  await observing.close();
-  await backend.stop();
-  netdev.close();
+  await shutdown(sig);
 }
