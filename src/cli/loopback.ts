@@ -17,6 +17,8 @@ import { flowIdOf } from '../traffic/flow-id.js';
 import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
+import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { LoopbackObserved } from './observe/loopback-observed.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -39,6 +41,10 @@ export interface LoopbackOptions {
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
   json: boolean;
+  /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
+  observe?: ObserveOptions;
+  /** Stop sending early when aborted (the command line: SIGINT, SIGTERM); the frames in flight are still checked. */
+  signal?: AbortSignal;
 }
 
 export interface LoopbackResult {
@@ -56,7 +62,13 @@ export interface LoopbackResult {
 
 /** Run the loopback job; prints a live table (unless --json) and a summary. Returns true when every frame came back intact and in order. */
 export async function runLoopback(o: LoopbackOptions): Promise<boolean> {
-  const r = await loopback(o, o.json ? () => {} : (s) => process.stdout.write(s));
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const r = await loopback({ ...o, signal: ac.signal }, o.json ? () => {} : (s) => process.stdout.write(s));
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
   if (o.json) console.log(JSON.stringify(r, null, 2));
   else printSummary(r);
   return r.ok;
@@ -87,6 +99,11 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
+  const observed = o.observe ? new LoopbackObserved(net) : null;
+  const observing = observed ? await startObserving(observed, o.observe!, (line) => process.stderr.write(`${line}\n`)).catch(async (e) => {
+    await net.stop();
+    throw e;
+  }) : null;
   const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   out(`negotiated: ${features.join(' ')}\n`);
   if (o.rss) await net.setRss({ ...rssCfg, maxTxVq: net.driver.activePairs });
@@ -120,12 +137,14 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
       out(`\nVQ_PAIRS_SET ${n}: active pairs now ${net.driver.activePairs}\n`);
     }
     if (o.pcap ? drv.total(DrvStat.rxPackets) + drv.total(DrvStat.rxBad) >= (spec as PcapTrafficSpec).count : now - t0 >= sendFor) break;
-    if (now - t0 >= sendFor) break;
+    if (now - t0 >= sendFor || o.signal?.aborted) break;
   }
   net.stopTx();
   const drainBy = Date.now() + 5000;
   while (inFlight() > 0 && Date.now() < drainBy) await sleep(10);
   const seconds = (Date.now() - t0) / 1000;
+  observed?.stop();
+  await observing?.close();
   await net.stop();
 
   const problems: string[] = [];

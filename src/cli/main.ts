@@ -39,6 +39,29 @@ const seconds = (name: string, max: number) => (v: string): number => {
   return n;
 };
 
+/** HOST:PORT for --metrics / --http (checked here: a bad value is a usage error). */
+const hostPort = (name: string) => (v: string): string => {
+  if (!/^(?:\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/.test(v) || Number(v.slice(v.lastIndexOf(':') + 1)) > 65535)
+    throw new InvalidArgumentError(`${name} must be HOST:PORT (for example 127.0.0.1:9100 or [::1]:9100; port 0..65535)`);
+  return v;
+};
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** Options every running process has for being observed: control socket, Prometheus, live page. */
+function observeOptions(cmd: Command): Command {
+  return cmd
+    .option('--control <path>', 'control socket for `virtio-mq stats` (default $XDG_RUNTIME_DIR or the temp directory, virtio-mq-PID.sock)')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics', hostPort('--metrics'))
+    .option('--http <host:port>', 'serve a live page at http://HOST:PORT/ (may share --metrics\'s address)', hostPort('--http'));
+}
+
+function checkControlPath(path: string | undefined): void {
+  if (path === undefined) return;
+  const dir = dirname(resolve(path));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--control ${path}: directory ${dir} does not exist`);
+}
+
 /** Bad values end the process with one line on stderr, `virtio-mq: ...`, and exit status 2. */
 class UsageError extends Error {}
 
@@ -51,8 +74,8 @@ program
   .configureOutput({ outputError: (str, write) => write(`virtio-mq: ${str.replace(/^error: /, '').trimEnd()}\n`) })
   .exitOverride();
 
-program
-  .command('loopback')
+observeOptions(program
+  .command('loopback'))
   .description('run driver and device in worker threads over a SharedArrayBuffer; every TX frame comes back on RX and is checked')
   .option('-q, --queues <n>', 'queue pairs', int('--queues', 1, 64), 4)
   .option('-f, --flows <n>', 'generated flows', int('--flows', 1, 65536), 16)
@@ -89,13 +112,15 @@ program
     if (opts.rxBufferSize !== undefined && Math.ceil((opts.size + 12) / opts.rxBufferSize) > opts.queueSize)
       throw new UsageError(`--rx-buffer-size ${opts.rxBufferSize}: a ${opts.size}-byte frame needs ${Math.ceil((opts.size + 12) / opts.rxBufferSize)} RX buffers, more than --queue-size ${opts.queueSize}`);
     if (opts.pcap !== undefined) checkReadableFile('--pcap', opts.pcap);
+    checkControlPath(opts.control);
+    opts.observe = { control: opts.control, metrics: opts.metrics, http: opts.http };
     const { runLoopback } = await import('./loopback.js');
     const ok = await runLoopback(opts);
     process.exitCode = ok ? 0 : 1;
   });
 
-program
-  .command('serve')
+observeOptions(program
+  .command('serve'))
   .description('vhost-user back-end for QEMU, cloud-hypervisor or DPDK virtio-user: one worker per queue pair, frames to a netdev')
   .requiredOption('--socket <path>', 'vhost-user unix socket')
   .option('--client', 'connect to the socket (the front-end listens) and reconnect with back-off', false)
@@ -105,14 +130,35 @@ program
   .option('--rss [spec]', 'steer netdev frames by RSS: [key=HEX][,types=tcpv4+udpv4+...|all][,table=N] (default key, all types, 128 entries)')
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
+  .option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`, 'info')
   .action(async (opts) => {
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
+    if (!LOG_LEVELS.includes(opts.logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+    checkControlPath(opts.control);
     if (!opts.client) {
       const dir = dirname(resolve(opts.socket));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);
     }
     const { runServe } = await import('./serve.js');
     await runServe(opts);
+  });
+
+program
+  .command('stats')
+  .description('show a running serve or loopback: per-queue counters (xstats names), features, rings, memory, connection, uptime')
+  .option('--control <path>', 'its control socket (default: the only virtio-mq-PID.sock in $XDG_RUNTIME_DIR or the temp directory)')
+  .option('-w, --watch', 'show again every second, with rates (Ctrl-C ends)', false)
+  .option('--interval <seconds>', 'seconds between --watch snapshots', seconds('--interval', 3600), 1)
+  .option('--json', 'print the snapshot as JSON (--watch: one line each)', false)
+  .action(async (opts) => {
+    const { runStats } = await import('./stats.js');
+    try {
+      await runStats(opts);
+    } catch (e) {
+      // Nothing to read (no process, socket gone): one line, exit 1.
+      console.error(`virtio-mq: ${e instanceof Error ? e.message : String(e)}`);
+      process.exitCode = 1;
+    }
   });
 
 function checkReadableFile(option: string, file: string): void {

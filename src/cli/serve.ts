@@ -6,6 +6,9 @@ import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { DevStat } from '../net/stats.js';
 import { openNetdev } from './netdev-spec.js';
 import { parseRss } from './rss-spec.js';
+import { makeLogger, type LogLevel } from './log.js';
+import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { ServeObserved } from './observe/serve-observed.js';
 
 export interface ServeOptions {
   socket: string;
@@ -17,18 +20,48 @@ export interface ServeOptions {
   rss?: string | boolean;
   mode: 'busy' | 'notify';
   json: boolean;
+  logLevel?: LogLevel;
+  /** Control socket path (default under $XDG_RUNTIME_DIR or the temp directory). */
+  control?: string;
+  /** HOST:PORT for /metrics and the live page. */
+  metrics?: string;
+  http?: string;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
-  const log = (line: string, detail?: Record<string, unknown>) =>
-    o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line, ...detail })) : console.error(`${new Date().toISOString()} ${line}`);
+  const { log } = makeLogger({ json: o.json, level: o.logLevel });
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
-  await backend.start();
+  // Observable before the back-end starts (with --client, start() waits for the first connection).
+  const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log });
+  const observing = await startObserving(observed, { control: o.control, metrics: o.metrics, http: o.http } satisfies ObserveOptions, log).catch((e) => {
+    netdev.close();
+    throw e;
+  });
+  const signalled = new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  const shutdown = async (sig: string) => {
+    log(`${sig}: shutting down`);
+    observed.stop();
+    await observing.close();
+    await backend.stop();
+    netdev.close();
+  };
+  try {
+    // A signal while --client still waits for its first connection ends serve too.
+    const early = await Promise.race([backend.start().then(() => null), signalled]);
+    if (early !== null) return await shutdown(early);
+  } catch (e) {
+    await observing.close();
+    netdev.close();
+    throw e;
+  }
   const s = backend.stats;
   let last = s.snapshot();
   let lastT = Date.now();
@@ -46,6 +79,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
     }));
     last = snap;
     lastT = now;
+    observed.tick();
     if (!backend.session) return;
     if (o.json) {
       console.log(JSON.stringify({ time: new Date().toISOString(), pairs: rows }));
@@ -56,15 +90,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
       out += `${String(r.pair).padStart(4)} ${(r.rxPps / 1e3).toFixed(1).padStart(9)} ${(r.txPps / 1e3).toFixed(1).padStart(9)} ${r.rxMbps.toFixed(1).padStart(9)} ${r.txMbps.toFixed(1).padStart(9)} ${String(r.drops).padStart(8)} ${String(r.kicks).padStart(9)} ${String(r.calls).padStart(9)}${r.errors ? '  QUEUE ERROR' : ''}\n`;
     process.stdout.write(out);
   }, 1000);
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log(`${sig}: shutting down`);
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  const sig = await signalled;
   clearInterval(timer);
-  await backend.stop();
-  netdev.close();
+  await shutdown(sig);
 }

@@ -266,6 +266,7 @@ export class NetDevicePair implements RxPort {
       if (this.inboxes[this.pair].push(src, off, len)) {
         this.backlogN++;
         this.stats[this.statBase + DevStat.backlog]++;
+        this.stats[this.statBase + DevStat.rxRingFull]++;
         return true;
       }
       return false;

@@ -19,9 +19,25 @@ export const DevStat = {
   backlog: 9, // frames waiting for RX buffers now (gauge)
   errors: 10, // malformed chains; the queue is stopped after the first
   rxBuffers: 11, // descriptor chains used on receiveqN (>= rxPackets with MRG_RXBUF)
+  rxRingFull: 12, // frames that found receiveqN without a free buffer (or older frames waiting) and went to the backlog
+  // Gauges, where each ring stands (QueueState: split u16 index; packed position | wrap << 15),
+  // published by the pair's worker every 64 poll rounds and before it sleeps.
+  rxAvailPos: 13, // receiveqN: next available entry the device reads
+  rxUsedPos: 14, // receiveqN: next used entry the device writes
+  txAvailPos: 15,
+  txUsedPos: 16,
 } as const;
-/** Stride per pair: 16 doubles = two 64-byte cache lines, so pairs' counters never share a line. */
-export const DEV_STAT_COUNT = 16;
+/** Stride per pair: 24 doubles = three 64-byte cache lines, so pairs' counters never share a line. */
+export const DEV_STAT_COUNT = 24;
+
+/** Store where receiveqN and transmitqN stand into the pair's gauges (DevStat.rxAvailPos..txUsedPos). */
+export function publishRingState(stats: Float64Array, base: number, rx: { state(): { avail: number; used: number } }, tx: { state(): { avail: number; used: number } }): void {
+  const r = rx.state(), t = tx.state();
+  stats[base + DevStat.rxAvailPos] = r.avail;
+  stats[base + DevStat.rxUsedPos] = r.used;
+  stats[base + DevStat.txAvailPos] = t.avail;
+  stats[base + DevStat.txUsedPos] = t.used;
+}
 
 /** Driver-side counters of one queue pair. */
 export const DrvStat = {

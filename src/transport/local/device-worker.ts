@@ -6,7 +6,7 @@
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { PairNotifier } from '../../net/device-pair.js';
-import { DevStat, DEV_STAT_COUNT } from '../../net/stats.js';
+import { DevStat, DEV_STAT_COUNT, publishRingState } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_STOP, SharedControl } from './shared.js';
 import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
@@ -33,7 +33,7 @@ const notifier: PairNotifier = {
   notifyQueue: (q) => ctl.ring(ctl.drvBell(q >> 1)), // one driver worker owns both queues of a pair
   wakeDevice: (p) => ctl.ring(ctl.devBell(p)),
 };
-const { dev, steering, netdev } = buildDevicePair(d, ctl.get(CTL_ACTIVE_PAIRS), notifier);
+const { dev, rxq, txq, steering, netdev } = buildDevicePair(d, ctl.get(CTL_ACTIVE_PAIRS), notifier);
 steering.setFilter(d.filter ? makeRxFilter(d.filter) : null);
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', side: 'device', queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message });
@@ -60,8 +60,10 @@ const budget = d.budget;
 // Kicks only while asleep: off while polling.
 dev.disableNotifications();
 let armed = false;
+let rounds = 0;
 for (;;) {
   if (Atomics.load(words, CTL_GEN) !== gen) control();
+  if ((++rounds & 63) === 0) publishRingState(stats, statBase, rxq, txq);
   if (Atomics.load(words, CTL_STOP) !== 0) break; // checked every round: a netdev may never go idle
   if (armed) {
     dev.disableNotifications();
@@ -74,6 +76,7 @@ for (;;) {
   dev.enableNotifications();
   armed = true;
   if (dev.hasWork()) continue;
+  publishRingState(stats, statBase, rxq, txq);
   if (Atomics.wait(words, bell, seen, 50) !== 'timed-out') stats[statBase + DevStat.kicks]++;
 }
 netdev.close?.();

@@ -9,7 +9,7 @@
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { PairNotifier } from '../../net/device-pair.js';
-import { DevStat, DEV_STAT_COUNT } from '../../net/stats.js';
+import { DevStat, DEV_STAT_COUNT, publishRingState } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
 import { eventfdRead, eventfdWrite, pollFdsInto, POLLNVAL } from '../../host/index.js';
@@ -110,7 +110,10 @@ dev.disableNotifications();
 let armed = false;
 for (;;) {
   if (Atomics.load(control, 0) !== 0) break;
-  if ((++rounds & 63) === 0) drainControl();
+  if ((++rounds & 63) === 0) {
+    drainControl();
+    publishRingState(stats, statBase, rxq, txq);
+  }
   if (armed) {
     dev.disableNotifications();
     armed = false;
@@ -121,6 +124,7 @@ for (;;) {
   dev.enableNotifications();
   armed = true;
   if (dev.hasWork()) continue;
+  publishRingState(stats, statBase, rxq, txq);
   const fds = dev.room() > 0 ? fdsAll : fdsNoNet;
   const n = pollFdsInto(fds, 100, revents);
   if (n > 0) {

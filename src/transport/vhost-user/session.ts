@@ -78,6 +78,15 @@ export interface SessionOptions {
   log: (line: string, detail?: Record<string, unknown>) => void;
 }
 
+/** What {@link Session.inspect} returns. */
+export interface SessionView {
+  status: number;
+  mem: GuestMemory | null;
+  runningPairs: number;
+  regions: { guestAddr: number; size: number; userAddr: number }[];
+  vrings: { index: number; num: number; started: boolean; enabled: boolean; running: boolean; base: QueueState; layout: QueueLayout | null }[];
+}
+
 /** A failure that ends the request with an error reply, or the connection when no reply was asked for. */
 class RequestError extends Error {}
 
@@ -138,6 +147,23 @@ export class Session {
   /** Queue pairs whose worker is running (both rings started and enabled). */
   get runningPairs(): number {
     return this.runners.filter((r) => r !== null).length;
+  }
+
+  /**
+   * For operators (`virtio-mq stats`): the device status, the memory table,
+   * every vring's setup and guest physical layout (null until usable), and
+   * the mapped guest memory (null before SET_MEM_TABLE) to read rings from.
+   */
+  inspect(): SessionView {
+    return {
+      status: this.status, mem: this.mem, runningPairs: this.runningPairs,
+      regions: this.memRegions.map((r) => ({ guestAddr: r.desc.guestAddr, size: r.desc.size, userAddr: r.desc.userAddr })),
+      vrings: this.vrings.map((v, i) => {
+        let layout: QueueLayout | null = null;
+        if (this.mem && v.addr && v.num > 0) try { layout = this.layoutOf(i); } catch { /* not usable yet */ }
+        return { index: i, num: v.num, started: v.started, enabled: v.enabled, running: this.runners[i >> 1] !== null, base: { avail: v.avail, used: v.used }, layout };
+      }),
+    };
   }
 
   /** Bytes and fds from the socket. Messages are handled one after another, in order. */
