@@ -17,6 +17,8 @@ import { flowIdOf } from '../traffic/flow-id.js';
 import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
+import type { Writable } from 'node:stream';
+import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -38,6 +40,12 @@ export interface LoopbackOptions {
   ipVersion?: 4 | 6 | 'mixed';
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
+  /** Write a pcapng capture of the queues to this file or stream (transport/capture.ts). */
+  capture?: string | Writable;
+  /** Capture only this queue pair (0-based). */
+  captureQueue?: number;
+  captureDir?: CaptureDirection;
+  captureSnaplen?: number;
   json: boolean;
 }
 
@@ -52,6 +60,8 @@ export interface LoopbackResult {
   rxPackets: number;
   perPair: { pair: number; txPackets: number; rxPackets: number; rxBytes: number; rxBuffers: number; drops: number; kicks: number; notifications: number; suppressed: number }[];
   tcpFlowsPerPair?: number[];
+  /** What --capture wrote and dropped. */
+  capture?: CaptureSummary;
 }
 
 /** Run the loopback job; prints a live table (unless --json) and a summary. Returns true when every frame came back intact and in order. */
@@ -81,10 +91,12 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     spec = prepareGeneratorTraffic({ flows: o.flows, frameSize: o.size, proto: o.proto ?? 'udp', ipVersion: o.ipVersion ?? 4 });
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
+  const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
-    ring: o.ring, inOrder: o.inOrder,
+    ring: o.ring, inOrder: o.inOrder, capture: capture.buffers,
   });
+  if (o.capture) capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
   const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
@@ -127,6 +139,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   while (inFlight() > 0 && Date.now() < drainBy) await sleep(10);
   const seconds = (Date.now() - t0) / 1000;
   await net.stop();
+  const captured = capture.active ? await capture.stop() : undefined;
 
   const problems: string[] = [];
   const tx = drv.total(DrvStat.txPackets), rx = drv.total(DrvStat.rxPackets);
@@ -152,7 +165,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     notifications: dev.get(p, DevStat.notifySent),
     suppressed: dev.get(p, DevStat.notifySuppressed),
   }));
-  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair };
+  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair, capture: captured };
 }
 
 /** Distinct TCP flows (either direction counted separately) per TX pair. */
@@ -172,6 +185,7 @@ function printSummary(r: LoopbackResult): void {
   for (const p of r.perPair)
     console.log(`${String(p.pair).padStart(4)} ${String(p.txPackets).padStart(10)} ${String(p.rxPackets).padStart(10)} ${(p.rxBytes / 1e6).toFixed(1).padStart(8)} ${String(p.drops).padStart(6)} ${String(p.kicks).padStart(8)} ${String(p.notifications).padStart(8)} ${String(p.suppressed).padStart(8)}`);
   if (r.tcpFlowsPerPair) console.log(`TCP flows per TX pair: ${r.tcpFlowsPerPair.join(' ')}`);
+  if (r.capture) console.log(describeCapture(r.capture));
   if (r.ok) console.log('OK: every frame came back byte-exact, every flow in order');
   else for (const p of r.problems) console.log(`FAIL: ${p}`);
 }

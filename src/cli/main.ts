@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { queueSizeProblem } from '../virtio/ring.js';
 // The subcommands are imported when run: `serve` needs the native addon (src/host),
 // `loopback` must not load it (it runs where the addon cannot be built).
@@ -69,7 +69,9 @@ program
   .option('--in-order', 'negotiate VIRTIO_F_IN_ORDER (buffers used in the order made available)', false)
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
+  .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .action(async (opts) => {
+    checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new UsageError('--proto must be udp, tcp or mixed');
     if (!['4', '6', 'mixed'].includes(opts.ip)) throw new UsageError('--ip must be 4, 6 or mixed');
@@ -105,7 +107,9 @@ program
   .option('--rss [spec]', 'steer netdev frames by RSS: [key=HEX][,types=tcpv4+udpv4+...|all][,table=N] (default key, all types, 128 entries)')
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
+  .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .action(async (opts) => {
+    checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!opts.client) {
       const dir = dirname(resolve(opts.socket));
@@ -114,6 +118,35 @@ program
     const { runServe } = await import('./serve.js');
     await runServe(opts);
   });
+
+// Per-queue capture (transport/capture.ts), the same options on serve and loopback.
+function captureOption(): Option {
+  return new Option('--capture <file>', 'write a pcapng capture of the queues: one interface per queue pair (qN), direction in each packet\'s flags');
+}
+function captureQueueOption(): Option {
+  return new Option('--capture-queue <n>', 'capture only this queue pair (0-based)').argParser(int('--capture-queue', 0, 32767));
+}
+function captureDirOption(): Option {
+  return new Option('--capture-dir <dir>', 'capture rx (receiveq), tx (transmitq) or both').default('both');
+}
+function captureSnaplenOption(): Option {
+  return new Option('--capture-snaplen <bytes>', 'bytes kept per captured frame').argParser(int('--capture-snaplen', 1, 65535));
+}
+
+/** Capture options: values in range, a file in an existing directory, no filter without --capture. */
+function checkCapture(opts: { capture?: string; captureQueue?: number; captureDir: string; captureSnaplen?: number }, queues: number): void {
+  if (!['rx', 'tx', 'both'].includes(opts.captureDir)) throw new UsageError('--capture-dir must be rx, tx or both');
+  if (opts.capture === undefined) {
+    if (opts.captureQueue !== undefined || opts.captureSnaplen !== undefined || opts.captureDir !== 'both')
+      throw new UsageError('--capture-queue, --capture-dir and --capture-snaplen need --capture FILE');
+    return;
+  }
+  if (opts.captureQueue !== undefined && opts.captureQueue >= queues)
+    throw new UsageError(`--capture-queue ${opts.captureQueue}: queue pairs are 0..${queues - 1}`);
+  const dir = dirname(resolve(opts.capture));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--capture ${opts.capture}: directory ${dir} does not exist`);
+  if (existsSync(opts.capture) && statSync(opts.capture).isDirectory()) throw new UsageError(`--capture ${opts.capture}: is a directory`);
+}
 
 function checkReadableFile(option: string, file: string): void {
   if (!existsSync(file)) throw new UsageError(`${option} ${file}: no such file`);

@@ -6,6 +6,7 @@ import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { DevStat } from '../net/stats.js';
 import { openNetdev } from './netdev-spec.js';
 import { parseRss } from './rss-spec.js';
+import { QueueCapture, describeCapture, type CaptureDirection } from '../transport/capture.js';
 
 export interface ServeOptions {
   socket: string;
@@ -17,6 +18,11 @@ export interface ServeOptions {
   rss?: string | boolean;
   mode: 'busy' | 'notify';
   json: boolean;
+  /** Write a pcapng capture of the queues here (transport/capture.ts). */
+  capture?: string;
+  captureQueue?: number;
+  captureDir?: CaptureDirection;
+  captureSnaplen?: number;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
@@ -24,9 +30,15 @@ export async function runServe(o: ServeOptions): Promise<void> {
     o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line, ...detail })) : console.error(`${new Date().toISOString()} ${line}`);
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
+  const capture = new QueueCapture(o.queues);
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    capture: capture.buffers,
   });
+  if (o.capture) {
+    capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
+    log(`capturing ${o.captureQueue === undefined ? 'every queue pair' : `queue pair ${o.captureQueue}`} (${o.captureDir ?? 'both'}) to ${o.capture}`);
+  }
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   await backend.start();
   const s = backend.stats;
@@ -67,4 +79,8 @@ export async function runServe(o: ServeOptions): Promise<void> {
   clearInterval(timer);
   await backend.stop();
   netdev.close();
+  if (capture.active) {
+    const c = await capture.stop();
+    log(describeCapture(c), { event: 'capture', ...c });
+  }
 }

@@ -14,6 +14,7 @@ import { DeviceSteering } from '../net/steering.js';
 import type { RssConfig } from '../net/rss.js';
 import type { Netdev } from '../net/netdev.js';
 import { FrameRing } from '../net/frame-ring.js';
+import { CaptureRing } from '../net/capture-ring.js';
 import { makeNetdev, type NetdevSpec } from '../netdev/spec.js';
 
 /** What every device-side pair worker is given (structured-clonable). */
@@ -37,6 +38,8 @@ export interface DevicePairData {
   outboxes: SharedArrayBuffer[];
   netdev: NetdevSpec;
   rss: RssConfig | null;
+  /** This pair's capture ring (transport/capture.ts), if the process can capture. */
+  capture?: SharedArrayBuffer;
 }
 
 export interface BuiltDevicePair {
@@ -74,5 +77,6 @@ export function buildDevicePair(
     pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf, maxFrame: 65535,
   });
   dev.active = d.pair < activePairs;
+  if (d.capture) dev.tap = new CaptureRing(d.capture);
   return { dev, rxq, txq, steering, netdev };
 }

@@ -54,6 +54,8 @@ export interface LocalNetOptions {
   rxBufSize?: number;
   /** Bytes per cross-pair inbox / backlog. Default 256 KiB. */
   inboxBytes?: number;
+  /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
 }
 
 export interface QueueErrorReport {
@@ -74,7 +76,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private deviceStarted = false;
-  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder'>> & LocalNetOptions;
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder' | 'capture'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
     super();
@@ -158,6 +160,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
         control: this.ctl.buffer, stats: this.devStats.buffer, afs,
         inboxes: box.map((row) => row[p]), outboxes: box[p],
         netdev: this.opts.netdev, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
+        capture: this.opts.capture?.[p],
       };
       this.spawn('device-worker.js', data, [port2]);
     }

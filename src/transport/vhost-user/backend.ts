@@ -34,6 +34,8 @@ export interface VhostUserBackendOptions {
   maxWaiting?: number;
   /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
   log?: (line: string, detail?: Record<string, unknown>) => void;
+  /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
 }
 
 export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
@@ -142,6 +144,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
       mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
       mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
+      capture: this.o.capture,
     });
     this.session = session;
     this.log(`vhost-user: front-end connected (fd ${fd})`);

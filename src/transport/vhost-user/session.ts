@@ -76,6 +76,8 @@ export interface SessionOptions {
   stats: SharedArrayBuffer;
   /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
   log: (line: string, detail?: Record<string, unknown>) => void;
+  /** Capture rings by pair (transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
 }
 
 /** A failure that ends the request with an error reply, or the connection when no reply was asked for. */
@@ -490,6 +492,7 @@ export class Session {
       inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
       netdev: this.o.netdev, rss: this.o.rss,
       control: new SharedArrayBuffer(4), port: undefined as never,
+      capture: this.o.capture?.[pair],
     };
     const { port1, port2 } = new MessageChannel();
     data.port = port2;
