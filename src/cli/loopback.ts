@@ -18,6 +18,7 @@ import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
 import type { Writable } from 'node:stream';
+import { formatConformance, formatViolation, type ConformanceReport } from '../virtio/conformance.js';
 import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
 
 export interface LoopbackOptions {
@@ -46,6 +47,8 @@ export interface LoopbackOptions {
   captureQueue?: number;
   captureDir?: CaptureDirection;
   captureSnaplen?: number;
+  /** Strict conformance: report every spec rule either end breaks (virtio/conformance.ts). */
+  strict?: boolean;
   json: boolean;
 }
 
@@ -62,6 +65,8 @@ export interface LoopbackResult {
   tcpFlowsPerPair?: number[];
   /** What --capture wrote and dropped. */
   capture?: CaptureSummary;
+  /** --strict: the conformance report. */
+  conformance?: ConformanceReport;
 }
 
 /** Run the loopback job; prints a live table (unless --json) and a summary. Returns true when every frame came back intact and in order. */
@@ -94,8 +99,9 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
-    ring: o.ring, inOrder: o.inOrder, capture: capture.buffers,
+    ring: o.ring, inOrder: o.inOrder, capture: capture.buffers, strict: o.strict,
   });
+  net.on('conformance', (r) => out(`\n${formatViolation(r)}\n`));
   if (o.capture) capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
@@ -165,7 +171,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     notifications: dev.get(p, DevStat.notifySent),
     suppressed: dev.get(p, DevStat.notifySuppressed),
   }));
-  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair, capture: captured };
+  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair, capture: captured, conformance: net.conformance?.report() };
 }
 
 /** Distinct TCP flows (either direction counted separately) per TX pair. */
@@ -186,6 +192,7 @@ function printSummary(r: LoopbackResult): void {
     console.log(`${String(p.pair).padStart(4)} ${String(p.txPackets).padStart(10)} ${String(p.rxPackets).padStart(10)} ${(p.rxBytes / 1e6).toFixed(1).padStart(8)} ${String(p.drops).padStart(6)} ${String(p.kicks).padStart(8)} ${String(p.notifications).padStart(8)} ${String(p.suppressed).padStart(8)}`);
   if (r.tcpFlowsPerPair) console.log(`TCP flows per TX pair: ${r.tcpFlowsPerPair.join(' ')}`);
   if (r.capture) console.log(describeCapture(r.capture));
+  if (r.conformance) console.log(formatConformance(r.conformance));
   if (r.ok) console.log('OK: every frame came back byte-exact, every flow in order');
   else for (const p of r.problems) console.log(`FAIL: ${p}`);
 }

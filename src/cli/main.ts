@@ -70,6 +70,7 @@ program
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
+  .addOption(strictOption())
   .action(async (opts) => {
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
@@ -108,6 +109,7 @@ program
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
+  .addOption(strictOption())
   .action(async (opts) => {
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
@@ -118,6 +120,11 @@ program
     const { runServe } = await import('./serve.js');
     await runServe(opts);
   });
+
+/** Strict conformance (virtio/conformance.ts, net/conformance.ts), on serve and loopback. */
+function strictOption(): Option {
+  return new Option('--strict', 'report every spec rule the other end breaks (section, the spec\'s words, the values) once, and a summary at exit').default(false);
+}
 
 // Per-queue capture (transport/capture.ts), the same options on serve and loopback.
 function captureOption(): Option {

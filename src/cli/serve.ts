@@ -6,6 +6,7 @@ import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { DevStat } from '../net/stats.js';
 import { openNetdev } from './netdev-spec.js';
 import { parseRss } from './rss-spec.js';
+import { ConformanceMonitor, formatConformance, formatViolation } from '../virtio/conformance.js';
 import { QueueCapture, describeCapture, type CaptureDirection } from '../transport/capture.js';
 
 export interface ServeOptions {
@@ -23,6 +24,8 @@ export interface ServeOptions {
   captureQueue?: number;
   captureDir?: CaptureDirection;
   captureSnaplen?: number;
+  /** Strict conformance: report every spec rule the front-end's driver breaks (virtio/conformance.ts). */
+  strict?: boolean;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
@@ -31,9 +34,12 @@ export async function runServe(o: ServeOptions): Promise<void> {
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const capture = new QueueCapture(o.queues);
+  // Across front-end connections: one report for the process.
+  const conformance = o.strict ? new ConformanceMonitor((r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
-    capture: capture.buffers,
+    capture: capture.buffers, strict: o.strict,
+    onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });
   if (o.capture) {
     capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
@@ -82,5 +88,10 @@ export async function runServe(o: ServeOptions): Promise<void> {
   if (capture.active) {
     const c = await capture.stop();
     log(describeCapture(c), { event: 'capture', ...c });
+  }
+  if (conformance) {
+    const rep = conformance.report();
+    if (o.json) console.log(JSON.stringify({ time: new Date().toISOString(), conformance: rep }));
+    else console.error(formatConformance(rep));
   }
 }

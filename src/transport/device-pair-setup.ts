@@ -40,6 +40,8 @@ export interface DevicePairData {
   rss: RssConfig | null;
   /** This pair's capture ring (transport/capture.ts), if the process can capture. */
   capture?: SharedArrayBuffer;
+  /** --strict: the strict-only conformance checks (virtio/conformance.ts) in the device queues. */
+  strict?: boolean;
 }
 
 export interface BuiltDevicePair {
@@ -61,8 +63,8 @@ export function buildDevicePair(
   bases?: { rx: QueueState; tx: QueueState },
 ): BuiltDevicePair {
   const mem = new GuestMemory(d.regions);
-  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair });
-  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1 });
+  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair, strict: d.strict });
+  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1, strict: d.strict });
   if (bases) {
     rxq.setState(bases.rx);
     txq.setState(bases.tx);
