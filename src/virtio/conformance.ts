@@ -189,7 +189,7 @@ export class ConformanceMonitor {
    */
   recordRingError(code: string, message: string, queue: number, format: RingFormat): SpecRule | null {
     const rule = ringRuleFor(code, message, format);
-    if (rule) this.record(rule, queue, message);
+    if (rule) this.record(rule, queue, message.replace(/^queue -?\d+: /, '')); // the queue is reported on its own
     return rule;
   }
 
