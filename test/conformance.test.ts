@@ -299,7 +299,7 @@ test('driver side: a device returning a used id never made available (§2.7.8) o
   };
   const expect = (rule: SpecRule) => {
     assert.equal(drv.usedPending(), 1);
-    assert.throws(() => drv.popUsed(), (e: unknown) => e instanceof DescriptorError && mon.recordRingError(e.code, e.message, 0, 'split') === rule);
+    assert.throws(() => drv.popUsed(), (e: unknown) => e instanceof DescriptorError && mon.recordRingError(e.code, e.message, 0, 'split', 'driver') === rule);
   };
   used(h + 3, 10);
   expect(RING_RULES.splitUsedId);

@@ -185,10 +185,13 @@ export class ConformanceMonitor {
 
   /**
    * Record a typed ring error (code and message as a worker reports it).
+   * `checkedBy` is the end that found it (the device checks the driver, a
+   * driver the device): a rule binding that same end is not counted.
    * Returns the rule, or null when the code is no rule's (then nothing is counted).
    */
-  recordRingError(code: string, message: string, queue: number, format: RingFormat): SpecRule | null {
-    const rule = ringRuleFor(code, message, format);
+  recordRingError(code: string, message: string, queue: number, format: RingFormat, checkedBy: 'device' | 'driver' = 'device'): SpecRule | null {
+    const found = ringRuleFor(code, message, format);
+    const rule = found && found.by !== checkedBy ? found : null;
     if (rule) this.record(rule, queue, message.replace(/^queue -?\d+: /, '')); // the queue is reported on its own
     return rule;
   }

@@ -186,7 +186,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       if (m.type === 'queue-error') {
         const r = { side: m.side, queue: m.queue, code: m.code, message: m.message };
         this.errors.push(r);
-        this.conformance?.recordRingError(m.code, m.message, m.queue, this.driver.rings.packed ? 'packed' : 'split');
+        this.conformance?.recordRingError(m.code, m.message, m.queue, this.driver.rings.packed ? 'packed' : 'split', m.side);
         if (m.side === 'device' && m.queue >= 0) this.device.queueFailed(m.queue, new Error(m.message));
         this.emit('queue-error', r);
       }
