@@ -6,8 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -177,6 +178,59 @@ test('a stalled capture writer never blocks the data path: every frame still goe
     }
     stuck.destroy();
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+const BAD_CAPTURE: [string[], RegExp][] = [
+  [['loopback', '--capture-queue', '1'], /need --capture FILE/],
+  [['loopback', '--capture', '/nonexistent-dir/x.pcapng'], /--capture .*does not exist/],
+  [['loopback', '--capture', '/tmp'], /--capture \/tmp: is a directory/],
+  [['loopback', '--queues', '2', '--capture', '/tmp/vmq-x.pcapng', '--capture-queue', '2'], /--capture-queue 2: queue pairs are 0\.\.1/],
+  [['loopback', '--capture', '/tmp/vmq-x.pcapng', '--capture-dir', 'up'], /--capture-dir/],
+  [['loopback', '--capture', '/tmp/vmq-x.pcapng', '--capture-snaplen', '0'], /--capture-snaplen/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--capture', '/tmp/vmq-x.pcapng', '--capture-queue', '1'], /--capture-queue 1: queue pairs are 0\.\.0/],
+];
+
+for (const [args, why] of BAD_CAPTURE) {
+  test(`bad capture option: virtio-mq ${args.join(' ')} → one line, exit 2`, () => {
+    const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.signal, null);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /^virtio-mq: /);
+    assert.match(lines[0], why);
+    assert.equal(r.status, 2);
+  });
+}
+
+test('serve --capture --strict: the file has one interface per queue pair and is ended at SIGINT; the strict report is printed', { skip: tsharkMissing || (process.platform !== 'linux' ? 'serve needs Linux' : false), timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), `vmq-capture-serve-${process.pid}-`));
+  const socket = join(dir, 'vmq.sock');
+  const file = join(dir, 'serve.pcapng');
+  const child = spawn(process.execPath, [MAIN, 'serve', '--socket', socket, '--queues', '3', '--netdev', 'sink', '--capture', file, '--strict'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(socket)) {
+      assert.ok(Date.now() < deadline, `serve did not listen:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /capturing every queue pair \(both\) to /);
+    assert.match(stderr, /capture .*serve\.pcapng: 0 frames \(rx 0, tx 0\), 0 dropped by the capture/);
+    assert.match(stderr, /strict conformance: no violations of the spec/);
+    const info = execFileSync('capinfos', ['-M', file], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    assert.match(info, /Number of interfaces in file: 3/);
+    for (let q = 0; q < 3; q++) assert.match(info, new RegExp(`Name = q${q}\\b`));
+    assert.equal(readPcapFile(file).count, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 });
