@@ -19,6 +19,9 @@ import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
 import { startObserving, type ObserveOptions } from './observe/setup.js';
 import { LoopbackObserved } from './observe/loopback-observed.js';
+import type { Writable } from 'node:stream';
+import { formatConformance, formatViolation, type ConformanceReport } from '../virtio/conformance.js';
+import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -40,6 +43,14 @@ export interface LoopbackOptions {
   ipVersion?: 4 | 6 | 'mixed';
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
+  /** Write a pcapng capture of the queues to this file or stream (transport/capture.ts). */
+  capture?: string | Writable;
+  /** Capture only this queue pair (0-based). */
+  captureQueue?: number;
+  captureDir?: CaptureDirection;
+  captureSnaplen?: number;
+  /** Strict conformance: report every spec rule either end breaks (virtio/conformance.ts). */
+  strict?: boolean;
   json: boolean;
   /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
   observe?: ObserveOptions;
@@ -58,6 +69,10 @@ export interface LoopbackResult {
   rxPackets: number;
   perPair: { pair: number; txPackets: number; rxPackets: number; rxBytes: number; rxBuffers: number; drops: number; kicks: number; notifications: number; suppressed: number }[];
   tcpFlowsPerPair?: number[];
+  /** What --capture wrote and dropped. */
+  capture?: CaptureSummary;
+  /** --strict: the conformance report. */
+  conformance?: ConformanceReport;
 }
 
 /** Run the loopback job; prints a live table (unless --json) and a summary. Returns true when every frame came back intact and in order. */
@@ -93,10 +108,13 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     spec = prepareGeneratorTraffic({ flows: o.flows, frameSize: o.size, proto: o.proto ?? 'udp', ipVersion: o.ipVersion ?? 4 });
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
+  const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
-    ring: o.ring, inOrder: o.inOrder,
+    ring: o.ring, inOrder: o.inOrder, capture: capture.buffers, strict: o.strict,
   });
+  net.on('conformance', (r) => out(`\n${formatViolation(r)}\n`));
+  if (o.capture) capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();
   const observed = o.observe ? new LoopbackObserved(net) : null;
@@ -146,6 +164,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   observed?.stop();
   await observing?.close();
   await net.stop();
+  const captured = capture.active ? await capture.stop() : undefined;
 
   const problems: string[] = [];
   const tx = drv.total(DrvStat.txPackets), rx = drv.total(DrvStat.rxPackets);
@@ -171,7 +190,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     notifications: dev.get(p, DevStat.notifySent),
     suppressed: dev.get(p, DevStat.notifySuppressed),
   }));
-  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair };
+  return { ok: problems.length === 0, problems, pairs, features, seconds, txPackets: tx, rxPackets: rx, perPair, tcpFlowsPerPair, capture: captured, conformance: net.conformance?.report() };
 }
 
 /** Distinct TCP flows (either direction counted separately) per TX pair. */
@@ -191,6 +210,8 @@ function printSummary(r: LoopbackResult): void {
   for (const p of r.perPair)
     console.log(`${String(p.pair).padStart(4)} ${String(p.txPackets).padStart(10)} ${String(p.rxPackets).padStart(10)} ${(p.rxBytes / 1e6).toFixed(1).padStart(8)} ${String(p.drops).padStart(6)} ${String(p.kicks).padStart(8)} ${String(p.notifications).padStart(8)} ${String(p.suppressed).padStart(8)}`);
   if (r.tcpFlowsPerPair) console.log(`TCP flows per TX pair: ${r.tcpFlowsPerPair.join(' ')}`);
+  if (r.capture) console.log(describeCapture(r.capture));
+  if (r.conformance) console.log(formatConformance(r.conformance));
   if (r.ok) console.log('OK: every frame came back byte-exact, every flow in order');
   else for (const p of r.problems) console.log(`FAIL: ${p}`);
 }

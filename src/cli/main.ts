@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { queueSizeProblem } from '../virtio/ring.js';
 // The subcommands are imported when run: `serve` needs the native addon (src/host),
 // `loopback` must not load it (it runs where the addon cannot be built).
@@ -92,7 +92,10 @@ observeOptions(program
   .option('--in-order', 'negotiate VIRTIO_F_IN_ORDER (buffers used in the order made available)', false)
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
   .option('--json', 'print the summary as JSON', false)
+  .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
+  .addOption(strictOption())
   .action(async (opts) => {
+    checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new UsageError('--proto must be udp, tcp or mixed');
     if (!['4', '6', 'mixed'].includes(opts.ip)) throw new UsageError('--ip must be 4, 6 or mixed');
@@ -131,7 +134,10 @@ observeOptions(program
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
   .option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`, 'info')
+  .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
+  .addOption(strictOption())
   .action(async (opts) => {
+    checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!LOG_LEVELS.includes(opts.logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
     checkControlPath(opts.control);
@@ -160,6 +166,39 @@ program
       process.exitCode = 1;
     }
   });
+/** Strict conformance (virtio/conformance.ts, net/conformance.ts), on serve and loopback. */
+function strictOption(): Option {
+  return new Option('--strict', 'report every spec rule the other end breaks (section, the spec\'s words, the values) once, and a summary at exit').default(false);
+}
+
+// Per-queue capture (transport/capture.ts), the same options on serve and loopback.
+function captureOption(): Option {
+  return new Option('--capture <file>', 'write a pcapng capture of the queues: one interface per queue pair (qN), direction in each packet\'s flags');
+}
+function captureQueueOption(): Option {
+  return new Option('--capture-queue <n>', 'capture only this queue pair (0-based)').argParser(int('--capture-queue', 0, 32767));
+}
+function captureDirOption(): Option {
+  return new Option('--capture-dir <dir>', 'capture rx (receiveq), tx (transmitq) or both').default('both');
+}
+function captureSnaplenOption(): Option {
+  return new Option('--capture-snaplen <bytes>', 'bytes kept per captured frame').argParser(int('--capture-snaplen', 1, 65535));
+}
+
+/** Capture options: values in range, a file in an existing directory, no filter without --capture. */
+function checkCapture(opts: { capture?: string; captureQueue?: number; captureDir: string; captureSnaplen?: number }, queues: number): void {
+  if (!['rx', 'tx', 'both'].includes(opts.captureDir)) throw new UsageError('--capture-dir must be rx, tx or both');
+  if (opts.capture === undefined) {
+    if (opts.captureQueue !== undefined || opts.captureSnaplen !== undefined || opts.captureDir !== 'both')
+      throw new UsageError('--capture-queue, --capture-dir and --capture-snaplen need --capture FILE');
+    return;
+  }
+  if (opts.captureQueue !== undefined && opts.captureQueue >= queues)
+    throw new UsageError(`--capture-queue ${opts.captureQueue}: queue pairs are 0..${queues - 1}`);
+  const dir = dirname(resolve(opts.capture));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--capture ${opts.capture}: directory ${dir} does not exist`);
+  if (existsSync(opts.capture) && statSync(opts.capture).isDirectory()) throw new UsageError(`--capture ${opts.capture}: is a directory`);
+}
 
 function checkReadableFile(option: string, file: string): void {
   if (!existsSync(file)) throw new UsageError(`${option} ${file}: no such file`);

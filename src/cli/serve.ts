@@ -9,6 +9,8 @@ import { parseRss } from './rss-spec.js';
 import { makeLogger, type LogLevel } from './log.js';
 import { startObserving, type ObserveOptions } from './observe/setup.js';
 import { ServeObserved } from './observe/serve-observed.js';
+import { ConformanceMonitor, formatConformance, formatViolation } from '../virtio/conformance.js';
+import { QueueCapture, describeCapture, type CaptureDirection } from '../transport/capture.js';
 
 export interface ServeOptions {
   socket: string;
@@ -26,15 +28,31 @@ export interface ServeOptions {
   /** HOST:PORT for /metrics and the live page. */
   metrics?: string;
   http?: string;
+  /** Write a pcapng capture of the queues here (transport/capture.ts). */
+  capture?: string;
+  captureQueue?: number;
+  captureDir?: CaptureDirection;
+  captureSnaplen?: number;
+  /** Strict conformance: report every spec rule the front-end's driver breaks (virtio/conformance.ts). */
+  strict?: boolean;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
   const { log } = makeLogger({ json: o.json, level: o.logLevel });
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
+  const capture = new QueueCapture(o.queues);
+  // Across front-end connections: one report for the process.
+  const conformance = o.strict ? new ConformanceMonitor((r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    capture: capture.buffers, strict: o.strict,
+    onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });
+  if (o.capture) {
+    capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
+    log(`capturing ${o.captureQueue === undefined ? 'every queue pair' : `queue pair ${o.captureQueue}`} (${o.captureDir ?? 'both'}) to ${o.capture}`);
+  }
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   // Observable before the back-end starts (with --client, start() waits for the first connection).
   const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log });
@@ -52,6 +70,15 @@ export async function runServe(o: ServeOptions): Promise<void> {
     await observing.close();
     await backend.stop();
     netdev.close();
+    if (capture.active) {
+      const c = await capture.stop();
+      log(describeCapture(c), { event: 'capture', ...c });
+    }
+    if (conformance) {
+      const rep = conformance.report();
+      if (o.json) console.log(JSON.stringify({ time: new Date().toISOString(), conformance: rep }));
+      else console.error(formatConformance(rep));
+    }
   };
   try {
     // A signal while --client still waits for its first connection ends serve too.

@@ -26,6 +26,7 @@ import { VirtioError } from '../virtio/errors.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import type { FrameRing } from './frame-ring.js';
+import { DIR_RX, DIR_TX, type CaptureRing } from './capture-ring.js';
 import type { Netdev, RxPort } from './netdev.js';
 import { DevStat } from './stats.js';
 
@@ -85,6 +86,8 @@ export class NetDevicePair implements RxPort {
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
   active = true;
   onQueueError: (queue: number, err: Error) => void = () => {};
+  /** Per-queue capture (set once when the worker is built): frames into receiveqN and out of transmitqN are copied there while it is on. */
+  tap: CaptureRing | null = null;
 
   constructor(
     private readonly mem: GuestMemory,
@@ -124,6 +127,7 @@ export class NetDevicePair implements RxPort {
   poll(budget: number): number {
     // Inboxes (and the backlog) first: new frames then find it empty and go
     // straight to the receiveq instead of queueing behind it (an extra copy).
+    if (this.tap !== null) this.tap.refresh();
     let work = this.drainInboxes(budget);
     if (this.active) work += this.processTx(budget);
     if (this.active) work += this.netdev.poll(this, budget);
@@ -185,6 +189,7 @@ export class NetDevicePair implements RxPort {
     const withHdr = netdev.wantsHeader === true;
     const learn = netdev.externalRx;
     const bytes = this.mem.bytes;
+    const tap = this.tap !== null && this.tap.tx ? this.tap : null;
     let done = 0, pk = 0, by = 0, bad = 0;
     try {
       for (; done < budget; done++) {
@@ -232,6 +237,7 @@ export class NetDevicePair implements RxPort {
           break;
         }
         // A gathered frame lives in the one gather buffer: a batching netdev must finish it now.
+        if (tap !== null) tap.put(DIR_TX, src, off, len);
         if (src === this.gather) netdev.flush?.();
         txq.pushUsed(id, 0, descs);
         pk++;
@@ -324,6 +330,7 @@ export class NetDevicePair implements RxPort {
         this.writeHdr(dst, o, 1);
         copyBytes(dst, o + hdrLen, src, off, len);
         rxq.pushUsed(rxq.singleId, need, 1);
+        if (this.tap !== null && this.tap.rx) this.tap.put(DIR_RX, src, off, len);
         this.rxPk++;
         this.rxBy += len;
         this.rxBuf++;
@@ -342,6 +349,7 @@ export class NetDevicePair implements RxPort {
       }
       this.writeRx(chain, src, off, len, 1);
       rxq.pushUsed(chain.id, need, chain.descs);
+      if (this.tap !== null && this.tap.rx) this.tap.put(DIR_RX, src, off, len);
     } catch (e) {
       this.fail(false, e);
       return false;
@@ -393,6 +401,7 @@ export class NetDevicePair implements RxPort {
     this.writeRx(first, src, off, share0, n + 1);
     rxq.pushUsed(first.id, first.writableBytes, first.descs);
     for (let i = 0; i < n; i++) rxq.pushUsed(ids[i], lens[i], descs[i]);
+    if (this.tap !== null && this.tap.rx) this.tap.put(DIR_RX, src, off, len);
     this.rxPk++;
     this.rxBy += len;
     this.rxBuf += n + 1;

@@ -67,6 +67,8 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
   readonly layouts: (QueueLayout | null)[];
   private ctrlq: DeviceQueue | null = null;
   private ctrlChain: DescChain | null = null;
+  /** Sees every controlq command (class, command, data) before it is applied: strict conformance checks (net/conformance.ts). */
+  onCommand: ((cmd: Uint8Array) => void) | null = null;
 
   constructor(opts: NetDeviceOptions) {
     super();
@@ -190,6 +192,7 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
         const buf = bytesOf(new ArrayBuffer((chain.readableBytes + 3) & ~3));
         chain.readTo(buf, 0, 0, chain.readableBytes);
         const cmd = buf.u8.subarray(0, chain.readableBytes);
+        this.onCommand?.(cmd);
         let ack: number = VIRTIO_NET_ERR;
         if (chain.writableBytes < 1) {
           this.emit('control-error', 'controlq command without a device-writable ack byte');

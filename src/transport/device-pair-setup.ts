@@ -14,6 +14,7 @@ import { DeviceSteering } from '../net/steering.js';
 import type { RssConfig } from '../net/rss.js';
 import type { Netdev } from '../net/netdev.js';
 import { FrameRing } from '../net/frame-ring.js';
+import { CaptureRing } from '../net/capture-ring.js';
 import { makeNetdev, type NetdevSpec } from '../netdev/spec.js';
 
 /** What every device-side pair worker is given (structured-clonable). */
@@ -37,6 +38,10 @@ export interface DevicePairData {
   outboxes: SharedArrayBuffer[];
   netdev: NetdevSpec;
   rss: RssConfig | null;
+  /** This pair's capture ring (transport/capture.ts), if the process can capture. */
+  capture?: SharedArrayBuffer;
+  /** --strict: the strict-only conformance checks (virtio/conformance.ts) in the device queues. */
+  strict?: boolean;
 }
 
 export interface BuiltDevicePair {
@@ -58,8 +63,8 @@ export function buildDevicePair(
   bases?: { rx: QueueState; tx: QueueState },
 ): BuiltDevicePair {
   const mem = new GuestMemory(d.regions);
-  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair });
-  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1 });
+  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair, strict: d.strict });
+  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1, strict: d.strict });
   if (bases) {
     rxq.setState(bases.rx);
     txq.setState(bases.tx);
@@ -74,5 +79,6 @@ export function buildDevicePair(
     pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf, maxFrame: 65535,
   });
   dev.active = d.pair < activePairs;
+  if (d.capture) dev.tap = new CaptureRing(d.capture);
   return { dev, rxq, txq, steering, netdev };
 }

@@ -34,6 +34,7 @@ export type DescriptorErrorCode =
   | 'INDIRECT_BAD_LENGTH' // zero-length table, or length not a multiple of 16
   | 'READABLE_AFTER_WRITABLE' // a device-readable descriptor after a device-writable one (§2.7.4.2)
   | 'AVAIL_IDX_JUMP' // avail idx moved by more than the queue size
+  | 'AVAIL_IDX_DECREMENT' // avail idx moved backwards (§2.7.6.1; checked with --strict only)
   | 'USED_ID_INVALID' // driver side: the device returned an id that is not outstanding
   | 'USED_IDX_JUMP' // driver side: used idx moved past what the driver made available
   | 'USED_LEN_INVALID' // driver side: used len larger than the writable part of the chain

@@ -69,6 +69,8 @@ export interface RingFeatures {
 export interface QueueOptions extends Omit<RingFeatures, 'packed'> {
   /** Virtqueue index, for error reports (receiveqN = 2(N-1), transmitqN = 2(N-1)+1). */
   index?: number;
+  /** Device side: add the strict-only conformance checks (conformance.ts); picks another class, so hot paths without it are unchanged. */
+  strict?: boolean;
 }
 
 /**

@@ -10,6 +10,7 @@ import type { GuestMemory } from './memory.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED } from './features.js';
 import type { DeviceQueue, DriverQueue, QueueLayout, QueueOptions, RingFeatures, RingFormat } from './queue.js';
 import { SplitDeviceQueue } from './split/device.js';
+import { StrictSplitDeviceQueue } from './split/strict-device.js';
 import { SplitDriverQueue } from './split/driver.js';
 import { availRingBytes, descTableBytes, splitQueueBytes, usedRingBytes, MAX_QUEUE_SIZE, type SplitQueueLayout } from './split/layout.js';
 import { PackedDeviceQueue } from './packed/device.js';
@@ -42,7 +43,8 @@ function splitLayout(l: QueueLayout): SplitQueueLayout {
  * @throws QueueConfigError (size, alignment), GuestMemoryError (a part outside guest memory).
  */
 export function createDeviceQueue(mem: GuestMemory, layout: QueueLayout, opts: QueueOptions): DeviceQueue {
-  return layout.format === 'packed' ? new PackedDeviceQueue(mem, layout, opts) : new SplitDeviceQueue(mem, splitLayout(layout), opts);
+  if (layout.format === 'packed') return new PackedDeviceQueue(mem, layout, opts);
+  return opts.strict ? new StrictSplitDeviceQueue(mem, splitLayout(layout), opts) : new SplitDeviceQueue(mem, splitLayout(layout), opts);
 }
 
 /**

@@ -24,6 +24,8 @@ import type { RssConfigCommand } from '../../net/ctrl.js';
 import type { VirtioTransport } from '../../virtio/transport.js';
 import type { QueueLayout, RingFormat } from '../../virtio/queue.js';
 import { FrameRing } from '../../net/frame-ring.js';
+import { ConformanceMonitor, type RuleReport } from '../../virtio/conformance.js';
+import { attachNetConformance, checkNotify } from '../../net/conformance.js';
 import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
@@ -54,6 +56,14 @@ export interface LocalNetOptions {
   rxBufSize?: number;
   /** Bytes per cross-pair inbox / backlog. Default 256 KiB. */
   inboxBytes?: number;
+  /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
+  /**
+   * Strict conformance (virtio/conformance.ts, net/conformance.ts): every
+   * spec rule either end breaks is counted in {@link LocalNet.conformance}
+   * and reported once through the 'conformance' event.
+   */
+  strict?: boolean;
 }
 
 export interface QueueErrorReport {
@@ -63,7 +73,7 @@ export interface QueueErrorReport {
   message: string;
 }
 
-export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 'control-error': [string] }> {
+export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 'control-error': [string]; conformance: [RuleReport] }> {
   readonly device: NetDevice;
   readonly driver: NetDriver;
   readonly mem: GuestMemory;
@@ -71,10 +81,12 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   readonly devStats: StatsBlock;
   readonly drvStats: StatsBlock;
   readonly errors: QueueErrorReport[] = [];
+  /** With `strict`: the violations either end made. */
+  readonly conformance: ConformanceMonitor | null;
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private deviceStarted = false;
-  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder'>> & LocalNetOptions;
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder' | 'capture' | 'strict'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
     super();
@@ -96,6 +108,8 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     this.drvStats = new StatsBlock(pairs, DRV_STAT_COUNT);
     this.device.on('control', (s) => this.pushControl(s));
     this.device.on('control-error', (m) => this.emit('control-error', m));
+    this.conformance = opts.strict ? new ConformanceMonitor((r) => this.emit('conformance', r)) : null;
+    if (this.conformance) attachNetConformance(this.device, this.conformance);
   }
 
   /** The register-level view the driver has of the device. */
@@ -111,6 +125,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       queueMaxSize: () => dev.maxQueueSize,
       setQueue: (i: number, l: QueueLayout) => dev.setQueue(i, l),
       notify: (i: number) => {
+        if (this.conformance && i !== dev.controlqIndex) checkNotify(this.conformance, dev.status, i);
         if (i === dev.controlqIndex) dev.processControlq(this.mem);
         else this.ctl.ring(this.ctl.devBell(i >> 1));
       },
@@ -158,6 +173,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
         control: this.ctl.buffer, stats: this.devStats.buffer, afs,
         inboxes: box.map((row) => row[p]), outboxes: box[p],
         netdev: this.opts.netdev, rss: rssOf(dev.ctrl), filter: dev.ctrl, port: port2,
+        capture: this.opts.capture?.[p], strict: this.opts.strict,
       };
       this.spawn('device-worker.js', data, [port2]);
     }
@@ -170,6 +186,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       if (m.type === 'queue-error') {
         const r = { side: m.side, queue: m.queue, code: m.code, message: m.message };
         this.errors.push(r);
+        this.conformance?.recordRingError(m.code, m.message, m.queue, this.driver.rings.packed ? 'packed' : 'split', m.side);
         if (m.side === 'device' && m.queue >= 0) this.device.queueFailed(m.queue, new Error(m.message));
         this.emit('queue-error', r);
       }

@@ -13,6 +13,7 @@ import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonbloc
 import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
+import type { RingFormat } from '../../virtio/queue.js';
 import { Session } from './session.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 
@@ -34,6 +35,11 @@ export interface VhostUserBackendOptions {
   maxWaiting?: number;
   /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
   log?: (line: string, detail?: Record<string, unknown>) => void;
+  /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
+  /** --strict: strict-only ring checks in the workers, and every queue error reported here (virtio/conformance.ts). */
+  strict?: boolean;
+  onQueueError?: (queue: number, code: string, message: string, format: RingFormat) => void;
 }
 
 export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
@@ -142,6 +148,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
       mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
       mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
+      capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
     });
     this.session = session;
     this.log(`vhost-user: front-end connected (fd ${fd})`);

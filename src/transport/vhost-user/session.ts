@@ -19,7 +19,7 @@ import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
   VIRTIO_STATUS_DEVICE_NEEDS_RESET,
 } from '../../virtio/features.js';
-import type { QueueLayout, QueueState } from '../../virtio/queue.js';
+import type { QueueLayout, QueueState, RingFormat } from '../../virtio/queue.js';
 
 import { MAX_QUEUE_SIZE, queuePartBytes, queueSizeProblem, ringFeatures, ringFormat } from '../../virtio/ring.js';
 import { defaultNetConfig, encodeNetConfig } from '../../net/config.js';
@@ -76,6 +76,12 @@ export interface SessionOptions {
   stats: SharedArrayBuffer;
   /** One log line; `detail` carries the same facts as fields (serve --json prints them). */
   log: (line: string, detail?: Record<string, unknown>) => void;
+  /** Capture rings by pair (transport/capture.ts). */
+  capture?: SharedArrayBuffer[];
+  /** --strict: strict-only ring checks in the workers (virtio/conformance.ts). */
+  strict?: boolean;
+  /** Every queue error a pair worker reports (code as errors.ts names it), with the negotiated ring format: conformance checks. */
+  onQueueError?: (queue: number, code: string, message: string, format: RingFormat) => void;
 }
 
 /** What {@link Session.inspect} returns. */
@@ -516,6 +522,7 @@ export class Session {
       inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
       netdev: this.o.netdev, rss: this.o.rss,
       control: new SharedArrayBuffer(4), port: undefined as never,
+      capture: this.o.capture?.[pair], strict: this.o.strict,
     };
     const { port1, port2 } = new MessageChannel();
     data.port = port2;
@@ -526,7 +533,10 @@ export class Session {
       stopped: new Promise((r) => (resolveStopped = r)),
     };
     worker.on('message', (r: PairWorkerReport) => {
-      if (r.type === 'queue-error') this.fault(r.queue, `${r.code}: ${r.message}`);
+      if (r.type === 'queue-error') {
+        this.o.onQueueError?.(r.queue, r.code, r.message, ringFormat(this.features));
+        this.fault(r.queue, `${r.code}: ${r.message}`);
+      }
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
         Object.assign(this.vrings[2 * pair + 1], { avail: r.tx.avail, used: r.tx.used });

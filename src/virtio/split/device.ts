@@ -66,8 +66,8 @@ export class SplitDeviceQueue implements DeviceQueue {
   private readonly desc: Int32Array;
   private readonly descW: number;
   // Available ring: u16 view, index of `flags` (idx at +1, ring at +2, used_event at +2+size).
-  private readonly avail: Uint16Array;
-  private readonly availH: number;
+  protected readonly avail: Uint16Array;
+  protected readonly availH: number;
   // Used ring: u16 view for flags/idx/avail_event, u32 view for the elements.
   private readonly used16: Uint16Array;
   private readonly usedH: number;
@@ -172,7 +172,7 @@ export class SplitDeviceQueue implements DeviceQueue {
   }
 
   /** Read avail->idx (acquire) into popSingle's shadow; returns the chains available. @throws DescriptorError AVAIL_IDX_JUMP */
-  private reloadAvail(): number {
+  protected reloadAvail(): number {
     const a = Atomics.load(this.avail, this.availH + 1);
     const n = (a - this.lastAvailIdx) & 0xffff;
     if (n > this.size) throw this.err('AVAIL_IDX_JUMP', `avail idx ran ${n} entries ahead of a ${this.size}-entry queue`);
