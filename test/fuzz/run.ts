@@ -1,0 +1,149 @@
+/**
+ * `npm run fuzz -- --target NAME[,NAME...]|all --cases N [--seconds S] [--seed S]`
+ *
+ * Runs each target in a worker thread for N cases (or S seconds, whichever
+ * ends first) and prints one line per target: cases, seconds, cases/s. A
+ * finding (an untyped error, a write outside guest memory, a broken
+ * invariant, or a case that runs longer than --hang-ms) is shrunk, saved as
+ * test/fuzz/corpus/NAME/crash-<sha1>.bin (replayed by every later run and by
+ * test/fuzz.test.ts) and printed; the exit status is then 1.
+ *
+ * `--save-seeds` writes each target's seeds to test/fuzz/corpus/NAME/ and exits.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { CORPUS_DIR, type RunResult } from './engine.js';
+import { TARGETS, target } from './targets/index.js';
+
+function int(v: string): number {
+  const n = Number(v.replace(/_/g, ''));
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+function num(v: string): number {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+const program = new Command('fuzz')
+  .description('run the fuzz harnesses under test/fuzz/targets')
+  .option('--target <names>', `comma-separated targets or "all": ${TARGETS.map((t) => t.name).join(', ')}`, 'all')
+  .option('--cases <n>', 'cases per target', int, 100_000)
+  .option('--seconds <s>', 'time budget per target (seconds)', num)
+  .option('--seed <n>', 'first fast-check seed (default: time-based; printed)', int)
+  .option('--hang-ms <ms>', 'a case running longer than this is a finding (hang)', int, 20_000)
+  .option('--save-seeds', 'write every target\'s seeds to test/fuzz/corpus/NAME/ and exit')
+  .option('--list', 'list the targets and exit')
+  .exitOverride((e) => {
+    if (e.exitCode !== 0) process.stderr.write('');
+    process.exit(e.exitCode === 0 ? 0 : 2);
+  })
+  .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `virtio-mq fuzz: ${s.slice(7)}` : s) });
+program.parse();
+const o = program.opts<{ target: string; cases: number; seconds?: number; seed?: number; hangMs: number; saveSeeds?: boolean; list?: boolean }>();
+
+let names: string[];
+try {
+  names = o.target === 'all' ? TARGETS.map((t) => t.name) : o.target.split(',').map((n) => target(n.trim()).name);
+} catch (e) {
+  process.stderr.write(`virtio-mq fuzz: ${(e as Error).message}\n`);
+  process.exit(2);
+}
+
+if (o.list) {
+  for (const t of TARGETS) console.log(`${t.name.padEnd(16)} ${t.description}`);
+  process.exit(0);
+}
+
+if (o.saveSeeds) {
+  for (const n of names) {
+    const dir = path.join(CORPUS_DIR, n);
+    fs.mkdirSync(dir, { recursive: true });
+    target(n).seeds().forEach((s, i) => fs.writeFileSync(path.join(dir, `seed-${String(i).padStart(3, '0')}.bin`), s));
+    console.log(`${n}: ${target(n).seeds().length} seeds in ${path.relative(process.cwd(), dir)}`);
+  }
+  process.exit(0);
+}
+
+const seed0 = o.seed ?? (Date.now() % 1_000_000_000);
+let failed = false;
+console.log(`fuzz: seed ${seed0}, ${o.cases} cases${o.seconds ? ` or ${o.seconds} s` : ''} per target`);
+
+function saveCrash(name: string, input: Uint8Array, kind: string): string {
+  const dir = path.join(CORPUS_DIR, name);
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${kind}-${crypto.createHash('sha1').update(input).digest('hex').slice(0, 16)}.bin`);
+  fs.writeFileSync(file, input);
+  return file;
+}
+
+for (const name of names) {
+  const current = new SharedArrayBuffer(4 + 65536);
+  const counter = new SharedArrayBuffer(4);
+  const w = new Worker(new URL('./worker.js', import.meta.url), {
+    workerData: { name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, current, counter },
+  });
+  const count = new Int32Array(counter);
+  const result = await new Promise<RunResult | { hang: Uint8Array } | { crash: string }>((resolve) => {
+    let last = -1, lastChange = Date.now();
+    const dog = setInterval(() => {
+      const c = Atomics.load(count, 0);
+      if (c !== last) {
+        last = c;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > o.hangMs) {
+        clearInterval(dog);
+        const len = new DataView(current).getUint32(0, true);
+        const input = new Uint8Array(current, 4, len).slice();
+        void w.terminate();
+        resolve({ hang: input });
+      }
+    }, 200);
+    w.on('message', (m: { type: string; cases: number; ms: number; result: RunResult }) => {
+      if (m.type === 'progress' && process.stderr.isTTY) process.stderr.write(`\r${name}: ${m.cases} cases, ${Math.round((m.cases / m.ms) * 1000)}/s   `);
+      if (m.type === 'done') {
+        clearInterval(dog);
+        resolve(m.result);
+      }
+    });
+    w.on('error', (e) => {
+      clearInterval(dog);
+      const len = new DataView(current).getUint32(0, true);
+      resolve({ crash: `${e.stack ?? e}\n(input saved as ${saveCrash(name, new Uint8Array(current, 4, len).slice(), 'crash')})` });
+    });
+    w.on('exit', (code) => {
+      clearInterval(dog);
+      if (code !== 0) {
+        const len = new DataView(current).getUint32(0, true);
+        resolve({ crash: `worker exited with ${code} (input saved as ${saveCrash(name, new Uint8Array(current, 4, len).slice(), 'crash')})` });
+      }
+    });
+  });
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  if ('hang' in result) {
+    failed = true;
+    console.log(`${name}: FINDING: a case ran longer than ${o.hangMs} ms (hang); input saved as ${saveCrash(name, result.hang, 'hang')}`);
+    continue;
+  }
+  if ('crash' in result) {
+    failed = true;
+    console.log(`${name}: FINDING: ${result.crash}`);
+    continue;
+  }
+  const secs = result.ms / 1000;
+  const rate = Math.round(result.cases / secs);
+  if (result.failure) {
+    failed = true;
+    const file = saveCrash(name, result.failure.input, 'crash');
+    console.log(`${name}: FINDING after ${result.cases} cases (seed ${result.failure.seed}): ${result.failure.error}\n  input (shrunk) saved as ${file}`);
+  } else {
+    console.log(`${name}: ${result.cases} cases in ${secs.toFixed(1)} s (${rate} cases/s), no finding`);
+  }
+  await w.terminate();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,14 @@
+/** One fuzz harness: `one` runs a case and throws only on a finding (FuzzFinding, or anything untyped escaping the code under test). */
+export interface FuzzTarget {
+  name: string;
+  description: string;
+  /** Longest input generated. */
+  maxLen: number;
+  /** `one` returns a promise (run with fc.asyncProperty). */
+  async?: boolean;
+  setup?(): void | Promise<void>;
+  one(data: Uint8Array): void | Promise<void>;
+  teardown?(): void | Promise<void>;
+  /** Well-formed inputs the mutator starts from (also written to the corpus with --save-seeds). */
+  seeds(): Uint8Array[];
+}

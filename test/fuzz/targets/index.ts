@@ -1,0 +1,11 @@
+/** Every fuzz target, by name. */
+import type { FuzzTarget } from '../target.js';
+import { ringTargets } from './rings.js';
+
+export const TARGETS: FuzzTarget[] = [...ringTargets];
+
+export function target(name: string): FuzzTarget {
+  const t = TARGETS.find((x) => x.name === name);
+  if (!t) throw new Error(`unknown target ${name} (targets: ${TARGETS.map((x) => x.name).join(', ')})`);
+  return t;
+}
