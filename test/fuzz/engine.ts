@@ -101,6 +101,7 @@ export interface RunResult {
   cases: number;
   ms: number;
   failure?: { input: Uint8Array; error: string; seed: number };
+  stats?: Record<string, number>;
 }
 
 /**

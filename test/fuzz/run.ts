@@ -143,6 +143,7 @@ for (const name of names) {
     console.log(`${name}: FINDING after ${result.cases} cases (seed ${result.failure.seed}): ${result.failure.error}\n  input (shrunk) saved as ${file}`);
   } else {
     console.log(`${name}: ${result.cases} cases in ${secs.toFixed(1)} s (${rate} cases/s), no finding`);
+    if (result.stats) console.log(`  reached: ${Object.entries(result.stats).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   await w.terminate();
 }

@@ -11,4 +11,6 @@ export interface FuzzTarget {
   teardown?(): void | Promise<void>;
   /** Well-formed inputs the mutator starts from (also written to the corpus with --save-seeds). */
   seeds(): Uint8Array[];
+  /** Counters of what the cases reached (printed by the runner: shows the harness gets past the first checks). */
+  stats?: Record<string, number>;
 }

@@ -12,4 +12,4 @@ const r = await fuzz(t, {
   onBatch: (cases, ms) => parentPort!.postMessage({ type: 'progress', cases, ms }),
 });
 await t.teardown?.();
-parentPort!.postMessage({ type: 'done', result: r });
+parentPort!.postMessage({ type: 'done', result: { ...r, stats: t.stats } });

@@ -1,8 +1,10 @@
 /** Every fuzz target, by name. */
 import type { FuzzTarget } from '../target.js';
 import { ringTargets } from './rings.js';
+import { vhostCodecTarget } from './vhost-codec.js';
+import { ctrlTarget, frameTarget, pcapTarget } from './net.js';
 
-export const TARGETS: FuzzTarget[] = [...ringTargets];
+export const TARGETS: FuzzTarget[] = [vhostCodecTarget, ...ringTargets, ctrlTarget, pcapTarget, frameTarget];
 
 export function target(name: string): FuzzTarget {
   const t = TARGETS.find((x) => x.name === name);

@@ -126,6 +126,9 @@ function checkChain(g: GuardedMemory, c: DescChain): void {
   if (rb !== c.readableBytes || wb !== c.writableBytes) throw new FuzzFinding(`chain byte counts ${c.readableBytes}/${c.writableBytes} but pieces hold ${rb}/${wb}`);
 }
 
+const deviceStats = { split: { chains: 0, faults: 0, single: 0 }, packed: { chains: 0, faults: 0, single: 0 } };
+const driverStats = { split: { reclaimed: 0, faults: 0, honest: 0 }, packed: { reclaimed: 0, faults: 0, honest: 0 } };
+
 const SCRATCH = new Uint8Array(70000).fill(0x5a);
 const SCRATCH_BYTES = { u8: SCRATCH, i32: new Int32Array(SCRATCH.buffer) };
 const SINK = new Uint8Array(70000);
@@ -173,8 +176,10 @@ class HostileDriver {
   /** One hostile write. */
   write(s: ByteSource): void {
     const size = this.size, l = this.layout, w = this.w;
-    const op = s.u8() % 8;
-    if (op === 0) {
+    const op = s.u8() % 12;
+    if (op >= 8) {
+      this.goodChain(s);
+    } else if (op === 0) {
       // a descriptor in the ring / table
       const i = s.below(size);
       const flags = this.format === 'split' ? s.u8() & 7 : this.packedFlags(s);
@@ -305,7 +310,7 @@ class HostileDriver {
 }
 
 /** One device round the way a pair worker runs it: pop, copy, push, publish; the queue stops at its first error unless `goOn`. */
-function deviceRound(g: GuardedMemory, dev: DeviceQueue, chain: DescChain, s: ByteSource, popped: number[]): 'ok' | 'fault' {
+function deviceRound(g: GuardedMemory, dev: DeviceQueue, chain: DescChain, s: ByteSource, popped: number[], stats: { chains: number; faults: number; single: number }): 'ok' | 'fault' {
   const single = s.u8() < 64;
   const limit = 2 * dev.size + 2;
   for (let i = 0; i < limit; i++) {
@@ -318,6 +323,7 @@ function deviceRound(g: GuardedMemory, dev: DeviceQueue, chain: DescChain, s: By
           const lo = m.base[r], hi = lo + (m.end[r] - m.start[r]);
           if (!(dev.singleOff >= lo && dev.singleOff + dev.singleLen <= hi)) throw new FuzzFinding(`popSingle [${dev.singleOff}, +${dev.singleLen}) outside region ${r}`);
           popped.push(dev.singleId, dev.singleLen, 1);
+          stats.single++;
           continue;
         }
       }
@@ -325,6 +331,7 @@ function deviceRound(g: GuardedMemory, dev: DeviceQueue, chain: DescChain, s: By
       dev.pop(chain);
     } catch (e) {
       typed(e);
+      stats.faults++;
       return 'fault';
     }
     checkChain(g, chain);
@@ -334,6 +341,7 @@ function deviceRound(g: GuardedMemory, dev: DeviceQueue, chain: DescChain, s: By
     const got = chain.readTo(SINK_BYTES, 0, 0, Math.min(chain.readableBytes, SINK.length));
     if (got !== Math.min(chain.readableBytes, SINK.length)) throw new FuzzFinding(`readTo read ${got} of ${chain.readableBytes} readable bytes`);
     popped.push(chain.id, wrote, chain.descs);
+    stats.chains++;
   }
   return 'ok';
 }
@@ -343,6 +351,7 @@ function deviceTarget(format: RingFormat): FuzzTarget {
   return {
     name: `${format}-device`,
     description: `the ${format} ring's device half against hostile driver memory`,
+    stats: deviceStats[format],
     maxLen: 600,
     setup() {
       g = memory();
@@ -363,7 +372,7 @@ function deviceTarget(format: RingFormat): FuzzTarget {
         const op = s.u8();
         if (op < 150) drv.write(s);
         else if (op < 200) {
-          if (deviceRound(g, dev, chain, s, popped) === 'fault') {
+          if (deviceRound(g, dev, chain, s, popped, deviceStats[format]) === 'fault') {
             faulted = !goOn;
             mark = -1;
           }
@@ -432,6 +441,7 @@ function driverTarget(format: RingFormat): FuzzTarget {
   return {
     name: `${format}-driver`,
     description: `the ${format} ring's driver half against a hostile device`,
+    stats: driverStats[format],
     maxLen: 600,
     setup() {
       g = memory();
@@ -504,10 +514,12 @@ function driverTarget(format: RingFormat): FuzzTarget {
               if (wb === undefined) throw new FuzzFinding(`popUsed returned token ${token}, which is not outstanding`);
               if (drv.usedLen > wb) throw new FuzzFinding(`popUsed returned len ${drv.usedLen} for a chain with ${wb} writable bytes`);
               outstanding.delete(token);
+              driverStats[format].reclaimed++;
             }
           } catch (e) {
             if (e instanceof FuzzFinding) throw e;
             typed(e);
+            driverStats[format].faults++;
             faulted = s.u8() < 200;
           }
         } else if (op === 6) {
@@ -518,6 +530,7 @@ function driverTarget(format: RingFormat): FuzzTarget {
               honest.pop(chain);
               checkChain(g, chain);
               honest.pushUsed(chain.id, Math.min(chain.writableBytes, s.below(600)), chain.descs);
+              driverStats[format].honest++;
             }
             honest.publish();
           } catch (e) {
