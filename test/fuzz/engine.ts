@@ -115,7 +115,7 @@ export async function fuzz(t: FuzzTarget, o: { cases: number; seconds: number; s
   const run = async (d: Uint8Array): Promise<void> => {
     if (o.current) {
       const len = Math.min(d.length, o.current.length - 4);
-      new DataView(o.current.buffer).setUint32(0, len, true);
+      new DataView(o.current.buffer, o.current.byteOffset).setUint32(0, len, true);
       o.current.set(d.subarray(0, len), 4);
     }
     if (o.counter) Atomics.add(o.counter, 0, 1);
@@ -124,7 +124,7 @@ export async function fuzz(t: FuzzTarget, o: { cases: number; seconds: number; s
   const runSync = (d: Uint8Array): void => {
     if (o.current) {
       const len = Math.min(d.length, o.current.length - 4);
-      new DataView(o.current.buffer).setUint32(0, len, true);
+      new DataView(o.current.buffer, o.current.byteOffset).setUint32(0, len, true);
       o.current.set(d.subarray(0, len), 4);
     }
     if (o.counter) Atomics.add(o.counter, 0, 1);
@@ -143,7 +143,8 @@ export async function fuzz(t: FuzzTarget, o: { cases: number; seconds: number; s
   const deadline = t0 + o.seconds * 1000;
   for (let seed = o.seed; cases < o.cases && performance.now() < deadline; seed++) {
     const numRuns = Math.min(o.cases - cases, cases < 2000 ? 200 : 5000);
-    const params = { numRuns, seed, endOnFailure: false, markInterruptAsFailure: false };
+    const left = Math.max(1, Math.round(deadline - performance.now()));
+    const params = { numRuns, seed, endOnFailure: false, markInterruptAsFailure: false, interruptAfterTimeLimit: left };
     const r = t.async ? await fc.check(fc.asyncProperty(arb, run), params) : fc.check(fc.property(arb, runSync), params);
     if (r.failed) {
       const input = (r.counterexample?.[0] ?? new Uint8Array(0)) as Uint8Array;

@@ -14,7 +14,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { CORPUS_DIR, type RunResult } from './engine.js';
 import { TARGETS, target } from './targets/index.js';
 
@@ -82,48 +84,50 @@ function saveCrash(name: string, input: Uint8Array, kind: string): string {
   return file;
 }
 
+const SHM_SIZE = 8 + 65536;
+
+/** The case counter and current input the child keeps in the shared file: [u32 count][u32 len][input]. */
+function readShared(file: string): { count: number; input: Uint8Array } {
+  const b = fs.readFileSync(file);
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const len = Math.min(dv.getUint32(4, true), SHM_SIZE - 8);
+  return { count: dv.getUint32(0, true), input: new Uint8Array(b.subarray(8, 8 + len)) };
+}
+
 for (const name of names) {
-  const current = new SharedArrayBuffer(4 + 65536);
-  const counter = new SharedArrayBuffer(4);
-  const w = new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, current, counter },
-  });
-  const count = new Int32Array(counter);
+  const shm = path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), `vmq-fuzz-${process.pid}-${name}`);
+  fs.writeFileSync(shm, new Uint8Array(SHM_SIZE));
+  const child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [JSON.stringify({ name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, shm, shmSize: SHM_SIZE })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const result = await new Promise<RunResult | { hang: Uint8Array } | { crash: string }>((resolve) => {
-    let last = -1, lastChange = Date.now();
+    let last = -1, lastChange = Date.now(), settled = false;
+    const finish = (r: RunResult | { hang: Uint8Array } | { crash: string }): void => {
+      if (settled) return;
+      settled = true;
+      clearInterval(dog);
+      resolve(r);
+    };
     const dog = setInterval(() => {
-      const c = Atomics.load(count, 0);
-      if (c !== last) {
-        last = c;
+      const { count, input } = readShared(shm);
+      if (count !== last) {
+        last = count;
         lastChange = Date.now();
       } else if (Date.now() - lastChange > o.hangMs) {
-        clearInterval(dog);
-        const len = new DataView(current).getUint32(0, true);
-        const input = new Uint8Array(current, 4, len).slice();
-        void w.terminate();
-        resolve({ hang: input });
+        child.kill('SIGKILL');
+        finish({ hang: input });
       }
-    }, 200);
-    w.on('message', (m: { type: string; cases: number; ms: number; result: RunResult }) => {
+    }, 250);
+    child.on('message', (m: { type: string; cases: number; ms: number; result: RunResult }) => {
       if (m.type === 'progress' && process.stderr.isTTY) process.stderr.write(`\r${name}: ${m.cases} cases, ${Math.round((m.cases / m.ms) * 1000)}/s   `);
-      if (m.type === 'done') {
-        clearInterval(dog);
-        resolve(m.result);
-      }
+      if (m.type === 'done') finish(m.result);
     });
-    w.on('error', (e) => {
-      clearInterval(dog);
-      const len = new DataView(current).getUint32(0, true);
-      resolve({ crash: `${e.stack ?? e}\n(input saved as ${saveCrash(name, new Uint8Array(current, 4, len).slice(), 'crash')})` });
-    });
-    w.on('exit', (code) => {
-      clearInterval(dog);
-      if (code !== 0) {
-        const len = new DataView(current).getUint32(0, true);
-        resolve({ crash: `worker exited with ${code} (input saved as ${saveCrash(name, new Uint8Array(current, 4, len).slice(), 'crash')})` });
-      }
+    child.on('exit', (code, signal) => {
+      if (settled) return;
+      if (code === 0 && signal === null) return finish({ crash: 'the fuzz process exited without a result' });
+      const { count, input } = readShared(shm);
+      finish({ crash: `the fuzz process died (${signal ?? `exit ${code}`}) in case ${count}; input saved as ${saveCrash(name, input, 'crash')}` });
     });
   });
+  fs.rmSync(shm, { force: true });
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   if ('hang' in result) {
     failed = true;
@@ -145,6 +149,6 @@ for (const name of names) {
     console.log(`${name}: ${result.cases} cases in ${secs.toFixed(1)} s (${rate} cases/s), no finding`);
     if (result.stats) console.log(`  reached: ${Object.entries(result.stats).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
-  await w.terminate();
+  await new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
 }
 process.exit(failed ? 1 : 0);

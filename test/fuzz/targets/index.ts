@@ -3,8 +3,9 @@ import type { FuzzTarget } from '../target.js';
 import { ringTargets } from './rings.js';
 import { vhostCodecTarget } from './vhost-codec.js';
 import { ctrlTarget, frameTarget, pcapTarget } from './net.js';
+import { vhostSessionTarget } from './vhost-session.js';
 
-export const TARGETS: FuzzTarget[] = [vhostCodecTarget, ...ringTargets, ctrlTarget, pcapTarget, frameTarget];
+export const TARGETS: FuzzTarget[] = [vhostCodecTarget, vhostSessionTarget, ...ringTargets, ctrlTarget, pcapTarget, frameTarget];
 
 export function target(name: string): FuzzTarget {
   const t = TARGETS.find((x) => x.name === name);
