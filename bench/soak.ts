@@ -269,6 +269,9 @@ export async function runSoak(o: { cycles: number; pairs: number; every: number;
       }
     }
     return { samples, baseline, end: samples[samples.length - 1], kinds, framesLooped, serveLog };
+  } catch (e) {
+    (e as Error).message += `\n--- serve log (last 30 lines) ---\n${serveLog.slice(-30).join('\n')}`;
+    throw e;
   } finally {
     serve.kill('SIGINT');
     const t = setTimeout(() => serve.kill('SIGKILL'), 5000);

@@ -99,7 +99,7 @@ for (const name of names) {
   fs.writeFileSync(shm, new Uint8Array(SHM_SIZE));
   const child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [JSON.stringify({ name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, shm, shmSize: SHM_SIZE })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const result = await new Promise<RunResult | { hang: Uint8Array } | { crash: string }>((resolve) => {
-    let last = -1, lastChange = Date.now(), settled = false;
+    let last = -1, lastChange = Date.now(), settled = false, shmWatch = true;
     const finish = (r: RunResult | { hang: Uint8Array } | { crash: string }): void => {
       if (settled) return;
       settled = true;
@@ -107,6 +107,7 @@ for (const name of names) {
       resolve(r);
     };
     const dog = setInterval(() => {
+      if (!shmWatch) return; // no addon in the child: no case counter to watch
       const { count, input } = readShared(shm);
       if (count !== last) {
         last = count;
@@ -119,6 +120,7 @@ for (const name of names) {
     child.on('message', (m: { type: string; cases: number; ms: number; result: RunResult }) => {
       if (m.type === 'progress' && process.stderr.isTTY) process.stderr.write(`\r${name}: ${m.cases} cases, ${Math.round((m.cases / m.ms) * 1000)}/s   `);
       if (m.type === 'done') finish(m.result);
+      if (m.type === 'noshm') shmWatch = false;
     });
     child.on('exit', (code, signal) => {
       if (settled) return;

@@ -17,6 +17,7 @@ if (hostAvailable()) {
   fs.closeSync(fd);
 } else {
   shared = new SharedArrayBuffer(d.shmSize); // no addon: the runner sees progress only through messages
+  process.send!({ type: 'noshm' });
 }
 const t = target(d.name);
 await t.setup?.();
