@@ -1281,3 +1281,37 @@ test('hardening: requests still queued when the front-end hangs up are dropped, 
     }
   });
 });
+
+test('hardening: --group: the socket is 0660 owned by that group, created in a private directory and linked into place (no window); a bad group is one line and exit 2', async () => {
+  const { resolveGroup } = await import('../src/transport/vhost-user/group.js');
+  const gid = process.getuid?.() === 0 ? (resolveGroup('daemon') ?? 1) : process.getgroups!().at(-1)!;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmq-group-'));
+  try {
+    const sock = path.join(dir, 'vmq.sock');
+    const logs: string[] = [];
+    const backend = new VhostUserBackend({ pairs: 1, netdev: { kind: 'sink' }, socket: sock, group: gid, log: (l) => logs.push(l) });
+    await backend.start();
+    try {
+      const st = fs.statSync(sock);
+      assert.ok(st.isSocket());
+      assert.equal(st.mode & 0o777, 0o660, 'mode 0660');
+      assert.equal(st.gid, gid, 'owned by the group');
+      assert.deepEqual(fs.readdirSync(dir), ['vmq.sock'], 'the private directory is gone');
+      await nextConnectionServes({ backend, socket: sock, logs });
+    } finally {
+      await backend.stop();
+    }
+    // Something at the path: refused as without --group, nothing left behind.
+    fs.writeFileSync(sock, 'precious');
+    await assert.rejects(new VhostUserBackend({ pairs: 1, netdev: { kind: 'sink' }, socket: sock, group: gid, log: () => undefined }).start(), /regular file: refusing/);
+    assert.deepEqual(fs.readdirSync(dir), ['vmq.sock']);
+    assert.equal(resolveGroup('vmq-no-such-group-' + process.pid), null);
+    const { spawnSync } = await import('node:child_process');
+    const main = new URL('../src/cli/main.js', import.meta.url).pathname;
+    const r = spawnSync(process.execPath, [main, 'serve', '--socket', path.join(dir, 'x.sock'), '--group', `vmq-no-such-group-${process.pid}`], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /^virtio-mq: --group vmq-no-such-group-\d+: no such group\n$/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -105,8 +105,16 @@ program
   .option('--rss [spec]', 'steer netdev frames by RSS: [key=HEX][,types=tcpv4+udpv4+...|all][,table=N] (default key, all types, 128 entries)')
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
+  .option('--group <name>', 'create the socket 0660 owned by this group (name or gid), for a front-end running as another user of it')
   .action(async (opts) => {
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
+    if (opts.group !== undefined) {
+      if (opts.client) throw new UsageError('--group: only for a listening socket (not with --client)');
+      const { resolveGroup } = await import('../transport/vhost-user/group.js');
+      const gid = resolveGroup(opts.group);
+      if (gid === null) throw new UsageError(`--group ${opts.group}: no such group`);
+      opts.group = gid;
+    }
     if (!opts.client) {
       const dir = dirname(resolve(opts.socket));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);

@@ -17,6 +17,8 @@ export interface ServeOptions {
   rss?: string | boolean;
   mode: 'busy' | 'notify';
   json: boolean;
+  /** Group id the socket is shared with (0660), resolved from --group. */
+  group?: number;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
@@ -25,7 +27,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
   const netdev = openNetdev(o.netdev, o.queues);
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    socket: o.socket, client: o.client, group: o.group, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   await backend.start();
