@@ -97,7 +97,7 @@ function readShared(file: string): { count: number; input: Uint8Array } {
 for (const name of names) {
   const shm = path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), `vmq-fuzz-${process.pid}-${name}`);
   fs.writeFileSync(shm, new Uint8Array(SHM_SIZE));
-  const child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [JSON.stringify({ name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, shm, shmSize: SHM_SIZE })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(fileURLToPath(new URL('./worker.js', import.meta.url)), [JSON.stringify({ name, cases: o.cases, seconds: o.seconds ?? 1e9, seed: seed0, shm, shmSize: SHM_SIZE })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
   const result = await new Promise<RunResult | { hang: Uint8Array } | { crash: string }>((resolve) => {
     let last = -1, lastChange = Date.now(), settled = false, shmWatch = true;
     const finish = (r: RunResult | { hang: Uint8Array } | { crash: string }): void => {

@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { close, eventfdCreate, memfdCreate, recvmsg, socketPair, hostAvailable } from '../../../src/host/index.js';
 import { Session, VHOST_NET_FEATURES } from '../../../src/transport/vhost-user/session.js';
 import {
-  VhostUserFramer, VhostUserRequest, decodeReply, encodeHeader, encodeRequest, VHOST_USER_VERSION, VHOST_USER_NEED_REPLY_MASK,
+  VhostUserFramer, VhostUserRequest, decodeReply, encodeHeader, encodeRequest, VHOST_USER_VERSION, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK,
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
   type VhostUserRequestInit,
 } from '../../../src/transport/vhost-user/messages.js';
@@ -36,7 +36,7 @@ const UVA = 0x7f00_0000_0000;
 const GPA = 0x10_0000;
 const RING = 64;
 const CODES = Object.values(VhostUserRequest) as number[];
-const stats = { cases: 0, messages: 0, replies: 0, pairsStarted: 0, closedBySession: 0 };
+const stats = { cases: 0, messages: 0, replies: 0, pairsStarted: 0, closedBySession: 0, shrinks: 0, memoryFaults: 0 };
 
 /** Fds of every kind a front-end could send; the session owns them once sent. */
 type FdKind = 'eventfd' | 'memfd' | 'memfd-small' | 'devnull' | 'socket' | 'dir';
@@ -70,6 +70,8 @@ function fieldU64(s: ByteSource, good: number): number {
 interface Plan {
   /** One stream of bytes (split into sends) with fds attached to some sends. */
   sends: { bytes: Uint8Array; fds: number[] }[];
+  /** Fds on guest memfds the harness may ftruncate under the session. */
+  shrinkFds: number[];
 }
 
 /** A well-formed handshake (fields mutated now and then) that starts both pairs. */
@@ -94,7 +96,10 @@ function handshake(s: ByteSource, plan: Plan, extra: number[]): void {
   add({ type: 'GET_FEATURES' });
   add({ type: 'SET_FEATURES', features });
   add({ type: 'SET_PROTOCOL_FEATURES', features: protocol });
-  const memfd = makeFd(s.u8() < 240 ? 'memfd' : s.pick(FD_KINDS), extra);
+  const memKind: FdKind = s.u8() < 240 ? 'memfd' : s.pick(FD_KINDS);
+  const memfd = makeFd(memKind, extra);
+  // a second fd on the same file, to shrink it later (a hostile front-end's ftruncate)
+  if (s.u8() < 64 && memKind === 'memfd') plan.shrinkFds.push(fs.openSync(`/proc/self/fd/${memfd}`, 'r+'));
   add({ type: 'SET_MEM_TABLE', regions: [{ guestAddr: GPA, size: fieldU64(s, MEM), userAddr: fieldU64(s, UVA), mmapOffset: s.u8() < 250 ? 0 : s.pick([4096, MEM, 1]), fd: memfd }], needReply: s.bool() });
   const format = packed ? 'packed' : 'split';
   for (let q = 0; q < 2 * PAIRS; q++) {
@@ -206,7 +211,7 @@ export const vhostSessionTarget: FuzzTarget = {
       mac: Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56), mtu: 1500, rss: null,
       stats: new StatsBlock(PAIRS, DEV_STAT_COUNT).buffer, log: (l) => (process.env.FUZZ_DEBUG ? console.error(l) : logs.push(l)),
     });
-    const plan: Plan = { sends: [] };
+    const plan: Plan = { sends: [], shrinkFds: [] };
     try {
       if (s.u8() < 100) handshake(s, plan, extra);
       for (let i = 0; i < 12 && s.left > 0; i++) {
@@ -229,7 +234,9 @@ export const vhostSessionTarget: FuzzTarget = {
           for (const f of framer.frames()) {
             for (const fd of f.fds) close(fd);
             try {
-              decodeReply(f.header.request, f.header, f.payload, []);
+              if (CODES.includes(f.header.request)) decodeReply(f.header.request, f.header, f.payload, []);
+              // an unknown request sent with NEED_REPLY gets a failing REPLY_ACK (session.ts failureAck)
+              else if (f.header.flags !== (VHOST_USER_VERSION | VHOST_USER_REPLY_MASK) || f.payload.length !== 8) throw new Error(`flags 0x${f.header.flags.toString(16)}, ${f.payload.length} bytes`);
             } catch (e) {
               throw new FuzzFinding(`malformed reply to request ${f.header.request}: ${(e as Error).message}`);
             }
@@ -246,23 +253,29 @@ export const vhostSessionTarget: FuzzTarget = {
           session.receive(m.bytes.subarray(at), []);
         } else session.receive(m.bytes, m.fds);
         if (s.u8() < 32) await sleep(s.below(3));
+        if (plan.shrinkFds.length > 0 && s.u8() >= 232) {
+          fs.ftruncateSync(s.pick(plan.shrinkFds), s.pick([0, 4096, 0x2000, MEM / 2]));
+          stats.shrinks++;
+        }
         drain();
       }
       // let the handlers (and any started pair) run a moment, then hang up
       const settle = Date.now() + 5;
       while (Date.now() < settle) await sleep(1);
-      if (session.runningPairs > 0) stats.pairsStarted++;
       drain();
       session.peerClosed('EOF');
       const ended = await Promise.race([session.done.then(() => true), sleep(10_000).then(() => false)]);
       if (!ended) throw new FuzzFinding(`the session did not end within 10 s after EOF (running pairs ${session.runningPairs})\n${logs.slice(-20).join('\n')}`);
       if (logs.some((l) => l.includes('closing connection') || l.includes('reply failed'))) stats.closedBySession++;
+      if (logs.some((l) => l.includes('SIGBUS'))) stats.memoryFaults++;
+      if (logs.some((l) => /queue pair \d started/.test(l))) stats.pairsStarted++;
       drain();
       stats.replies += replies;
     } finally {
       close(a);
       close(b);
       for (const fd of extra) close(fd);
+      for (const fd of plan.shrinkFds) fs.closeSync(fd);
     }
     // back to the fds and threads of before (workers exit, and close theirs, asynchronously)
     const until = Date.now() + 5000;
