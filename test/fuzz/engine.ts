@@ -140,19 +140,31 @@ export async function fuzz(t: FuzzTarget, o: { cases: number; seconds: number; s
     cases++;
   }
   const arb = inputs(t, corpus);
+  const stackLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
   const deadline = t0 + o.seconds * 1000;
   for (let seed = o.seed; cases < o.cases && performance.now() < deadline; seed++) {
     const numRuns = Math.min(o.cases - cases, cases < 2000 ? 200 : 5000);
     const left = Math.max(1, Math.round(deadline - performance.now()));
     const params = { numRuns, seed, endOnFailure: false, markInterruptAsFailure: false, interruptAfterTimeLimit: left };
     const r = t.async ? await fc.check(fc.asyncProperty(arb, run), params) : fc.check(fc.property(arb, runSync), params);
-    if (r.failed) {
+    // an interruption at the time limit is no failure (fast-check may report one with no counterexample)
+    if (r.failed && r.counterexample !== null && r.errorInstance !== null) {
       const input = (r.counterexample?.[0] ?? new Uint8Array(0)) as Uint8Array;
-      return { cases: cases + r.numRuns, ms: performance.now() - t0, failure: { input, error: describe(r.errorInstance), seed } };
+      // stack traces are off while fuzzing (typed errors are thrown by the million): replay the case with them
+      Error.stackTraceLimit = 12;
+      let error: unknown = r.errorInstance;
+      try {
+        await t.one(input);
+      } catch (e) {
+        error = e;
+      }
+      return { cases: cases + r.numRuns, ms: performance.now() - t0, failure: { input, error: describe(error), seed } };
     }
     cases += r.numRuns;
     o.onBatch?.(cases, performance.now() - t0);
   }
+  Error.stackTraceLimit = stackLimit;
   return { cases, ms: performance.now() - t0 };
 }
 

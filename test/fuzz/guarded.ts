@@ -6,7 +6,8 @@
  */
 import { GuestMemory, type RegionSpec } from '../../src/virtio/memory.js';
 
-export const GUARD = 4096;
+/** Guard bytes on each side of a region (typed arrays cannot reach past their buffer, so a stray write lands here). */
+export const GUARD = 1024;
 const CANARY_WORD = 0xa5a5a5a5;
 
 export interface GuardedRegionSpec {

@@ -50,8 +50,11 @@ const F_AVAIL = 1 << 7, F_USED = 1 << 15;
 function clearRings(g: GuardedMemory, format: RingFormat, size: number): void {
   const m = g.mem;
   m.bytes[0].u8.fill(0, m.base[0], m.base[0] + queueBytes(format, size));
-  m.bytes[0].u8.fill(0, m.base[0] + 0x30000, m.base[0] + R_SIZE);
-  m.bytes[1].u8.fill(0, m.base[1] + D_SIZE - 64, m.base[1] + D_SIZE);
+  for (const t of TABLES) {
+    const r = t >= D ? 1 : 0;
+    const off = m.base[r] + (t - (r === 1 ? D : R));
+    m.bytes[r].u8.fill(0, off, Math.min(off + 20 * 16, m.base[r] + (r === 1 ? D_SIZE : R_SIZE)));
+  }
   m.bytes[5].u8.fill(0, m.base[5], m.base[5] + 0x3000);
 }
 
@@ -414,7 +417,6 @@ function deviceTarget(format: RingFormat): FuzzTarget {
         }
         dev.publish();
       }
-      g.check();
       cleanQueueMoves(g, format);
       g.check();
     },
@@ -542,7 +544,6 @@ function driverTarget(format: RingFormat): FuzzTarget {
           void drv.state();
         }
       }
-      g.check();
       cleanQueueMoves(g, format);
       g.check();
     },
