@@ -393,8 +393,14 @@ function deviceTarget(format: RingFormat): FuzzTarget {
         } else if (op < 240) {
           // mark with nothing popped; rewind gives back what was popped since (none of it pushed)
           if (mark >= 0 && s.bool()) {
-            dev.rewind(mark);
-            popped.length = 0;
+            try {
+              dev.rewind(mark);
+              popped.length = 0;
+            } catch (e) {
+              typed(e);
+              deviceStats[format].faults++;
+              faulted = !goOn;
+            }
             mark = -1;
           } else if (popped.length === 0) mark = dev.mark();
         } else if (op < 248) {
