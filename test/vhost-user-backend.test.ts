@@ -25,6 +25,7 @@ import {
   type VhostUserMemoryRegion, type VhostUserReply,
 } from '../src/transport/vhost-user/messages.js';
 import { GuestMemory } from '../src/virtio/memory.js';
+import { VirtioError } from '../src/virtio/errors.js';
 import { availRingBytes, descTableBytes, usedRingBytes } from '../src/virtio/split/layout.js';
 import { contiguousQueueLayout, createDriverQueue, queueBytes } from '../src/virtio/ring.js';
 import type { DriverQueue, QueueLayout, RingFormat } from '../src/virtio/queue.js';
@@ -1231,6 +1232,85 @@ test('hardening: --socket: a regular file, a symlink or a live socket is refused
     } finally {
       await next.stop();
     }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('hardening: a front-end that shrinks its memfd under traffic is dropped (the SIGBUS absorbed and logged); serve keeps serving the next front-end', async () => {
+  await withRunningDevice(2, async (c, _fe, guest, drivers) => {
+    await txRound(drivers[0], 10, 'pair 0 before the shrink');
+    // The front-end cuts its guest RAM to one page: the rings and buffers are now past the end of the file.
+    fs.ftruncateSync(guest.regions[0].fd, 4096);
+    for (const d of drivers) d.send(Array.from({ length: 8 }, (_, i) => makeFrame(d.pair, 1000 + i)));
+    await waitFor(() => {
+      for (const d of drivers) {
+        try {
+          d.step(); // our own accesses land on zero pages too (our mapping is guest memory as well): the ring reads as garbage
+        } catch (e) {
+          assert.ok(e instanceof VirtioError, String(e));
+        }
+      }
+      return c.logs.some((l) => /SIGBUS: the front-end's memory file shrank/.test(l));
+    }, 'the memory fault to be logged');
+    await sessionGone(c.backend);
+    await nextConnectionServes(c);
+  });
+});
+
+test('hardening: a SIGBUS that is no guest-memory fault keeps its default action (the process dies)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const host = new URL('../src/host/index.js', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const h = await import(${JSON.stringify(host)}); h.memfdCreate('x', 4096); process.kill(process.pid, 'SIGBUS'); setTimeout(() => {}, 2000);`], { timeout: 10_000 });
+  assert.equal(r.signal, 'SIGBUS', `exit ${r.status}, signal ${r.signal}: ${r.stderr}`);
+});
+
+test('hardening: requests still queued when the front-end hangs up are dropped, not run (50 SET_VRING_CALLs on running rings do not restart pairs 50 times)', async () => {
+  await withRunningDevice(2, async (c, fe) => {
+    const calls = Array.from({ length: 50 }, () => eventfdCreate(0, { nonblock: true }));
+    try {
+      const mark = c.logs.length;
+      for (let i = 0; i < calls.length; i++) await fe.send({ type: 'SET_VRING_CALL', index: i % 4, fd: calls[i] });
+      fe.close();
+      await sessionGone(c.backend);
+      const restarts = c.logs.slice(mark).filter((l) => /queue pair \d started/.test(l)).length;
+      assert.ok(restarts < 10, `${restarts} pair restarts after the hang-up (each queued SET_VRING_CALL was run)`);
+      await nextConnectionServes(c);
+    } finally {
+      calls.forEach((fd) => close(fd));
+    }
+  });
+});
+
+test('hardening: --group: the socket is 0660 owned by that group, created in a private directory and linked into place (no window); a bad group is one line and exit 2', async () => {
+  const { resolveGroup } = await import('../src/transport/vhost-user/group.js');
+  const gid = process.getuid?.() === 0 ? (resolveGroup('daemon') ?? 1) : process.getgroups!().at(-1)!;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmq-group-'));
+  try {
+    const sock = path.join(dir, 'vmq.sock');
+    const logs: string[] = [];
+    const backend = new VhostUserBackend({ pairs: 1, netdev: { kind: 'sink' }, socket: sock, group: gid, log: (l) => logs.push(l) });
+    await backend.start();
+    try {
+      const st = fs.statSync(sock);
+      assert.ok(st.isSocket());
+      assert.equal(st.mode & 0o777, 0o660, 'mode 0660');
+      assert.equal(st.gid, gid, 'owned by the group');
+      assert.deepEqual(fs.readdirSync(dir), ['vmq.sock'], 'the private directory is gone');
+      await nextConnectionServes({ backend, socket: sock, logs });
+    } finally {
+      await backend.stop();
+    }
+    // Something at the path: refused as without --group, nothing left behind.
+    fs.writeFileSync(sock, 'precious');
+    await assert.rejects(new VhostUserBackend({ pairs: 1, netdev: { kind: 'sink' }, socket: sock, group: gid, log: () => undefined }).start(), /regular file: refusing/);
+    assert.deepEqual(fs.readdirSync(dir), ['vmq.sock']);
+    assert.equal(resolveGroup('vmq-no-such-group-' + process.pid), null);
+    const { spawnSync } = await import('node:child_process');
+    const main = new URL('../src/cli/main.js', import.meta.url).pathname;
+    const r = spawnSync(process.execPath, [main, 'serve', '--socket', path.join(dir, 'x.sock'), '--group', `vmq-no-such-group-${process.pid}`], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /^virtio-mq: --group vmq-no-such-group-\d+: no such group\n$/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

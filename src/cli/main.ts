@@ -136,11 +136,19 @@ observeOptions(program
   .option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`, 'info')
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .addOption(strictOption())
+  .option('--group <name>', 'create the socket 0660 owned by this group (name or gid), for a front-end running as another user of it')
   .action(async (opts) => {
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!LOG_LEVELS.includes(opts.logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
     checkControlPath(opts.control);
+    if (opts.group !== undefined) {
+      if (opts.client) throw new UsageError('--group: only for a listening socket (not with --client)');
+      const { resolveGroup } = await import('../transport/vhost-user/group.js');
+      const gid = resolveGroup(opts.group);
+      if (gid === null) throw new UsageError(`--group ${opts.group}: no such group`);
+      opts.group = gid;
+    }
     if (!opts.client) {
       const dir = dirname(resolve(opts.socket));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);

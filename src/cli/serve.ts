@@ -35,6 +35,8 @@ export interface ServeOptions {
   captureSnaplen?: number;
   /** Strict conformance: report every spec rule the front-end's driver breaks (virtio/conformance.ts). */
   strict?: boolean;
+  /** Group id the socket is shared with (0660), resolved from --group. */
+  group?: number;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
@@ -45,7 +47,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
   // Across front-end connections: one report for the process.
   const conformance = o.strict ? new ConformanceMonitor((r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    socket: o.socket, client: o.client, group: o.group, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
     capture: capture.buffers, strict: o.strict,
     onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });

@@ -124,6 +124,8 @@ interface NativeBinding {
   ): void;
   memfdCreate(name: string, size: number): number;
   mmapShared(fd: number, size: number, offset: number, populate: boolean): SharedArrayBuffer;
+  guestMappingFaults(sab: SharedArrayBuffer): number;
+  releaseShared(sab: SharedArrayBuffer): boolean;
   close(fd: number): void;
   setNonblock(fd: number, on: boolean): void;
   eventfdCreate(initval: number, nonblock: boolean, semaphore: boolean): number;
@@ -307,6 +309,28 @@ export interface MmapOptions {
  */
 export function mmapShared(fd: number, size: number, offset = 0, opts?: MmapOptions): SharedArrayBuffer {
   return native().mmapShared(fd, size, offset, opts?.populate === true);
+}
+
+/**
+ * SIGBUS faults absorbed in the mapping under `sab` (an {@link mmapShared}
+ * SAB; 0 for any other buffer). The file behind a mapping shrank (a
+ * front-end ftruncated its memfd) and a page past its new end was touched:
+ * the addon's SIGBUS handler mapped a zero page there so the access
+ * completed, and counted it here. Any other SIGBUS keeps its default action.
+ */
+export function guestMappingFaults(sab: SharedArrayBuffer): number {
+  return native().guestMappingFaults(sab);
+}
+
+/**
+ * Drop the file pages under an {@link mmapShared} SAB now (they are replaced
+ * by anonymous zero pages, so the SAB stays valid memory) instead of when
+ * the SAB is garbage-collected: a closed session releases the guest's
+ * memory at once. Returns false when `sab` is not such a mapping.
+ * @throws HostError (mmap)
+ */
+export function releaseShared(sab: SharedArrayBuffer): boolean {
+  return native().releaseShared(sab);
 }
 
 /** close(2).  EINTR is treated as success (Linux releases the fd anyway). */

@@ -33,6 +33,8 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -45,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -271,12 +274,159 @@ static void MemfdCreate(const FunctionCallbackInfo<Value>& info) {
   info.GetReturnValue().Set(fd);
 }
 
+// ---------------------------------------------------------------------------
+// Guest mappings and SIGBUS
+//
+// Every mmapShared() mapping is registered here (page-aligned base, length).
+// A front-end may shrink the file under a mapping (ftruncate a memfd after
+// SET_MEM_TABLE); touching a page past the new end raises SIGBUS, which
+// would kill the process.  The SIGBUS handler (SA_SIGINFO) looks si_addr up
+// in this registry: inside a guest mapping, it maps an anonymous zero page
+// over the faulting page (MAP_FIXED) so the access completes, and counts the
+// fault on the mapping, which the session polls (guestMappingFaults) to
+// report the region and drop that front-end.  Any other SIGBUS gets the
+// previous disposition (the default: terminate with a core).  The registry
+// is a fixed array of atomics so the handler can read it without locks;
+// writers serialise on a mutex.
+
+namespace {
+constexpr int kMaxMappings = 4096;
+struct MapSlot {
+  std::atomic<uintptr_t> base{0};
+  std::atomic<size_t> len{0};
+  std::atomic<uint32_t> faults{0};
+};
+MapSlot g_maps[kMaxMappings];
+pthread_mutex_t g_maps_lock = PTHREAD_MUTEX_INITIALIZER;
+struct sigaction g_old_sigbus;
+std::atomic<bool> g_sigbus_installed{false};
+uintptr_t g_page = 4096;
+
+void RegisterMapping(uintptr_t base, size_t len) {
+  pthread_mutex_lock(&g_maps_lock);
+  for (int i = 0; i < kMaxMappings; i++) {
+    if (g_maps[i].base.load(std::memory_order_relaxed) == 0) {
+      g_maps[i].faults.store(0, std::memory_order_relaxed);
+      g_maps[i].len.store(len, std::memory_order_relaxed);
+      g_maps[i].base.store(base, std::memory_order_release);
+      break;
+    }
+  }
+  // More than kMaxMappings live mappings: the extra ones are not protected.
+  pthread_mutex_unlock(&g_maps_lock);
+}
+
+void UnregisterMapping(uintptr_t base) {
+  pthread_mutex_lock(&g_maps_lock);
+  for (int i = 0; i < kMaxMappings; i++) {
+    if (g_maps[i].base.load(std::memory_order_relaxed) == base) {
+      g_maps[i].base.store(0, std::memory_order_release);
+      g_maps[i].len.store(0, std::memory_order_relaxed);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_maps_lock);
+}
+
+MapSlot* FindMapping(uintptr_t addr) {
+  for (int i = 0; i < kMaxMappings; i++) {
+    uintptr_t b = g_maps[i].base.load(std::memory_order_acquire);
+    if (b == 0) continue;
+    size_t l = g_maps[i].len.load(std::memory_order_relaxed);
+    if (addr >= b && addr - b < l) return &g_maps[i];
+  }
+  return nullptr;
+}
+
+void SigbusHandler(int sig, siginfo_t* si, void* uctx) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
+  if (si->si_code > 0) {  // raised by a memory access (not kill/tgkill)
+    MapSlot* m = FindMapping(a);
+    if (m != nullptr) {
+      void* page = reinterpret_cast<void*>(a & ~(g_page - 1));
+      if (mmap(page, g_page, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
+        m->faults.fetch_add(1, std::memory_order_relaxed);
+        return;  // the access is retried on the zero page
+      }
+    }
+  }
+  // Not a guest mapping: whatever was there before us.
+  if ((g_old_sigbus.sa_flags & SA_SIGINFO) != 0 && g_old_sigbus.sa_sigaction != nullptr) {
+    g_old_sigbus.sa_sigaction(sig, si, uctx);
+    return;
+  }
+  if (g_old_sigbus.sa_handler != SIG_DFL && g_old_sigbus.sa_handler != SIG_IGN && g_old_sigbus.sa_handler != nullptr) {
+    g_old_sigbus.sa_handler(sig);
+    return;
+  }
+  signal(SIGBUS, SIG_DFL);  // returning re-executes the access: default action
+  if (si->si_code <= 0) raise(SIGBUS);
+}
+
+void InstallSigbusHandler() {
+  bool expected = false;
+  if (!g_sigbus_installed.compare_exchange_strong(expected, true)) return;
+  g_page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = SigbusHandler;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &g_old_sigbus);
+}
+
+/** The registered mapping under an SAB made by mmapShared, or nullptr. */
+MapSlot* MappingOf(Local<Value> v, uintptr_t* base_out, size_t* len_out) {
+  if (!v->IsSharedArrayBuffer()) return nullptr;
+  std::shared_ptr<BackingStore> bs = v.As<SharedArrayBuffer>()->GetBackingStore();
+  uintptr_t data = reinterpret_cast<uintptr_t>(bs->Data());
+  if (data == 0) return nullptr;
+  uintptr_t base = data & ~(g_page - 1);
+  pthread_mutex_lock(&g_maps_lock);
+  MapSlot* found = nullptr;
+  for (int i = 0; i < kMaxMappings; i++) {
+    if (g_maps[i].base.load(std::memory_order_relaxed) == base) {
+      found = &g_maps[i];
+      *base_out = base;
+      *len_out = g_maps[i].len.load(std::memory_order_relaxed);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_maps_lock);
+  return found;
+}
+}  // namespace
+
+// guestMappingFaults(sab) -> number of SIGBUS faults absorbed in the mapping under `sab` (0 if none or not a mapping)
+static void GuestMappingFaults(const FunctionCallbackInfo<Value>& info) {
+  uintptr_t base;
+  size_t len;
+  MapSlot* m = info.Length() > 0 ? MappingOf(info[0], &base, &len) : nullptr;
+  info.GetReturnValue().Set(m == nullptr ? 0 : static_cast<double>(m->faults.load(std::memory_order_relaxed)));
+}
+
+// releaseShared(sab) -> boolean: replace the whole mapping under `sab` by
+// anonymous zero pages, dropping its file pages (and the file's last
+// reference, if the front-end closed it) now instead of at GC; the SAB stays
+// valid memory (reads 0).  False when `sab` is no mmapShared mapping.
+static void ReleaseShared(const FunctionCallbackInfo<Value>& info) {
+  uintptr_t base;
+  size_t len;
+  MapSlot* m = info.Length() > 0 ? MappingOf(info[0], &base, &len) : nullptr;
+  if (m == nullptr) return info.GetReturnValue().Set(false);
+  void* r = mmap(reinterpret_cast<void*>(base), len, PROT_READ | PROT_WRITE,
+                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return ThrowErrno(info, "mmap", errno);
+  info.GetReturnValue().Set(true);
+}
+
 // The SAB's data pointer is `base + delta`, where `delta` is the distance from
 // the page-aligned file offset to the requested one; deleter_data carries
 // delta, so no allocation is needed.  May run on any thread (V8 frees backing
 // stores from GC / sweeper threads): only munmap here, never touch V8.
 static void UnmapDeleter(void* data, size_t length, void* deleter_data) {
   uintptr_t delta = reinterpret_cast<uintptr_t>(deleter_data);
+  UnregisterMapping(reinterpret_cast<uintptr_t>(data) - delta);
   munmap(static_cast<char*>(data) - delta, length + delta);
 }
 
@@ -305,6 +455,7 @@ static void MmapShared(const FunctionCallbackInfo<Value>& info) {
                     MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, static_cast<off_t>(aligned));
   if (base == MAP_FAILED) return ThrowErrno(info, "mmap", errno);
   char* data = static_cast<char*>(base) + delta;
+  RegisterMapping(reinterpret_cast<uintptr_t>(base), map_len);
   std::unique_ptr<BackingStore> store = SharedArrayBuffer::NewBackingStore(
       data, static_cast<size_t>(size), UnmapDeleter, reinterpret_cast<void*>(delta));
   // From here on the backing store owns the mapping.
@@ -979,6 +1130,9 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetMethod(context, exports, ext, "setErrorClass", SetErrorClass);
   SetMethod(context, exports, ext, "memfdCreate", MemfdCreate);
   SetMethod(context, exports, ext, "mmapShared", MmapShared);
+  SetMethod(context, exports, ext, "guestMappingFaults", GuestMappingFaults);
+  SetMethod(context, exports, ext, "releaseShared", ReleaseShared);
+  InstallSigbusHandler();
   SetMethod(context, exports, ext, "close", Close);
   SetMethod(context, exports, ext, "setNonblock", SetNonblock);
   SetMethod(context, exports, ext, "eventfdCreate", EventfdCreate);

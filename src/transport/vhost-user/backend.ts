@@ -15,12 +15,15 @@ import type { RssConfig } from '../../net/rss.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { RingFormat } from '../../virtio/queue.js';
 import { Session } from './session.js';
+import { listenForGroup } from './group.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 
 export interface VhostUserBackendOptions {
   socket: string;
   /** Connect to the socket instead of listening on it (front-end is the server). */
   client?: boolean;
+  /** Share the socket with this group id: created 0660 owned by it (see group.ts); default 0600. */
+  group?: number;
   /** Queue pairs offered (GET_QUEUE_NUM). */
   pairs: number;
   /** Largest vring size accepted (SET_VRING_NUM). Default 32768. */
@@ -69,13 +72,17 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     this.clearStaleSocket();
     // 0600 from bind() on: no window in which another user could connect to,
     // or replace, a socket created with the process's umask.
-    const oldMask = isMainThread ? process.umask(0o177) : undefined;
-    try {
-      this.listenFd = unixListen(this.o.socket, { mode: 0o600, nonblock: true });
-    } finally {
-      if (oldMask !== undefined) process.umask(oldMask);
+    if (this.o.group !== undefined) {
+      this.listenFd = listenForGroup(this.o.socket, this.o.group);
+    } else {
+      const oldMask = isMainThread ? process.umask(0o177) : undefined;
+      try {
+        this.listenFd = unixListen(this.o.socket, { mode: 0o600, nonblock: true });
+      } finally {
+        if (oldMask !== undefined) process.umask(oldMask);
+      }
     }
-    this.log(`vhost-user: listening on ${this.o.socket} (${this.o.pairs} queue pairs)`);
+    this.log(`vhost-user: listening on ${this.o.socket} (${this.o.pairs} queue pairs${this.o.group !== undefined ? `, mode 0660 group ${this.o.group}` : ''})`);
     const wakeFd = eventfdCreate(0, { nonblock: true });
     const worker = this.socketWorker({ mode: 'accept', fd: this.listenFd, wakeFd });
     worker.on('message', (e: SocketWorkerEvent) => {

@@ -13,7 +13,7 @@
  * replaced or at the end) or closed at once.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, mmapShared, sendmsg, setNonblock, tunSetQueue } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, guestMappingFaults, mmapShared, releaseShared, sendmsg, setNonblock, tunSetQueue } from '../../host/index.js';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
@@ -131,6 +131,9 @@ export class Session {
   private readonly framer = new VhostUserFramer();
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** The front-end hung up: queued requests are dropped (their fds closed). */
+  private peerGone = false;
+  private faultTimer: ReturnType<typeof setInterval> | undefined;
   private readonly inbox: SharedArrayBuffer[][];
   private readonly afs = DeviceSteering.newAfsBuffer();
   /** Pairs whose TAP queue is detached (TUNSETQUEUE) because the front-end disabled them. */
@@ -203,6 +206,9 @@ export class Session {
 
   /** The front-end went away (EOF, or the socket failed mid-message). */
   peerClosed(reason: string): void {
+    // Requests still queued are moot (no reply can reach a closed peer) and may be slow (each
+    // SET_VRING_CALL on a running ring restarts its pair): skip them, so the next front-end is not kept waiting.
+    this.peerGone = true;
     try {
       this.framer.end();
     } catch (e) {
@@ -215,7 +221,7 @@ export class Session {
   }
 
   private async handleFrame(f: VhostUserFrame): Promise<void> {
-    if (this.closed) {
+    if (this.closed || this.peerGone) {
       for (const fd of f.fds) safeClose(fd);
       return;
     }
@@ -634,9 +640,26 @@ export class Session {
       // Refused: the table is unchanged, so the pairs that were running run on.
       if (!ok) for (const p of running) await this.maybeStart(p);
     }
+    // Mappings no longer in the table go now (not at GC): their memory is the front-end's to free.
+    for (const r of this.memRegions) if (!next.some((x) => x.spec.buffer === r.spec.buffer)) releaseShared(r.spec.buffer as SharedArrayBuffer);
     this.memRegions = next;
+    this.faultTimer ??= setInterval(() => this.checkMemoryFaults(), 100).unref();
     this.o.log(`vhost-user: memory table: ${next.map((r) => `[0x${r.desc.guestAddr.toString(16)}, +${r.desc.size >= 1 << 20 ? `${Math.round(r.desc.size / 2 ** 20)} MiB` : `${Math.round(r.desc.size / 1024)} KiB`}]`).join(' ')}`);
     for (const p of running) await this.maybeStart(p);
+  }
+
+  /**
+   * A front-end that shrinks a memory file after SET_MEM_TABLE makes every
+   * access past the new end SIGBUS; the addon absorbs those inside guest
+   * mappings (a zero page) and counts them: drop that front-end.
+   */
+  private checkMemoryFaults(): void {
+    if (this.closed) return;
+    const i = this.memRegions.findIndex((r) => guestMappingFaults(r.spec.buffer as SharedArrayBuffer) > 0);
+    if (i < 0) return;
+    const d = this.memRegions[i].desc;
+    this.o.log(`vhost-user: memory region ${i} [0x${d.guestAddr.toString(16)}, +${d.size}): SIGBUS: the front-end's memory file shrank under the mapping; closing connection`, { event: 'memory-fault', region: i });
+    void this.close();
   }
 
   private send(m: EncodedVhostUserMessage): void {
@@ -666,6 +689,9 @@ export class Session {
       v.kick = v.call = v.err = -1;
     }
     for (const fd of this.wakeFds) safeClose(fd);
+    if (this.faultTimer) clearInterval(this.faultTimer);
+    // The workers are stopped: drop the guest's pages now rather than when GC gets to the buffers (RSS grew per connection).
+    for (const r of this.memRegions) releaseShared(r.spec.buffer as SharedArrayBuffer);
     this.memRegions = [];
     this.mem = null;
     // The socket itself is closed by its owner once its reader has stopped (backend.ts).

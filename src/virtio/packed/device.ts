@@ -308,13 +308,19 @@ export class PackedDeviceQueue implements DeviceQueue {
    * Give back every chain popped since {@link mark} returned `m` (they will be
    * popped again; their ids are no longer in flight). Chains popped since
    * then must not have been pushed used.
-   * @throws RangeError for a mark more than one ring lap behind.
+   * @throws RangeError for a mark that is no position of this ring (a caller
+   *   bug); DescriptorError AVAIL_IDX_JUMP when the read position is not
+   *   within one lap ahead of the mark: more than a ring of descriptors was
+   *   popped since (the position only moves forward from a mark, so only a
+   *   driver that rewrote descriptors the device still holds, i.e. lied
+   *   about the wrap counter, gets there).
    */
   rewind(m: number): void {
     const mpos = m & POS_MASK, mwrap = (m >>> WRAP_SHIFT) & 1, size = this.size;
     let dist = this.availPos - mpos;
     if (mwrap !== this.availWrap) dist += size;
-    if (mpos >= size || dist < 0 || dist > size) throw new RangeError(`queue ${this.index}: mark ${m} is not behind the read position`);
+    if (mpos >= size) throw new RangeError(`queue ${this.index}: mark ${m} is no position of a ${size}-entry ring`);
+    if (dist < 0 || dist > size) throw this.err('AVAIL_IDX_JUMP', `more than ${size} descriptors made available since mark ${m} (the driver reused descriptors the device holds)`);
     let p = mpos;
     while (dist > 0) {
       const id = this.popId[p], n = this.popDescs[p];
