@@ -19,6 +19,7 @@ import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
 import { startObserving, type ObserveOptions } from './observe/setup.js';
 import { LoopbackObserved } from './observe/loopback-observed.js';
+import { registerCaptureCommands } from './observe/capture-command.js';
 import type { Writable } from 'node:stream';
 import { formatConformance, formatViolation, type ConformanceReport } from '../virtio/conformance.js';
 import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
@@ -122,6 +123,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     await net.stop();
     throw e;
   }) : null;
+  if (observing) registerCaptureCommands(observing.control, capture);
   const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   out(`negotiated: ${features.join(' ')}\n`);
   if (o.rss) await net.setRss({ ...rssCfg, maxTxVq: net.driver.activePairs });

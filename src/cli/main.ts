@@ -174,6 +174,31 @@ program
       process.exitCode = 1;
     }
   });
+
+program
+  .command('capture')
+  .description('capture the queues of a running serve or loopback into a pcapng file (one interface per queue pair), until Ctrl-C or --duration')
+  .argument('<file>', 'pcapng file the running process writes')
+  .option('--control <path>', 'its control socket (default: the only virtio-mq-PID.sock in $XDG_RUNTIME_DIR or the temp directory)')
+  .option('--queue <n>', 'capture only this queue pair (0-based)', int('--queue', 0, 32767))
+  .option('--dir <dir>', 'rx (receiveq), tx (transmitq) or both', 'both')
+  .option('--snaplen <bytes>', 'bytes kept per frame', int('--snaplen', 1, 65535))
+  .option('-d, --duration <seconds>', 'stop after this long', seconds('--duration', 86400))
+  .option('--json', 'print the summary as JSON', false)
+  .action(async (file: string, opts) => {
+    if (!['rx', 'tx', 'both'].includes(opts.dir)) throw new UsageError('--dir must be rx, tx or both');
+    const dir = dirname(resolve(file));
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${file}: directory ${dir} does not exist`);
+    const { runCaptureCommand } = await import('./capture.js');
+    try {
+      await runCaptureCommand(file, opts);
+    } catch (e) {
+      // No process, or it refused (a capture running, a queue it does not have): one line, exit 1.
+      console.error(`virtio-mq: ${e instanceof Error ? e.message : String(e)}`);
+      process.exitCode = 1;
+    }
+  });
+
 /** Strict conformance (virtio/conformance.ts, net/conformance.ts), on serve and loopback. */
 function strictOption(): Option {
   return new Option('--strict', 'report every spec rule the other end breaks (section, the spec\'s words, the values) once, and a summary at exit').default(false);

@@ -8,6 +8,7 @@ import { openNetdev } from './netdev-spec.js';
 import { parseRss } from './rss-spec.js';
 import { makeLogger, type LogLevel } from './log.js';
 import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { registerCaptureCommands } from './observe/capture-command.js';
 import { ServeObserved } from './observe/serve-observed.js';
 import { ConformanceMonitor, formatConformance, formatViolation } from '../virtio/conformance.js';
 import { QueueCapture, describeCapture, type CaptureDirection } from '../transport/capture.js';
@@ -62,6 +63,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
     netdev.close();
     throw e;
   });
+  registerCaptureCommands(observing.control, capture, log);
   const signalled = new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
