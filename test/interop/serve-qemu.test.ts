@@ -54,7 +54,7 @@ function sh(args: string[], timeout = 30_000): string {
 
 /** Runs scripts/qemu-guest.sh: the kernel and initramfs, or why the packages could not be had. */
 function prepareGuest(): { kernel: string; initrd: string } | { skip: string } {
-  const r = spawnSync('bash', [guestScript, guestDir], { encoding: 'utf8', timeout: 170_000 });
+  const r = spawnSync('bash', [guestScript, guestDir], { encoding: 'utf8', timeout: 170_000, env: { ...process.env, VMQ_NO_INSTALL: '1' } });
   const out = r.stdout ?? '';
   const kernel = /^KERNEL=(.+)$/m.exec(out)?.[1];
   const initrd = /^INITRD=(.+)$/m.exec(out)?.[1];
