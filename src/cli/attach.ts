@@ -137,7 +137,13 @@ export async function runAttach(o: AttachOptions): Promise<boolean> {
 export async function attach(
   o: AttachOptions,
   out: (s: string | Record<string, unknown>) => void,
-  env: { log: (l: string) => void; signals?: boolean; stopSignal?: Promise<void> } = { log: () => {} },
+  env: {
+    log: (l: string) => void;
+    signals?: boolean;
+    stopSignal?: Promise<void>;
+    /** Called after TX stopped and the rings drained, before the front-end disconnects (tests read the peer's counters here). */
+    beforeStop?: (fe: VhostUserFrontend) => Promise<void>;
+  } = { log: () => {} },
 ): Promise<AttachResult> {
   const pairs = o.queues;
   const rssTable = Uint16Array.from({ length: 128 }, (_, i) => i % pairs);
@@ -248,7 +254,11 @@ export async function attach(
   }
   const seconds = (Date.now() - t0) / 1000;
   const activePairs = drv.activePairs;
-  await fe.stop();
+  try {
+    await env.beforeStop?.(fe);
+  } finally {
+    await fe.stop();
+  }
 
   const tx = s.total(DrvStat.txPackets), rx = s.total(DrvStat.rxPackets);
   if (fe.failure) problems.push(`back-end failure: ${(fe.failure as VhostUserFrontendError).message}`);
