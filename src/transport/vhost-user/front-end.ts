@@ -776,7 +776,10 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     await this.reconnecting;
     this.ctl.set(CTL_STOP, 1);
     this.wakeWorkers();
-    await Promise.all(this.workerExits.map((p, i) => Promise.race([p, sleep(3000).then(() => this.workers[i].terminate())])));
+    await Promise.all(this.workerExits.map((p, i) => {
+      const t = setTimeout(() => void this.workers[i].terminate(), 3000);
+      return p.then(() => clearTimeout(t));
+    }));
     if (this.acceptor) {
       eventfdWrite(this.acceptor.wakeFd, 1);
       await this.acceptor.worker.terminate().catch(() => undefined);
