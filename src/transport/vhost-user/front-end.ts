@@ -346,6 +346,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     c.closed = true;
     c.closeReason = reason;
     c.waiter?.();
+    c.reader.ref(); // unref'd while it reads; its exit is awaited now, which must keep the process alive
     eventfdWrite(c.readerWake, 1);
     await c.readerExited;
     close(c.readerWake);
