@@ -13,6 +13,11 @@
  *   reported as drops, not failures.
  * - `pcap,file=F`: replay a capture, checked the same way.
  * - `sink`: send nothing, count what arrives (e.g. testpmd txonly).
+ * - `txonly[,size=S]`: send one prebuilt frame per pair as fast as the
+ *   rings allow, count what comes back unchecked (benchmarks).
+ * - `tap,ifname=NAME`: a multi-queue TAP, one queue per pair: the process is
+ *   a virtio-user + TAP exception path, the kernel's traffic crosses the
+ *   vhost-user link (runs until SIGINT/SIGTERM or --duration).
  */
 import { VhostUserFrontend, type VhostUserFrontendError } from '../transport/vhost-user/front-end.js';
 import { DrvStat } from '../net/stats.js';
@@ -24,11 +29,14 @@ import { FlowKey, parseFlow } from '../net/flow.js';
 import { readPcapFile } from '../netdev/pcap.js';
 import { prepareGeneratorTraffic, assignFlows, type GeneratorTrafficSpec } from '../traffic/generator-source.js';
 import { preparePcapTraffic, type PcapTrafficSpec } from '../traffic/pcap-source.js';
+import { benchTraffic, type BenchTrafficSpec } from '../traffic/bench-source.js';
 import type { SourceSpec } from '../transport/local/sources.js';
 import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
 import { parseNetdev } from './netdev-spec.js';
+import type { TapTrafficSpec } from '../traffic/tap-source.js';
+import { close, linkSetUp, tunOpen, tunSetOffload, tunSetQueue, tunSetVnetHdrSize } from '../host/index.js';
 
 export interface AttachOptions {
   socket: string;
@@ -80,8 +88,9 @@ export function parseMac(text: string): Uint8Array {
 }
 
 /** What `--netdev` means for attach: the traffic each pair sends and checks. */
-export function attachTraffic(text: string, pairs: number, select: (f: Uint8Array, pairs: number) => number): {
-  kind: 'generator' | 'pcap' | 'sink'; spec: GeneratorTrafficSpec | PcapTrafficSpec | { kind: 'none' }; describe: string;
+export function attachTraffic(text: string, pairs: number, select: (f: Uint8Array, pairs: number) => number, open = true): {
+  kind: 'generator' | 'pcap' | 'sink' | 'tap'; spec: GeneratorTrafficSpec | PcapTrafficSpec | TapTrafficSpec | BenchTrafficSpec | { kind: 'none' }; describe: string;
+  close?: () => void;
 } {
   const { kind, opts } = parseNetdev(text);
   const known = (keys: string[]) => {
@@ -115,10 +124,36 @@ export function attachTraffic(text: string, pairs: number, select: (f: Uint8Arra
     case 'sink':
       known([]);
       return { kind, spec: { kind: 'none' }, describe: 'sink (receive only)' };
-    case 'tap':
-      throw new Error('--netdev tap: not implemented in attach yet (use generator, pcap or sink)');
+    case 'txonly': {
+      // A packet generator's send loop (testpmd txonly): one prebuilt frame per pair, copied and
+      // stamped per packet; what comes back is counted, not checked. For benchmarks.
+      known(['size']);
+      const size = num('size', 64, 60, 1514);
+      return { kind: 'sink', spec: benchTraffic(size, false), describe: `txonly ${size} B (not checked)` };
+    }
+    case 'tap': {
+      known(['ifname']);
+      const ifname = opts.get('ifname');
+      if (!ifname) throw new Error('--netdev tap needs ifname=NAME');
+      if (!open) return { kind, spec: { kind: 'tap', fds: [], hdrLen: 12 }, describe: `tap ${ifname}` };
+      // One queue per pair, vnet header of 12 bytes (VIRTIO_F_VERSION_1), no offloads: plain frames both ways.
+      const fds: number[] = [];
+      try {
+        for (let p = 0; p < pairs; p++) {
+          const t = tunOpen(ifname, { multiQueue: true, vnetHdr: true, nonblock: true });
+          fds.push(t.fd);
+          tunSetVnetHdrSize(t.fd, 12);
+          tunSetOffload(t.fd, 0);
+        }
+        linkSetUp(ifname, true);
+      } catch (e) {
+        for (const fd of fds) close(fd);
+        throw e;
+      }
+      return { kind, spec: { kind: 'tap', fds, hdrLen: 12 }, describe: `tap ${ifname} (${pairs} queues)`, close: () => fds.forEach((fd) => close(fd)) };
+    }
     default:
-      throw new Error(`--netdev ${kind}: unknown (generator, pcap, sink)`);
+      throw new Error(`--netdev ${kind}: unknown (generator, pcap, sink, txonly, tap)`);
   }
 }
 
@@ -165,12 +200,19 @@ export async function attach(
   const traffic = attachTraffic(o.netdev, pairs, select);
   const fe = new VhostUserFrontend({
     socket: o.socket, server: o.server, pairs, queueSize: o.queueSize, ring: o.ring, inOrder: o.inOrder, mrgRxbuf: o.mrgRxbuf,
-    mac: o.mac ? parseMac(o.mac) : undefined, mode: o.mode, source: () => traffic.spec as SourceSpec,
+    mac: o.mac ? parseMac(o.mac) : undefined, mode: o.mode, source: () => traffic.spec as SourceSpec | TapTrafficSpec,
     replyTimeoutMs: o.replyTimeout ?? 5000, connectTimeoutMs: (o.connectTimeout ?? 30) * 1000, reconnect: o.reconnect ?? true, log: env.log,
   });
   env.log(`attach: ${o.server ? 'listening on' : 'connecting to'} ${o.socket}, ${pairs} queue pairs, ${o.ring} rings, ${traffic.describe}`);
-  await fe.start();
+  try {
+    await fe.start();
+  } catch (e) {
+    traffic.close?.();
+    throw e;
+  }
   const drv = fe.driver;
+  // A TAP queue no pair reads would strand the kernel's frames: detach the queues beyond the back-end's pairs.
+  if (traffic.kind === 'tap') for (const fd of (traffic.spec as TapTrafficSpec).fds.slice(drv.pairs)) tunSetQueue(fd, false);
   const features = featureNames(fe.negotiated, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   env.log(`attach: negotiated with the back-end: ${features.join(' ')}`);
   if (o.rss) env.log('attach: the back-end does not offer VIRTIO_NET_F_RSS: --rss chooses transmit queues by the RSS hash; the back-end steers by its own');
@@ -244,7 +286,7 @@ export async function attach(
   // Let what is in flight come back (up to 2 s, less once nothing moves for 200 ms).
   const drainBy = Date.now() + 2000;
   let lastRx = -1, still = Date.now();
-  while (traffic.kind !== 'sink' && inFlight() > 0 && Date.now() < drainBy && fe.connected) {
+  while (traffic.kind !== 'sink' && traffic.kind !== 'tap' && inFlight() > 0 && Date.now() < drainBy && fe.connected) {
     const rx = s.total(DrvStat.rxPackets);
     if (rx !== lastRx) {
       lastRx = rx;
@@ -258,11 +300,12 @@ export async function attach(
     await env.beforeStop?.(fe);
   } finally {
     await fe.stop();
+    traffic.close?.();
   }
 
   const tx = s.total(DrvStat.txPackets), rx = s.total(DrvStat.rxPackets);
   if (fe.failure) problems.push(`back-end failure: ${(fe.failure as VhostUserFrontendError).message}`);
-  if (traffic.kind !== 'sink') {
+  if (traffic.kind !== 'sink' && traffic.kind !== 'tap') {
     if (tx === 0) problems.push('nothing was sent');
     else if (rx === 0) problems.push('nothing came back');
     if (s.total(DrvStat.rxBad) > 0) problems.push(`${s.total(DrvStat.rxBad)} frames altered or unknown`);
@@ -276,7 +319,7 @@ export async function attach(
   }));
   return {
     ok: problems.length === 0, problems, pairs: drv.pairs, activePairs, features, seconds, connections: fe.connections,
-    txPackets: tx, rxPackets: rx, drops: traffic.kind === 'sink' ? 0 : Math.max(0, tx - rx), perPair, rssBytes: process.memoryUsage().rss,
+    txPackets: tx, rxPackets: rx, drops: traffic.kind === 'sink' || traffic.kind === 'tap' ? 0 : Math.max(0, tx - rx), perPair, rssBytes: process.memoryUsage().rss,
   };
 }
 

@@ -127,7 +127,7 @@ program
   .option('--queue-size <n>', 'descriptors per receiveq/transmitq (split: a power of two)', int('--queue-size', 1, 32768), 256)
   .option('--mac <mac>', 'MAC address in the config space (aa:bb:cc:dd:ee:ff)')
   .option('--rss', 'choose transmit queues by the RSS hash (default key, 128 entries), so an RSS-steering back-end returns each flow on its pair', false)
-  .option('--netdev <spec>', 'generator[,flows=F][,size=S][,proto=udp|tcp|mixed] | pcap,file=F | sink', 'generator')
+  .option('--netdev <spec>', 'generator[,flows=F][,size=S][,proto=udp|tcp|mixed] | pcap,file=F | sink | txonly[,size=S] | tap,ifname=NAME', 'generator')
   .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 864000), 10)
   .option('--resize <pairs>', 'halfway through, change the active pair count (SET_VRING_ENABLE on the back-end)', (v) => int('--resize', 1, 128)(v))
   .option('--mode <mode>', 'worker wait mode: notify (call eventfds, EVENT_IDX) or busy (poll)', 'notify')
@@ -151,7 +151,7 @@ program
     const { attachTraffic, parseMac, runAttach } = await import('./attach.js');
     try {
       if (opts.mac !== undefined) parseMac(opts.mac);
-      attachTraffic(opts.netdev, opts.queues, () => 0); // validate --netdev before connecting
+      attachTraffic(opts.netdev, opts.queues, () => 0, false); // validate --netdev before connecting
     } catch (e) {
       throw new UsageError((e as Error).message);
     }

@@ -20,12 +20,15 @@ import { NetDriverPair } from '../../net/driver-pair.js';
 import { DrvStat, DRV_STAT_COUNT } from '../../net/stats.js';
 import { eventfdRead, eventfdWrite, pollFdsInto } from '../../host/index.js';
 import { SharedControl } from '../local/shared.js';
-import { makeSource } from '../local/sources.js';
+import { makeSource, type SourceSpec } from '../local/sources.js';
+import { TapSource, type TapTrafficSpec } from '../../traffic/tap-source.js';
 import type { DriverWorkerData } from '../local/driver-worker.js';
 import { runDriverLoop, type DriverNotify } from '../driver-loop.js';
 import { holdWord } from './front-end-link.js';
 
-export interface FrontendWorkerData extends DriverWorkerData {
+export interface FrontendWorkerData extends Omit<DriverWorkerData, 'source'> {
+  /** What the pair sends and checks; 'tap': a TAP queue per pair (the kernel's traffic). */
+  source: SourceSpec | TapTrafficSpec;
   /** Kick eventfds of receiveqN and transmitqN (written by this worker). */
   kickFds: [number, number];
   /** Call eventfds of receiveqN and transmitqN (polled by this worker). */
@@ -54,15 +57,20 @@ const drv = new NetDriverPair(mem, rxq, txq, stats, statBase, {
   pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf,
   txBufAddr: d.txBufAddr, txBufSize: d.txBufSize, rxBufAddr: d.rxBufAddr, rxBufSize: d.rxBufSize,
 });
-const source = makeSource(d.source, d.pair, {
+const spec = d.source;
+const tap = spec.kind === 'tap' ? new TapSource(spec, d.pair) : null;
+const source = tap ?? makeSource(spec as SourceSpec, d.pair, {
   bad: () => { stats[statBase + DrvStat.rxBad]++; },
   outOfOrder: () => { stats[statBase + DrvStat.rxOutOfOrder]++; },
   gap: (n) => { stats[statBase + DrvStat.rxGaps] += n; },
 });
 
 const kickFds = d.kickFds;
-const fds = Int32Array.of(d.callFds[0], d.callFds[1], d.wakeFd);
-const revents = new Uint16Array(3);
+// poll(2) sets: call fds and wake fd, plus the TAP queue while the transmitq has room
+// (a readable TAP with a full transmitq would spin us).
+const fdsAll = Int32Array.from([d.callFds[0], d.callFds[1], d.wakeFd, ...(tap?.waitFds ?? [])]);
+const fdsNoTap = fdsAll.subarray(0, 3);
+const revents = new Uint16Array(fdsAll.length);
 const notify: DriverNotify = {
   kick: (q) => {
     // Non-blocking: false (EAGAIN) means the counter is full, a kick is pending anyway.
@@ -70,6 +78,7 @@ const notify: DriverNotify = {
   },
   arm: () => 0,
   sleep: (_token, ms) => {
+    const fds = tap && drv.txInFlight < txq.size ? fdsAll : fdsNoTap;
     if (pollFdsInto(fds, ms, revents) === 0) return false;
     let call = false;
     for (let i = 0; i < 3; i++) {

@@ -55,6 +55,7 @@ import {
 import { DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
 import { CTL_ACTIVE_PAIRS, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
 import type { SourceSpec } from '../local/sources.js';
+import type { TapTrafficSpec } from '../../traffic/tap-source.js';
 import {
   decodeReply, encodeRequest, hasExplicitReply, VhostUserFramer, VhostUserProtocolError, VhostUserRequest,
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
@@ -117,8 +118,8 @@ export interface VhostUserFrontendOptions {
   mac?: Uint8Array;
   mode?: 'busy' | 'notify';
   budget?: number;
-  /** What each pair sends and checks. */
-  source: (pair: number) => SourceSpec;
+  /** What each pair sends and checks ('tap': the kernel's traffic through a TAP queue per pair). */
+  source: (pair: number) => SourceSpec | TapTrafficSpec;
   /** Milliseconds to wait for each reply. Default 5000. */
   replyTimeoutMs?: number;
   /** Milliseconds to wait for the first connection. Default 10000. */
