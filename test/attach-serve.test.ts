@@ -126,3 +126,23 @@ for (const ring of ['split', 'packed'] as const) {
     }
   });
 }
+
+test('attach --adaptive ↔ serve: the pair count rises from 1 under load, every frame back in order', { skip, timeout: 60_000 }, async () => {
+  const socket = sock();
+  const logs: string[] = [];
+  const be = new VhostUserBackend({ socket, pairs: 4, netdev: { kind: 'loopback' }, log: (l) => logs.push(l) });
+  await be.start();
+  try {
+    const r = await attach(base(socket, { adaptive: true, duration: 4 }), () => {}, { log: (l) => logs.push(l) });
+    assert.deepEqual(r.problems, [], logs.join('\n'));
+    assert.equal(r.drops, 0);
+    assert.equal(r.rxPackets, r.txPackets);
+    assert.ok(r.adaptiveChanges.length >= 1, `the count changed: ${JSON.stringify(r.adaptiveChanges)}\n${logs.join('\n')}`);
+    assert.deepEqual(r.adaptiveChanges[0], { ...r.adaptiveChanges[0], from: 1, to: 2 }, 'first change: 1 → 2');
+    for (const c of r.adaptiveChanges) assert.equal(Math.abs(c.to - c.from), 1, 'one step at a time');
+    assert.equal(r.activePairs, r.adaptiveChanges.at(-1)!.to);
+    assert.ok(logs.some((l) => /adaptive: active pairs 1 → 2/.test(l)));
+  } finally {
+    await be.stop();
+  }
+});

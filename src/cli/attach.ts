@@ -35,6 +35,7 @@ import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
 import { parseNetdev } from './netdev-spec.js';
+import { AdaptivePairs } from '../net/adaptive-pairs.js';
 import type { TapTrafficSpec } from '../traffic/tap-source.js';
 import { close, linkSetUp, tunOpen, tunSetOffload, tunSetQueue, tunSetVnetHdrSize } from '../host/index.js';
 
@@ -53,6 +54,8 @@ export interface AttachOptions {
   duration: number;
   /** Halfway through, change the active pair count (SET_VRING_ENABLE on the back-end). */
   resize?: number;
+  /** Raise and lower the active pair count by load (start with 1), see AdaptivePairs. */
+  adaptive?: boolean;
   mode: 'busy' | 'notify';
   json: boolean;
   /** Milliseconds to wait for each back-end reply. */
@@ -78,6 +81,8 @@ export interface AttachResult {
   perPair: { pair: number; txPackets: number; rxPackets: number; rxBytes: number; gaps: number; bad: number; outOfOrder: number; kicks: number; interrupts: number }[];
   /** Resident set size of this process at the end (bytes). */
   rssBytes: number;
+  /** Pair count changes --adaptive made, in order. */
+  adaptiveChanges: { from: number; to: number; kpps: number; txRingFull: number }[];
 }
 
 /** Parse `aa:bb:cc:dd:ee:ff`. @throws Error for anything else. */
@@ -237,6 +242,15 @@ export async function attach(
     });
     fe.on('error', () => resolve());
   });
+  const reassign = (n: number) => () => {
+    if (traffic.kind === 'generator') assignFlows(traffic.spec as GeneratorTrafficSpec, (f) => select(f, n));
+  };
+  const adaptive = o.adaptive && drv.pairs > 1 ? new AdaptivePairs({ maxPairs: drv.pairs }) : null;
+  const adaptiveChanges: AttachResult['adaptiveChanges'] = [];
+  if (adaptive && drv.activePairs > 1) {
+    await fe.setActivePairs(1, inFlight, reassign(1));
+    env.log('attach: adaptive pair count: starting with 1 active pair');
+  }
   const t0 = Date.now();
   let last = s.snapshot();
   let lastT = t0;
@@ -264,16 +278,34 @@ export async function attach(
           t += `${String(r.pair).padStart(4)} ${(r.txPps / 1e3).toFixed(1).padStart(9)} ${(r.rxPps / 1e3).toFixed(1).padStart(9)} ${r.txMbps.toFixed(1).padStart(9)} ${r.rxMbps.toFixed(1).padStart(9)} ${String(r.gaps).padStart(8)} ${String(r.kicks).padStart(9)} ${String(r.interrupts).padStart(9)}${r.pair >= drv.activePairs ? '  (inactive)' : ''}\n`;
         out(t);
       }
-      last = snap;
-      lastT = now;
+      if (adaptive && fe.connected && !fe.failure) {
+        const delta = (k: number) => {
+          let d = 0;
+          for (let p = 0; p < drv.pairs; p++) d += snap[p * s.width + k] - last[p * s.width + k];
+          return d;
+        };
+        const sample = { txFrames: delta(DrvStat.txPackets), txRingFull: delta(DrvStat.txRingFull), seconds: dt };
+        const from = drv.activePairs;
+        const to = adaptive.next(from, sample);
+        if (to !== from) {
+          try {
+            await fe.setActivePairs(to, inFlight, reassign(to));
+            adaptiveChanges.push({ from, to, kpps: sample.txFrames / dt / 1e3, txRingFull: sample.txRingFull });
+            env.log(`attach: adaptive: active pairs ${from} → ${to} (${(sample.txFrames / dt / 1e3).toFixed(1)} kpps, transmitq full ${sample.txRingFull} times)`);
+            if (!o.json) out(`\nadaptive: active pairs ${from} → ${to}\n`);
+          } catch (e) {
+            problems.push(`adaptive pair count change to ${to} failed: ${(e as Error).message}`);
+          }
+        }
+      }
+      last = s.snapshot();
+      lastT = Date.now();
     }
     if (o.resize !== undefined && !resized && now - t0 >= sendFor / 2 && fe.connected) {
       resized = true;
       const n = Math.min(o.resize, drv.pairs);
       try {
-        await fe.setActivePairs(n, inFlight, () => {
-          if (traffic.kind === 'generator') assignFlows(traffic.spec as GeneratorTrafficSpec, (f) => select(f, n));
-        });
+        await fe.setActivePairs(n, inFlight, reassign(n));
         env.log(`attach: VQ_PAIRS_SET ${n}: active pairs now ${drv.activePairs}`);
       } catch (e) {
         problems.push(`pair count change to ${n} failed: ${(e as Error).message}`);
@@ -319,7 +351,7 @@ export async function attach(
   }));
   return {
     ok: problems.length === 0, problems, pairs: drv.pairs, activePairs, features, seconds, connections: fe.connections,
-    txPackets: tx, rxPackets: rx, drops: traffic.kind === 'sink' || traffic.kind === 'tap' ? 0 : Math.max(0, tx - rx), perPair, rssBytes: process.memoryUsage().rss,
+    txPackets: tx, rxPackets: rx, drops: traffic.kind === 'sink' || traffic.kind === 'tap' ? 0 : Math.max(0, tx - rx), perPair, rssBytes: process.memoryUsage().rss, adaptiveChanges,
   };
 }
 

@@ -130,6 +130,7 @@ program
   .option('--netdev <spec>', 'generator[,flows=F][,size=S][,proto=udp|tcp|mixed] | pcap,file=F | sink | txonly[,size=S] | tap,ifname=NAME', 'generator')
   .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 864000), 10)
   .option('--resize <pairs>', 'halfway through, change the active pair count (SET_VRING_ENABLE on the back-end)', (v) => int('--resize', 1, 128)(v))
+  .option('--adaptive', 'raise and lower the active pair count by load (transmitq full, packet rate; with hysteresis), starting from 1', false)
   .option('--mode <mode>', 'worker wait mode: notify (call eventfds, EVENT_IDX) or busy (poll)', 'notify')
   .option('--reply-timeout <ms>', 'milliseconds to wait for each back-end reply', int('--reply-timeout', 1, 600000), 5000)
   .option('--connect-timeout <seconds>', 'how long to wait for the first connection', seconds('--connect-timeout', 86400), 30)
@@ -142,6 +143,8 @@ program
     if (problem) throw new UsageError(`--queue-size: ${problem}`);
     if (opts.resize !== undefined && opts.resize > opts.queues)
       throw new UsageError(`--resize ${opts.resize}: at most --queues (${opts.queues}) pairs exist`);
+    if (opts.adaptive && opts.resize !== undefined) throw new UsageError('--adaptive and --resize both change the pair count: choose one');
+    if (opts.adaptive && !String(opts.netdev).startsWith('generator')) throw new UsageError('--adaptive works with generated flows (--netdev generator)');
     const memMiB = (opts.queues * 2 * opts.queueSize * 2048) / 2 ** 20;
     if (memMiB > 1024) throw new UsageError(`--queues ${opts.queues} × --queue-size ${opts.queueSize} need ${memMiB} MiB of guest memory (at most 1024 MiB)`);
     if (opts.server) {
