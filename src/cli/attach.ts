@@ -241,6 +241,13 @@ export async function attach(
       resolve();
     });
     fe.on('error', () => resolve());
+    // --no-reconnect: the back-end going away ends the run (what came back until then is checked).
+    fe.on('disconnected', (why) => {
+      if (o.reconnect !== false) return;
+      env.log(`attach: the back-end went away (${why}); not reconnecting`);
+      stopped = true;
+      resolve();
+    });
   });
   const reassign = (n: number) => () => {
     if (traffic.kind === 'generator') assignFlows(traffic.spec as GeneratorTrafficSpec, (f) => select(f, n));
