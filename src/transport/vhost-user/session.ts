@@ -470,13 +470,17 @@ export class Session {
   /**
    * Active pairs as steering sees them: the leading pairs whose rings are
    * both enabled (a front-end without a controlq turns VQ_PAIRS_SET into
-   * SET_VRING_ENABLE on pairs, like virtio-user cq=1), at least 1.
+   * SET_VRING_ENABLE on pairs, like virtio-user cq=1). While pair 0 itself
+   * is disabled (virtio-user disables every ring around a memory table
+   * update) the count stays what it was. At least 1.
    */
   private activePairs(): number {
     let n = 0;
     while (n < this.o.pairs && this.vrings[2 * n].enabled && this.vrings[2 * n + 1].enabled) n++;
-    return Math.max(1, n);
+    if (n > 0) this.steerPairs = n;
+    return Math.max(1, this.steerPairs);
   }
+  private steerPairs = 0;
 
   /** Tell running workers the active pair count (frames are steered only to active pairs). */
   private pushActivePairs(): void {
