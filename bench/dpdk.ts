@@ -14,8 +14,13 @@
  * serve's resident memory with 4 pairs connected, and the CPU share other
  * processes took during each window (rows with a large share are noise).
  *
+ * The driver end too: testpmd's vhost PMD as the device, driven by
+ *   (a) testpmd virtio-user  (b) virtio-mq attach (busy mode)
+ *   driver txonly → net_vhost rxonly, and net_vhost txonly → driver rxonly,
+ * measured on the vhost side; plus attach's resident memory with 4 pairs.
+ *
  * Options: --seconds N (window, default 3), --rounds N (default 2),
- * --rings split,packed (default both), --json.
+ * --rings split,packed (default both), --ends serve,attach (default both), --json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
@@ -33,6 +38,8 @@ const json = args.includes('--json');
 const ringsArg = args.indexOf('--rings') >= 0 ? args[args.indexOf('--rings') + 1] ?? '' : 'split,packed';
 const rings = ringsArg.split(',').filter((x) => x !== '') as ('split' | 'packed')[];
 for (const r of rings) if (r !== 'split' && r !== 'packed') throw new Error(`--rings: ${r} is not split or packed`);
+const endsArg = args.indexOf('--ends') >= 0 ? args[args.indexOf('--ends') + 1] ?? '' : 'serve,attach';
+const ends = new Set(endsArg.split(','));
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -153,10 +160,120 @@ async function serveRss(queues: number): Promise<{ total: number; private: numbe
   }
 }
 
+interface FrontRow {
+  direction: 'from driver' | 'to driver';
+  ring: 'split' | 'packed';
+  driver: 'testpmd virtio-user' | 'virtio-mq attach';
+  mpps: number;
+  othersCpu: number;
+}
+
+async function startAttach(socket: string, netdev: string, ring: string, queues = 1): Promise<ChildProcess> {
+  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--ring', ring,
+    '--queue-size', '1024', '--netdev', netdev, '--mode', 'busy', '--duration', '600', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const until = Date.now() + 20_000;
+  while (!out.includes('connected to the back-end') && Date.now() < until) await sleep(50);
+  if (!out.includes('connected to the back-end')) throw new Error(`attach did not connect: ${out}`);
+  return p;
+}
+
+/** One measurement of a driver end against testpmd's vhost PMD (the rate counted on the vhost side). */
+async function measureDriver(direction: FrontRow['direction'], ring: FrontRow['ring'], driver: 'virtio-user' | 'attach'): Promise<FrontRow> {
+  const socket = tmpSocketPath(`bench-${driver}`);
+  let dev: Testpmd | undefined, att: ChildProcess | undefined, vu: Testpmd | undefined;
+  try {
+    dev = await Testpmd.start({ name: 'benchdev', lcores: '0@1,1@1', vdevs: [`net_vhost0,iface=${socket},queues=1`], forwardMode: direction === 'from driver' ? 'rxonly' : 'txonly', txpkts: 64 });
+    await dev.start();
+    if (driver === 'attach') {
+      att = await startAttach(socket, direction === 'from driver' ? 'txonly,size=64' : 'sink', ring);
+    } else {
+      const packed = ring === 'packed' ? ',packed_vq=1' : '';
+      vu = await Testpmd.start({ name: 'benchdrv', lcores: '0@0,1@0', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024${packed}`], forwardMode: direction === 'from driver' ? 'txonly' : 'rxonly', txpkts: 64 });
+      await vu.start();
+    }
+    await sleep(1000); // warm up
+    const key = direction === 'from driver' ? 'rx_packets' : 'tx_packets';
+    const pids = [dev.pid, att?.pid, vu?.pid].filter((x): x is number => typeof x === 'number').flatMap((p) => childPids(p));
+    const a = (await dev.portStats(0))[key];
+    const c0 = cpuTimes(), p0 = pidJiffies(pids), t0 = Date.now();
+    await sleep(seconds * 1000);
+    const b = (await dev.portStats(0))[key];
+    const c1 = cpuTimes(), p1 = pidJiffies(pids), t1 = Date.now();
+    const mpps = (b - a) / ((t1 - t0) / 1000) / 1e6;
+    const othersCpu = Math.max(0, (c1.busy - c0.busy - (p1 - p0)) / (c1.total - c0.total));
+    return { direction, ring, driver: driver === 'attach' ? 'virtio-mq attach' : 'testpmd virtio-user', mpps, othersCpu };
+  } finally {
+    await vu?.quit().catch(() => undefined);
+    await stopProc(att);
+    await dev?.quit().catch(() => undefined);
+    rmSync(socket, { force: true });
+  }
+}
+
+/** attach's resident memory (MiB) with `queues` pairs connected to testpmd's vhost PMD, forwarding (io). */
+async function attachRss(queues: number): Promise<{ total: number; private: number }> {
+  const socket = tmpSocketPath('bench-arss');
+  let dev: Testpmd | undefined, att: ChildProcess | undefined;
+  try {
+    dev = await Testpmd.start({ name: 'benchars', lcores: '0@1,1@1', rxq: queues, txq: queues, vdevs: [`net_vhost0,iface=${socket},queues=${queues}`], forwardMode: 'io' });
+    await dev.start();
+    att = await startAttach(socket, 'generator,flows=64,size=64', 'split', queues);
+    await sleep(3000);
+    const field = (pid: number, name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    const pids = childPids(att.pid!);
+    const sum = (name: string) => pids.reduce((acc, pid) => acc + field(pid, name), 0) / 1024;
+    return { total: sum('VmRSS'), private: sum('RssAnon') };
+  } finally {
+    await stopProc(att);
+    await dev?.quit().catch(() => undefined);
+    rmSync(socket, { force: true });
+  }
+}
+
+async function attachRows(): Promise<void> {
+  const rows: FrontRow[] = [];
+  for (const ring of rings) {
+    for (const direction of ['from driver', 'to driver'] as const) {
+      for (let r = 0; r < rounds; r++) {
+        for (const driver of ['virtio-user', 'attach'] as const) {
+          const idle = await waitIdle(10_000);
+          if (!idle.idle && !json) console.error(`(machine not idle: ${idle.busyPercent.toFixed(0)} % busy; measuring anyway)`);
+          rows.push(await measureDriver(direction, ring, driver));
+        }
+      }
+    }
+  }
+  const rss = await attachRss(4);
+  const best = (d: FrontRow['direction'], ring: FrontRow['ring'], who: FrontRow['driver']) =>
+    Math.max(...rows.filter((r) => r.direction === d && r.ring === ring && r.driver === who).map((r) => r.mpps));
+  const summary = rings.flatMap((ring) => (['from driver', 'to driver'] as const).map((d) => {
+    const vu = best(d, ring, 'testpmd virtio-user'), ours = best(d, ring, 'virtio-mq attach');
+    return { direction: d, ring, virtioUserMpps: vu, attachMpps: ours, ratio: ours / vu };
+  }));
+  if (json) {
+    console.log(JSON.stringify({ driverRows: rows, driverSummary: summary, attachRssMiB4Pairs: rss.total, attachPrivateMiB4Pairs: rss.private }, null, 2));
+    return;
+  }
+  console.log(`\ntestpmd net_vhost (1 pair, 64-byte frames) driven by each driver end; ${seconds} s windows, best of ${rounds}, counted on the vhost side`);
+  console.log(`${'ring'.padEnd(7)} ${'direction'.padEnd(12)} ${'driver'.padEnd(20)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)}`);
+  for (const r of rows) console.log(`${r.ring.padEnd(7)} ${r.direction.padEnd(12)} ${r.driver.padEnd(20)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}%`);
+  console.log('');
+  for (const s of summary)
+    console.log(`${s.ring.padEnd(7)} ${s.direction.padEnd(12)} attach busy / virtio-user = ${s.attachMpps.toFixed(2)} / ${s.virtioUserMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}`);
+  console.log(`attach resident memory with 4 pairs connected and forwarding: ${rss.total.toFixed(0)} MiB RSS, of which ${rss.private.toFixed(0)} MiB private (the rest is its shared guest memory)`);
+}
+
 async function main(): Promise<void> {
   const skip = interopSkipReason();
   if (skip) {
     console.log(`bench:dpdk skipped: ${skip}`);
+    return;
+  }
+  if (ends.has('attach') && !ends.has('serve')) {
+    await attachRows();
     return;
   }
   const rows: Row[] = [];
@@ -183,6 +300,7 @@ async function main(): Promise<void> {
   }));
   if (json) {
     console.log(JSON.stringify({ rows, summary, serveRssMiB4Pairs: rss.total, servePrivateMiB4Pairs: rss.private }, null, 2));
+    if (ends.has('attach')) await attachRows();
     return;
   }
   console.log(`\nvirtio-user (testpmd, 1 pair, 64-byte frames) against each device side; ${seconds} s windows, best of ${rounds}`);
@@ -192,6 +310,7 @@ async function main(): Promise<void> {
   for (const s of summary)
     console.log(`${s.ring.padEnd(7)} ${s.direction.padEnd(12)} serve busy / DPDK vhost = ${s.serveBusyMpps.toFixed(2)} / ${s.dpdkMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}   (serve notify ${s.serveNotifyMpps.toFixed(2)} Mpps)`);
   console.log(`serve resident memory with 4 pairs connected and forwarding: ${rss.total.toFixed(0)} MiB RSS, of which ${rss.private.toFixed(0)} MiB private (the rest is the front-end's shared guest memory serve touched)`);
+  if (ends.has('attach')) await attachRows();
 }
 
 await main();

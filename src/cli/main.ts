@@ -233,6 +233,53 @@ function checkCapture(opts: { capture?: string; captureQueue?: number; captureDi
   if (existsSync(opts.capture) && statSync(opts.capture).isDirectory()) throw new UsageError(`--capture ${opts.capture}: is a directory`);
 }
 
+program
+  .command('attach')
+  .description('vhost-user front-end (the driver end, like DPDK virtio-user): drive a back-end (DPDK vhost, serve) with generated flows and check what comes back')
+  .requiredOption('--socket <path>', 'vhost-user unix socket')
+  .option('--server', 'listen on the socket (the back-end connects, e.g. testpmd net_vhost client=1); reconnects either way', false)
+  .option('-q, --queues <n>', 'queue pairs (capped by the back-end)', int('--queues', 1, 128), 1)
+  .option('--ring <format>', 'virtqueue format: split (§2.7) or packed (§2.8)', 'split')
+  .option('--in-order', 'negotiate VIRTIO_F_IN_ORDER when offered', false)
+  .option('--mrg-rxbuf', 'negotiate VIRTIO_NET_F_MRG_RXBUF when offered', false)
+  .option('--queue-size <n>', 'descriptors per receiveq/transmitq (split: a power of two)', int('--queue-size', 1, 32768), 256)
+  .option('--mac <mac>', 'MAC address in the config space (aa:bb:cc:dd:ee:ff)')
+  .option('--rss', 'choose transmit queues by the RSS hash (default key, 128 entries), so an RSS-steering back-end returns each flow on its pair', false)
+  .option('--netdev <spec>', 'generator[,flows=F][,size=S][,proto=udp|tcp|mixed] | pcap,file=F | sink | txonly[,size=S] | tap,ifname=NAME', 'generator')
+  .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 864000), 10)
+  .option('--resize <pairs>', 'halfway through, change the active pair count (SET_VRING_ENABLE on the back-end)', (v) => int('--resize', 1, 128)(v))
+  .option('--adaptive', 'raise and lower the active pair count by load (transmitq full, packet rate; with hysteresis), starting from 1', false)
+  .option('--mode <mode>', 'worker wait mode: notify (call eventfds, EVENT_IDX) or busy (poll)', 'notify')
+  .option('--reply-timeout <ms>', 'milliseconds to wait for each back-end reply', int('--reply-timeout', 1, 600000), 5000)
+  .option('--connect-timeout <seconds>', 'how long to wait for the first connection', seconds('--connect-timeout', 86400), 30)
+  .option('--no-reconnect', 'exit when the back-end goes away (default: hold the rings and resume on the next connection)')
+  .option('--json', 'log lines and per-second statistics as JSON lines, the summary as JSON', false)
+  .action(async (opts) => {
+    if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
+    if (opts.ring !== 'split' && opts.ring !== 'packed') throw new UsageError('--ring must be split or packed');
+    const problem = queueSizeProblem(opts.ring, opts.queueSize);
+    if (problem) throw new UsageError(`--queue-size: ${problem}`);
+    if (opts.resize !== undefined && opts.resize > opts.queues)
+      throw new UsageError(`--resize ${opts.resize}: at most --queues (${opts.queues}) pairs exist`);
+    if (opts.adaptive && opts.resize !== undefined) throw new UsageError('--adaptive and --resize both change the pair count: choose one');
+    if (opts.adaptive && !String(opts.netdev).startsWith('generator')) throw new UsageError('--adaptive works with generated flows (--netdev generator)');
+    const memMiB = (opts.queues * 2 * opts.queueSize * 2048) / 2 ** 20;
+    if (memMiB > 1024) throw new UsageError(`--queues ${opts.queues} × --queue-size ${opts.queueSize} need ${memMiB} MiB of guest memory (at most 1024 MiB)`);
+    if (opts.server) {
+      const dir = dirname(resolve(opts.socket));
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);
+    }
+    const { attachTraffic, parseMac, runAttach } = await import('./attach.js');
+    try {
+      if (opts.mac !== undefined) parseMac(opts.mac);
+      attachTraffic(opts.netdev, opts.queues, () => 0, false); // validate --netdev before connecting
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const ok = await runAttach(opts);
+    process.exitCode = ok ? 0 : 1;
+  });
+
 function checkReadableFile(option: string, file: string): void {
   if (!existsSync(file)) throw new UsageError(`${option} ${file}: no such file`);
   if (!statSync(file).isFile()) throw new UsageError(`${option} ${file}: not a regular file`);

@@ -200,4 +200,17 @@ export interface DriverQueue {
   setNotification(enable: boolean): void;
   /** Where the ring stands: `avail` = next index/position the driver fills, `used` = next it reclaims. */
   state(): QueueState;
+  /**
+   * Restart from a saved position (the driver side of vhost-user
+   * SET_VRING_BASE, e.g. after a reconnect, or a queue rebuilt over rings
+   * that already carried traffic): the next chain is added at `avail`, the
+   * next used buffer is read at `used` (split: free-running u16 indexes;
+   * packed: position | wrap counter << 15, see {@link QueueState}). Every
+   * chain still outstanding is forgotten and its descriptors freed, as are
+   * unpublished chains; the ring memory is left as it is (split: avail->idx
+   * is set to `avail`). Tokens of forgotten chains never come back.
+   * @throws QueueConfigError for a packed position outside the ring, a split
+   * index above 0xffff, or a split `used` ahead of `avail`.
+   */
+  setState(s: QueueState): void;
 }

@@ -98,3 +98,33 @@ test('README: the DPDK testpmd recipe, as written, forwards frames through serve
     rmSync(sock, { force: true });
   }
 });
+
+test('README: the attach recipe against testpmd net_vhost, as written, checks every frame', { skip: interopSkipReason() ?? npxSkip() ?? false, timeout: 180_000 }, async () => {
+  const block = readmeBlock('### DPDK testpmd as the back-end');
+  assert.match(block, /npx virtio-mq attach/);
+  const sock = /iface=([^,\s]+)/.exec(block)![1]!;
+  rmSync(sock, { force: true });
+  const child = spawn('bash', ['-c', block], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 150_000))]);
+    assert.notEqual(code, 'timeout', `the recipe did not end:\n${out.slice(-4000)}`);
+    assert.equal(code, 0, out.slice(-4000));
+    assert.match(out, /OK: every frame that came back was byte-exact and in order/, out.slice(-4000));
+    const m = /sent (\d+) frames, received (\d+)/.exec(out);
+    assert.ok(m && Number(m[2]) > 1000, `frames went round testpmd: ${m?.[0]}`);
+    console.log(`README attach recipe: ${m![0]}`);
+  } finally {
+    for (const pid of descendants(child.pid!).reverse()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    rmSync(sock, { force: true });
+  }
+});

@@ -174,6 +174,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       // Stop the reader BEFORE closing the socket: a reader still calling
       // recvmsg on the fd number would read the next front-end's socket
       // once the number is reused.
+      worker.ref(); // unref'd while it reads; awaiting its exit must keep the process alive
       eventfdWrite(wakeFd, 1);
       await readerExited;
       close(wakeFd);

@@ -391,6 +391,7 @@ export class Session {
           await this.stopPair(m.index >> 1);
           this.setTapQueue(m.index >> 1, false);
         }
+        this.pushActivePairs();
         return;
       }
       case 'SEND_RARP':
@@ -504,6 +505,31 @@ export class Session {
     return featureNames(this.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   }
 
+  /**
+   * Active pairs as steering sees them: the leading pairs whose rings are
+   * both enabled (a front-end without a controlq turns VQ_PAIRS_SET into
+   * SET_VRING_ENABLE on pairs, like virtio-user cq=1). While pair 0 itself
+   * is disabled (virtio-user disables every ring around a memory table
+   * update) the count stays what it was. At least 1.
+   */
+  private activePairs(): number {
+    let n = 0;
+    while (n < this.o.pairs && this.vrings[2 * n].enabled && this.vrings[2 * n + 1].enabled) n++;
+    if (n > 0) this.steerPairs = n;
+    return Math.max(1, this.steerPairs);
+  }
+  private steerPairs = 0;
+
+  /** Tell running workers the active pair count (frames are steered only to active pairs). */
+  private pushActivePairs(): void {
+    const n = this.activePairs();
+    this.runners.forEach((r) => {
+      if (!r) return;
+      r.port.postMessage({ type: 'active', pairs: n });
+      eventfdWrite(r.wakeFd, 1);
+    });
+  }
+
   private ready(index: number): boolean {
     const v = this.vrings[index];
     return v.started && v.enabled && v.num > 0 && v.addr !== null && this.mem !== null;
@@ -514,7 +540,7 @@ export class Session {
     this.setTapQueue(pair, true);
     const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
     const data: PairWorkerData = {
-      pair, maxPairs: this.o.pairs, activePairs: this.o.pairs,
+      pair, maxPairs: this.o.pairs, activePairs: this.activePairs(),
       regions: this.memRegions.map((r) => r.spec),
       rx: this.layoutOf(2 * pair), tx: this.layoutOf(2 * pair + 1),
       rxBase: { avail: rx.avail, used: rx.used }, txBase: { avail: tx.avail, used: tx.used },

@@ -20,7 +20,7 @@
  * descriptor of an unpublished batch gets its flags at publish() with
  * Atomics.store (release), so the device never sees a partial batch.
  */
-import { DescriptorError, GuestMemoryError, type DescriptorErrorCode } from '../errors.js';
+import { DescriptorError, GuestMemoryError, QueueConfigError, type DescriptorErrorCode } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import type { BufferSpec, DriverQueue, QueueLayout, QueueOptions, QueueState } from '../queue.js';
 import {
@@ -423,6 +423,26 @@ export class PackedDriverQueue implements DriverQueue {
   /** `avail` = next position the driver fills | wrap << 15; `used` = position of the next chain it reclaims | wrap << 15. */
   state(): QueueState {
     return { avail: this.availPos | (this.availWrap << WRAP_SHIFT), used: this.usedPos | (this.usedWrap << WRAP_SHIFT) };
+  }
+
+  /** {@link DriverQueue.setState}: positions and wrap counters from `s` (position | wrap << 15), every Buffer ID free. */
+  setState(s: QueueState): void {
+    const ok = (x: number) => Number.isInteger(x) && x >= 0 && x <= 0xffff && (x & 0x7fff) < this.size;
+    if (!ok(s.avail) || !ok(s.used))
+      throw new QueueConfigError(`queue ${this.index}: packed ring state avail 0x${s.avail.toString(16)} used 0x${s.used.toString(16)} is outside a ${this.size}-entry ring`);
+    this.availPos = s.avail & 0x7fff;
+    this.availWrap = (s.avail >> WRAP_SHIFT) & 1;
+    this.usedPos = this.readPos = s.used & 0x7fff;
+    this.usedWrap = this.readWrap = (s.used >> WRAP_SHIFT) & 1;
+    for (let i = 0; i < this.size; i++) this.freeIds[i] = this.size - 1 - i;
+    this.freeCount = this.size;
+    this.numFree = this.size;
+    this.descs.fill(0);
+    this.addSeq = this.pubSeq = 0;
+    this.outstandingPub = 0;
+    this.batchLeft = 0;
+    this.firstW = -1;
+    this.unpubDescs = 0;
   }
 
   private err(code: DescriptorErrorCode, msg: string): DescriptorError {

@@ -15,7 +15,7 @@
  * returned by {@link popUsed} in turn, with length 0 but for the last.
  * Implements {@link DriverQueue}.
  */
-import { DescriptorError } from '../errors.js';
+import { DescriptorError, QueueConfigError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import type { BufferSpec, DriverQueue, QueueState } from '../queue.js';
 import {
@@ -112,6 +112,26 @@ export class SplitDriverQueue implements DriverQueue {
   /** {@link DriverQueue.state}: avail->idx (shadow, unpublished included) and the next used index to read. */
   state(): QueueState {
     return { avail: this.availIdx, used: this.lastUsedIdx };
+  }
+
+  /** {@link DriverQueue.setState}: every descriptor free, avail->idx = s.avail, next used index s.used. */
+  setState(s: QueueState): void {
+    if (!(Number.isInteger(s.avail) && s.avail >= 0 && s.avail <= 0xffff && Number.isInteger(s.used) && s.used >= 0 && s.used <= 0xffff))
+      throw new QueueConfigError(`queue ${this.index}: split ring state avail ${s.avail} used ${s.used} is not two u16 indexes`);
+    if (((s.avail - s.used) & 0xffff) > this.size)
+      throw new QueueConfigError(`queue ${this.index}: used index ${s.used} is more than ${this.size} behind avail index ${s.avail}`);
+    for (let i = 0; i < this.size; i++) this.next[i] = i + 1 < this.size ? i + 1 : NONE;
+    this.chainLen.fill(0);
+    this.freeHead = 0;
+    this.freeTail = this.size - 1;
+    this.numFree = this.size;
+    this.outstanding = 0;
+    this.orderHead = 0;
+    this.batchId = -1;
+    this.batchLen = 0;
+    this.availIdx = this.publishedAvailIdx = s.avail;
+    this.lastUsedIdx = s.used;
+    Atomics.store(this.avail, this.availH + 1, s.avail);
   }
 
   /** In-order bookkeeping: `head` is now the newest outstanding chain. */

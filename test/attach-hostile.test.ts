@@ -1,0 +1,186 @@
+/**
+ * The vhost-user front-end against hostile or broken back-ends (a scripted
+ * back-end in this process): a reply of the wrong size, a reply to another
+ * request, a back-end that never answers, a used id the driver never made
+ * available, a used length beyond the buffer. Each ends in a typed
+ * VhostUserFrontendError, one log line naming it, and a clean disconnect
+ * (the back-end sees EOF); nothing crashes or hangs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unlinkSync } from 'node:fs';
+import {
+  close, eventfdWrite, hostAvailable, mmapShared, recvmsg, sendmsg, unixAccept, unixListen, type HostError,
+} from '../src/host/index.js';
+import {
+  decodeRequest, encodeHeader, encodeReplyAck, encodeU64Reply, hasExplicitReply, VhostUserFramer, VhostUserRequest,
+  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_REPLY_ACK, type VhostUserMessage,
+} from '../src/transport/vhost-user/messages.js';
+import { FRONTEND_USER_ADDR, VhostUserFrontend, VhostUserFrontendError } from '../src/transport/vhost-user/front-end.js';
+import { VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
+
+const skip = hostAvailable() ? false : 'the native addon (src/host) is not built';
+let seq = 0;
+
+type Reply = Uint8Array | 'ack' | 'none';
+
+/** A scripted back-end: `answer` decides each reply ('ack': the normal reply). */
+class FakeBackend {
+  readonly path = join(tmpdir(), `vmq-hostile-${process.pid}-${++seq}.sock`);
+  private readonly listenFd: number;
+  fd = -1;
+  eof = false;
+  mem: SharedArrayBuffer | null = null;
+  used = new Map<number, number>(); // vring index -> guest address of its used ring
+  call = new Map<number, number>();
+  private readonly framer = new VhostUserFramer();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly held: number[] = [];
+
+  constructor(private readonly answer: (m: VhostUserMessage, be: FakeBackend) => Reply) {
+    this.listenFd = unixListen(this.path, { nonblock: true });
+    this.timer = setInterval(() => this.pump(), 2);
+  }
+
+  private pump(): void {
+    if (this.fd < 0) {
+      const fd = unixAccept(this.listenFd, { nonblock: true });
+      if (fd === null) return;
+      this.fd = fd;
+    }
+    if (this.eof) return;
+    for (;;) {
+      let r;
+      try {
+        r = recvmsg(this.fd, 65536, 16);
+      } catch (e) {
+        if ((e as HostError).code === 'ECONNRESET') this.eof = true;
+        return;
+      }
+      if (r === null) break;
+      if (r.bytes.length === 0) {
+        this.eof = true;
+        return;
+      }
+      this.framer.push(new Uint8Array(r.bytes), r.fds);
+    }
+    for (let f = this.framer.next(); f; f = this.framer.next()) {
+      const m = decodeRequest(f.header, f.payload, f.fds);
+      this.held.push(...m.fds);
+      if (m.type === 'SET_MEM_TABLE') this.mem = mmapShared(m.regions[0].fd, m.regions[0].size);
+      if (m.type === 'SET_VRING_ADDR') this.used.set(m.index, m.usedUserAddr - FRONTEND_USER_ADDR);
+      if (m.type === 'SET_VRING_CALL' && m.fd !== null) this.call.set(m.index, m.fd);
+      const a = this.answer(m, this);
+      if (a === 'none') continue;
+      if (a !== 'ack') {
+        sendmsg(this.fd, a);
+        continue;
+      }
+      if (m.type === 'GET_FEATURES') sendmsg(this.fd, encodeU64Reply(m.request, VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES_MASK).bytes);
+      else if (m.type === 'GET_PROTOCOL_FEATURES') sendmsg(this.fd, encodeU64Reply(m.request, 1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)).bytes);
+      else if (m.type === 'GET_VRING_BASE') sendmsg(this.fd, encodeU64Reply(m.request, 0).bytes);
+      else if (m.needReply && !hasExplicitReply(m.request)) sendmsg(this.fd, encodeReplyAck(m.request, 0).bytes);
+    }
+  }
+
+  /** Write used element 0 of vring `index` (split ring) and signal its call fd. */
+  use(index: number, id: number, len: number): void {
+    const at = this.used.get(index)!;
+    const dv = new DataView(this.mem!);
+    dv.setUint32(at + 4, id, true);
+    dv.setUint32(at + 8, len, true);
+    dv.setUint16(at + 2, 1, true);
+    eventfdWrite(this.call.get(index)!, 1);
+  }
+
+  async closed(ms = 5000): Promise<void> {
+    const until = Date.now() + ms;
+    while (!this.eof) {
+      if (Date.now() > until) throw new Error('the front-end did not close the connection');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.fd >= 0) close(this.fd);
+    close(this.listenFd);
+    for (const fd of this.held) {
+      try {
+        close(fd);
+      } catch {
+        // the test closed it
+      }
+    }
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** A raw reply: header (version 1 | REPLY) for `request` and `payload`. */
+function rawReply(request: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + payload.length);
+  encodeHeader({ request, flags: 0x5, size: payload.length }, out, 0);
+  out.set(payload, 12);
+  return out;
+}
+
+async function expectFailure(answer: (m: VhostUserMessage, be: FakeBackend) => Reply, code: string, pattern: RegExp, after?: (be: FakeBackend) => void, replyTimeoutMs = 5000) {
+  const be = new FakeBackend(answer);
+  const logs: string[] = [];
+  const fe = new VhostUserFrontend({ socket: be.path, pairs: 1, source: () => ({ kind: 'none' }), replyTimeoutMs, reconnect: true, log: (l) => logs.push(l) });
+  try {
+    if (after) {
+      await fe.start();
+      after(be);
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no error event')), 5000);
+        fe.once('error', () => { clearTimeout(t); resolve(); });
+      });
+      assert.ok(fe.failure instanceof VhostUserFrontendError);
+    } else {
+      await assert.rejects(fe.start(), (e: unknown) => e instanceof VhostUserFrontendError && e.code === code && pattern.test(e.message));
+    }
+    assert.equal(fe.failure?.code, code);
+    assert.match(fe.failure!.message, pattern);
+    assert.equal(logs.filter((l) => l.includes(fe.failure!.message)).length, 1, `one log line names it: ${logs.join(' | ')}`);
+    await be.closed();
+    assert.equal(fe.connected, false);
+  } finally {
+    await fe.stop();
+    be.stop();
+  }
+}
+
+test('a reply of the wrong size: PROTOCOL error, log line, disconnect', { skip, timeout: 30_000 }, async () => {
+  await expectFailure((m) => (m.type === 'GET_FEATURES' ? rawReply(m.request, new Uint8Array(4)) : 'ack'), 'PROTOCOL', /GET_FEATURES.*BAD_SIZE/);
+});
+
+test('a reply to another request: PROTOCOL error (UNEXPECTED_REPLY), disconnect', { skip, timeout: 30_000 }, async () => {
+  await expectFailure(
+    (m) => (m.type === 'GET_PROTOCOL_FEATURES' ? encodeU64Reply(VhostUserRequest.GET_FEATURES, 0).bytes : 'ack'),
+    'PROTOCOL', /GET_PROTOCOL_FEATURES.*UNEXPECTED_REPLY/,
+  );
+});
+
+test('a back-end that never answers: TIMEOUT, disconnect, no hang', { skip, timeout: 30_000 }, async () => {
+  // 2 s: every other request is answered well within it, even on a loaded machine.
+  await expectFailure((m) => (m.type === 'SET_MEM_TABLE' ? 'none' : 'ack'), 'TIMEOUT', /SET_MEM_TABLE: no reply within 2000 ms/, undefined, 2000);
+});
+
+test('a refused request (REPLY_ACK failure): REFUSED, disconnect', { skip, timeout: 30_000 }, async () => {
+  await expectFailure((m) => (m.type === 'SET_VRING_ADDR' ? encodeReplyAck(m.request, 1).bytes : 'ack'), 'REFUSED', /SET_VRING_ADDR/);
+});
+
+test('a used id the driver never made available: QUEUE error (USED_ID_INVALID), disconnect', { skip, timeout: 30_000 }, async () => {
+  await expectFailure(() => 'ack', 'QUEUE', /USED_ID_INVALID/, (be) => be.use(0, 300, 64));
+});
+
+test('a used length beyond the buffer: QUEUE error (USED_LEN_INVALID), disconnect', { skip, timeout: 30_000 }, async () => {
+  await expectFailure(() => 'ack', 'QUEUE', /USED_LEN_INVALID/, (be) => be.use(0, 0, 100_000));
+});
