@@ -26,7 +26,13 @@ import { VirtioError } from '../virtio/errors.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import type { FrameRing } from './frame-ring.js';
+import { GSO_MAX_FRAME, GsoError, SoftOffload } from './gso.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
+} from './hdr.js';
 import type { Netdev, RxPort } from './netdev.js';
+import { RX_OFFLOAD_CSUM, RX_OFFLOAD_ECN, RX_OFFLOAD_TSO4, RX_OFFLOAD_TSO6, RX_OFFLOAD_UFO, RX_OFFLOAD_USO4, RX_OFFLOAD_USO6 } from './offloads.js';
 import { DevStat } from './stats.js';
 
 /** Decides which queue pair receives a frame (RSS, AFS, else pair 0). */
@@ -58,6 +64,19 @@ export interface DevicePairOptions {
   mrgRxbuf: boolean;
   /** Largest frame accepted from a transmitq (bytes, without header). */
   maxFrame: number;
+  /**
+   * VIRTIO_NET_F_CSUM negotiated (the driver may send NEEDS_CSUM and, with
+   * HOST_TSO4/6, HOST_UFO, HOST_USO, GSO frames): for a netdev without a
+   * vnet header the device completes checksums and segments in software.
+   */
+  txOffload?: boolean;
+  /**
+   * Offloads the driver accepts on RX (RX_OFFLOAD_* bits, offloads.ts: from
+   * GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN, GUEST_UFO, GUEST_USO4/6 and
+   * CTRL_GUEST_OFFLOADS_SET). A vnet header from the netdev asking for more
+   * is refused (the frame dropped); flags are cleared without GUEST_CSUM.
+   */
+  rxOffloads?: number;
 }
 
 export class NetDevicePair implements RxPort {
@@ -84,6 +103,18 @@ export class NetDevicePair implements RxPort {
   private rxBuf = 0;
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
   active = true;
+  /** TX software offload (netdev without a vnet header and VIRTIO_NET_F_CSUM negotiated). */
+  private readonly swTx: SoftOffload | null;
+  /** Backpressure in the middle of a segmented frame: chain id and frames already sent. */
+  private swResumeId = -1;
+  private swResumeDone = 0;
+  /** RX_OFFLOAD_* bits the driver accepts (see DevicePairOptions.rxOffloads). */
+  rxOffloads: number;
+  /** receiveOwn: offset in the frame's buffer of the netdev's vnet header (-1: none, write a plain one). */
+  private rxHdrOff = -1;
+  private rxHdrSrc: Bytes | null = null;
+  /** Scratch header fields read from a TX header (software offload). */
+  private readonly txh = { flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
   onQueueError: (queue: number, err: Error) => void = () => {};
 
   constructor(
@@ -107,13 +138,15 @@ export class NetDevicePair implements RxPort {
     this.txChain = new DescChain(mem);
     this.rxChain = new DescChain(mem);
     this.rxMore = new DescChain(mem);
-    const g = new SharedArrayBuffer(Math.max(65536, (opts.maxFrame + 64 + 3) & ~3));
+    const g = new SharedArrayBuffer(Math.max(GSO_MAX_FRAME + 64, (opts.maxFrame + 64 + 3) & ~3));
     this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
     this.mrgIds = new Int32Array(rxq.size);
     this.mrgDescs = new Int32Array(rxq.size);
     this.mrgLens = new Float64Array(rxq.size);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
+    this.swTx = opts.txOffload === true && netdev.wantsHeader !== true ? new SoftOffload() : null;
+    this.rxOffloads = opts.rxOffloads ?? 0;
   }
 
   /**
@@ -183,19 +216,24 @@ export class NetDevicePair implements RxPort {
     const hdrLen = this.hdrLen;
     const netdev = this.netdev;
     const withHdr = netdev.wantsHeader === true;
-    const learn = netdev.externalRx;
+    const learn = netdev.externalRx && netdev.ownQueue !== true;
+    const sg = withHdr && netdev.transmitSg !== undefined;
+    const sw = this.swTx !== null;
     const bytes = this.mem.bytes;
     let done = 0, pk = 0, by = 0, bad = 0;
     try {
       for (; done < budget; done++) {
         const m = txq.mark();
         let src: Bytes, off: number, len: number, id: number, descs: number;
+        // Where the driver's virtio_net_hdr is (software offload reads it).
+        let hsrc: Bytes, hoff: number;
         const r = txq.popSingle(0, hdrLen);
         if (r === -2) break;
         if (r >= 0) {
           // One readable buffer holding header and frame (what DPDK and Linux send): no chain walk.
-          src = bytes[r];
-          off = txq.singleOff + hdrLen;
+          src = hsrc = bytes[r];
+          hoff = txq.singleOff;
+          off = hoff + hdrLen;
           len = txq.singleLen - hdrLen;
           id = txq.singleId;
           descs = 1;
@@ -204,13 +242,26 @@ export class NetDevicePair implements RxPort {
           id = chain.id;
           descs = chain.descs;
           if (chain.readable === 1 && chain.len[0] >= hdrLen) {
-            src = bytes[chain.region[0]];
-            off = chain.offset[0] + hdrLen;
+            src = hsrc = bytes[chain.region[0]];
+            hoff = chain.offset[0];
+            off = hoff + hdrLen;
             len = chain.len[0] - hdrLen;
           } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
+            hsrc = bytes[chain.region[0]];
+            hoff = chain.offset[0];
             src = bytes[chain.region[1]];
             off = chain.offset[1];
             len = chain.len[1];
+          } else if (sg && chain.readable > 1 && chain.readableBytes >= hdrLen && this.oneRegion(chain)) {
+            // Header and frame in several buffers of one region (Linux's TSO frames): scatter writev, no gather copy.
+            if (!netdev.transmitSg!(bytes[chain.region[0]], chain.offset, chain.len, chain.readable, this)) {
+              txq.rewind(m);
+              break;
+            }
+            txq.pushUsed(id, 0, descs);
+            pk++;
+            by += chain.readableBytes - hdrLen;
+            continue;
           } else {
             // Header and frame spread over several buffers: gather them (header at [0, hdrLen)).
             const total = chain.readableBytes;
@@ -221,10 +272,26 @@ export class NetDevicePair implements RxPort {
               continue;
             }
             chain.readTo(this.gather, 0, 0, total);
-            src = this.gather;
+            src = hsrc = this.gather;
+            hoff = 0;
             off = hdrLen;
             len = total - hdrLen;
           }
+        }
+        if (sw && (hsrc.u8[hoff] | hsrc.u8[hoff + 1]) !== 0) {
+          // Checksum or segmentation asked for, and the netdev takes plain frames: done here.
+          const res = this.softTx(hsrc, hoff, src, off, len, id);
+          if (res < 0) {
+            txq.rewind(m);
+            break;
+          }
+          if (res === 0) bad++;
+          else {
+            pk++;
+            by += len;
+          }
+          txq.pushUsed(id, 0, descs);
+          continue;
         }
         if (learn) this.steering.learnTx(src, off, len, this.pair);
         if (!(withHdr ? netdev.transmit(src, off - hdrLen, len + hdrLen, this) : netdev.transmit(src, off, len, this))) {
@@ -250,7 +317,107 @@ export class NetDevicePair implements RxPort {
     return done;
   }
 
+  /** All readable pieces of `chain` in one guest memory region (one buffer for a scatter writev). */
+  private oneRegion(chain: DescChain): boolean {
+    const r0 = chain.region[0];
+    for (let i = 1; i < chain.readable; i++) if (chain.region[i] !== r0) return false;
+    return true;
+  }
+
+  /**
+   * Software offload of one TX frame (header at `hsrc[hoff..]`): complete
+   * the checksum and/or segment, transmitting every resulting frame.
+   * Returns 1 when done, 0 for a refused frame (counted as an error), -1 on
+   * backpressure (the chain is offered again; segments already sent are
+   * skipped then).
+   */
+  private softTx(hsrc: Bytes, hoff: number, src: Bytes, off: number, len: number, id: number): number {
+    const h = this.txh, u = hsrc.u8;
+    h.flags = u[hoff];
+    h.gsoType = u[hoff + 1];
+    h.gsoSize = u[hoff + 4] | (u[hoff + 5] << 8);
+    h.csumStart = u[hoff + 6] | (u[hoff + 7] << 8);
+    h.csumOffset = u[hoff + 8] | (u[hoff + 9] << 8);
+    const skip = this.swResumeId === id ? this.swResumeDone : 0;
+    this.swResumeId = -1;
+    const netdev = this.netdev;
+    const learn = netdev.externalRx;
+    let total: number, done: number;
+    try {
+      const sw = this.swTx!;
+      total = sw.count(src.u8, off, len, h);
+      done = sw.process(src.u8, off, len, h, (b, o, l) => {
+        if (learn) this.steering.learnTx(b, o, l, this.pair);
+        if (!netdev.transmit(b, o, l, this)) return false;
+        netdev.flush?.(); // the segment lives in the offload's scratch buffer
+        return true;
+      }, skip);
+    } catch (e) {
+      if (e instanceof GsoError) return 0;
+      throw e;
+    }
+    if (done < total) {
+      this.swResumeId = id;
+      this.swResumeDone = done;
+      return -1;
+    }
+    return 1;
+  }
+
   // ---- RX ---------------------------------------------------------------
+
+  /**
+   * RxPort: a frame the netdev read from its own queue for this pair (a
+   * multi-queue TAP's queue N feeds pair N): no steering, no cross-pair
+   * copy. `hdrOff` >= 0: a virtio_net_hdr from the netdev (the kernel's, in
+   * its first 10 bytes: flags, gso_type, hdr_len, gso_size, csum_start,
+   * csum_offset) at `src[hdrOff..]`, passed to the driver as far as it
+   * accepted those offloads; a GSO type it did not accept drops the frame.
+   * Returns false (nothing consumed) when the receiveq has no room now.
+   */
+  receiveOwn(src: Bytes, off: number, len: number, hdrOff: number): boolean {
+    if (!this.steering.accepts(src, off, len)) {
+      this.stats[this.statBase + DevStat.rxFiltered]++;
+      return true;
+    }
+    if (hdrOff >= 0) {
+      const u = src.u8;
+      if ((u[hdrOff] | u[hdrOff + 1]) === 0) hdrOff = -1;
+      else if (!this.rxHdrAccepted(u[hdrOff + 1])) {
+        this.drop();
+        return true;
+      }
+    }
+    this.rxHdrOff = hdrOff;
+    this.rxHdrSrc = src;
+    const ok = this.deliver(src, off, len);
+    this.rxHdrOff = -1;
+    this.rxHdrSrc = null;
+    return ok;
+  }
+
+  /** Does the driver accept a frame of GSO type `t` (with its ECN bit)? */
+  private rxHdrAccepted(t: number): boolean {
+    const o = this.rxOffloads;
+    if ((t & VIRTIO_NET_HDR_GSO_ECN) !== 0 && (o & RX_OFFLOAD_ECN) === 0) return false;
+    switch (t & ~VIRTIO_NET_HDR_GSO_ECN) {
+      case VIRTIO_NET_HDR_GSO_NONE: return true;
+      case VIRTIO_NET_HDR_GSO_TCPV4: return (o & RX_OFFLOAD_TSO4) !== 0;
+      case VIRTIO_NET_HDR_GSO_TCPV6: return (o & RX_OFFLOAD_TSO6) !== 0;
+      case VIRTIO_NET_HDR_GSO_UDP: return (o & RX_OFFLOAD_UFO) !== 0;
+      case VIRTIO_NET_HDR_GSO_UDP_L4: return (o & (RX_OFFLOAD_USO4 | RX_OFFLOAD_USO6)) !== 0;
+      default: return false;
+    }
+  }
+
+  /** Copy the netdev's header fields (bytes 0-9) over a freshly written RX header at `dst[o..]`. */
+  private applyRxHdr(dst: Uint8Array, o: number): void {
+    const s = this.rxHdrSrc!.u8, h = this.rxHdrOff;
+    const csum = (this.rxOffloads & RX_OFFLOAD_CSUM) !== 0;
+    // §5.1.6.4: without GUEST_CSUM the device sets flags to zero.
+    dst[o] = csum ? s[h] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) : 0;
+    for (let i = 1; i < 10; i++) dst[o + i] = s[h + i];
+  }
 
   /** RxPort: steer one frame to its pair (here, another pair's inbox, or the backlog). */
   receive(src: Bytes, off: number, len: number, originPair: number): boolean {
@@ -413,6 +580,7 @@ export class NetDevicePair implements RxPort {
     const h = this.hdr;
     h.i32.fill(0);
     if (hdrLen >= 12) { h.u8[10] = numBuffers & 0xff; h.u8[11] = numBuffers >>> 8; }
+    if (this.rxHdrOff >= 0) this.applyRxHdr(h.u8, 0);
     const at = chain.writeFrom(0, h, 0, hdrLen);
     chain.writeFrom(at, src, off, len);
   }
@@ -440,6 +608,7 @@ export class NetDevicePair implements RxPort {
         u8[o + 11] = numBuffers >>> 8;
       }
     }
+    if (this.rxHdrOff >= 0) this.applyRxHdr(dst.u8, o);
   }
 
   // ---- notifications and faults -------------------------------------------

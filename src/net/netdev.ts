@@ -15,6 +15,14 @@ export interface RxPort {
    * caller either retries later (backpressure) or calls {@link drop}.
    */
   receive(src: Bytes, off: number, len: number, originPair: number): boolean;
+  /**
+   * Offer one frame the netdev took from its own queue for this pair (a
+   * multi-queue TAP: queue N feeds pair N), with no steering. `hdrOff` >= 0
+   * is the byte offset in `src` of the netdev's virtio_net_hdr (checksum
+   * and GSO state, §5.1.6.4), else -1. Returns false when the receiveq has
+   * no room for it now (retry later, or drop).
+   */
+  receiveOwn(src: Bytes, off: number, len: number, hdrOff: number): boolean;
   /** Count a frame the netdev had to drop because receive() refused it. */
   drop(): void;
   /**
@@ -42,6 +50,16 @@ export interface Netdev {
    * wants it; the bytes may be guest memory.
    */
   readonly wantsHeader?: boolean;
+  /**
+   * One frame in several pieces of one buffer (`wantsHeader` netdevs only):
+   * piece i is [offs[i], offs[i] + lens[i]) of `buf`, i < count, the
+   * virtio_net_hdr first. The tables are reused by the caller after the
+   * call (copy them); the bytes stay valid until flush(). Return false to
+   * push back.
+   */
+  transmitSg?(buf: Bytes, offs: Float64Array, lens: Uint32Array, count: number, rx: RxPort): boolean;
+  /** True: poll() hands its frames to receiveOwn() (the netdev chose the pair: no device steering, no AFS learning). */
+  readonly ownQueue?: boolean;
   /**
    * Finish every transmit() of this round. Called before the used ring is
    * published: after that the driver may reuse the buffers transmit() saw.

@@ -6,37 +6,49 @@
  * own fd, with no locks and no frame copies in JS:
  *
  * - TX: the driver's virtio_net_hdr + frame go to the fd straight from guest
- *   memory (writev per frame, batched per poll round by the native addon).
- *   No offloads are offered to the guest, so the header is all zero but
- *   num_buffers, which the kernel ignores.
- * - RX: frames are read in batches (readv per frame) into a private buffer;
- *   the kernel's vnet header is all zero because no TUNSETOFFLOAD flags are
- *   set, so the device writes a fresh one. A frame the receiveq cannot take
- *   (no buffer, backlog full) is dropped and counted, like a NIC; but no
- *   more frames are read than the receiveq has buffers for, so under load
- *   frames wait in the TAP's kernel queue (QEMU's tap does the same).
+ *   memory, unchanged (checksum and GSO requests included: the kernel
+ *   completes and segments what the driver left, as with QEMU's tap): one
+ *   writev per frame, a multi-descriptor chain (Linux's TSO frames) as a
+ *   scatter writev of its buffers, batched per poll round by the native addon.
+ * - RX: frames are read in batches (readv per frame) into a private buffer
+ *   and handed to this pair's receiveq with the kernel's vnet header
+ *   (`receiveOwn`: queue N feeds pair N, no device steering), which carries
+ *   partial checksums and GSO frames up to 64 KiB once TUNSETOFFLOAD allows
+ *   them (tap-offload.ts: the offloads the driver accepted). No more frames
+ *   are read than the receiveq has buffers for, and a frame that finds no
+ *   room (a GSO frame needing more merged buffers than are posted) waits
+ *   here for the next round, so under load frames wait in the TAP's kernel
+ *   queue (QEMU's tap does the same).
  */
-import { readFrames, writevFrames, HostError } from '../host/index.js';
+import { readFrames, writevFramesSg, HostError } from '../host/index.js';
 import type { Bytes } from '../virtio/copy.js';
 import type { Netdev, RxPort } from '../net/netdev.js';
 
 /** Frames per batch (one addon call). */
 const BATCH = 64;
-/** RX slot: vnet header + the largest frame a TAP hands out without GSO (64 KiB), +1 to detect truncation. */
-const SLOT = 65536 + 16;
+/** Segments per TX batch (flat table over the batch's frames). */
+const SEGS = 4096;
+/** RX slot: vnet header + the largest frame a TAP hands out with GSO (64 KiB + headers), +1 to detect truncation. */
+const SLOT = 65536 + 512;
 
 export class TapNetdev implements Netdev {
   readonly externalRx = true;
   readonly wantsHeader = true;
+  readonly ownQueue = true;
   readonly waitFds: readonly number[];
   private txBuf: ArrayBufferLike | null = null;
-  private readonly txOffs = new Float64Array(BATCH);
-  private readonly txLens = new Uint32Array(BATCH);
+  private readonly segOffs = new Float64Array(SEGS);
+  private readonly segLens = new Uint32Array(SEGS);
+  private readonly segCounts = new Uint32Array(BATCH);
   private txCount = 0;
+  private txSegs = 0;
   private readonly rx: Bytes;
   private readonly rxOffs = new Float64Array(BATCH);
   private readonly rxCaps = new Uint32Array(BATCH).fill(SLOT);
   private readonly rxLens = new Uint32Array(BATCH);
+  /** Frames read but not yet taken by the receiveq: [rxNext, rxEnd) of the last batch. */
+  private rxNext = 0;
+  private rxEnd = 0;
   /** Frames the kernel refused (TX) or that were truncated / found no RX buffer. */
   txErrors = 0;
   rxDropped = 0;
@@ -51,11 +63,30 @@ export class TapNetdev implements Netdev {
 
   transmit(src: Bytes, off: number, len: number): boolean {
     const buf = src.u8.buffer;
-    if (this.txCount === BATCH || (this.txCount > 0 && buf !== this.txBuf)) this.flush();
+    if (this.txCount === BATCH || this.txSegs === SEGS || (this.txCount > 0 && buf !== this.txBuf)) this.flush();
     this.txBuf = buf;
-    this.txOffs[this.txCount] = off;
-    this.txLens[this.txCount] = len;
-    this.txCount++;
+    this.segOffs[this.txSegs] = off;
+    this.segLens[this.txSegs] = len;
+    this.txSegs++;
+    this.segCounts[this.txCount++] = 1;
+    return true;
+  }
+
+  transmitSg(buf: Bytes, offs: Float64Array, lens: Uint32Array, count: number): boolean {
+    if (count > 1024) {
+      this.txErrors++; // more pieces than one writev takes (IOV_MAX): a NIC would drop it too
+      return true;
+    }
+    const b = buf.u8.buffer;
+    if (this.txCount === BATCH || this.txSegs + count > SEGS || (this.txCount > 0 && b !== this.txBuf)) this.flush();
+    this.txBuf = b;
+    const at = this.txSegs;
+    for (let i = 0; i < count; i++) {
+      this.segOffs[at + i] = offs[i];
+      this.segLens[at + i] = lens[i];
+    }
+    this.txSegs = at + count;
+    this.segCounts[this.txCount++] = count;
     return true;
   }
 
@@ -63,9 +94,10 @@ export class TapNetdev implements Netdev {
     let start = 0;
     const n = this.txCount;
     this.txCount = 0;
+    this.txSegs = 0;
     while (start < n) {
       try {
-        const wrote = writevFrames(this.fd, this.txBuf as SharedArrayBuffer, this.txOffs, this.txLens, n - start, start);
+        const wrote = writevFramesSg(this.fd, this.txBuf as SharedArrayBuffer, this.segOffs, this.segLens, this.segCounts, n - start, start);
         if (wrote === 0) {
           // EAGAIN: the TAP's queue is full; a NIC would drop, so do we (counted).
           this.txErrors += n - start;
@@ -81,28 +113,40 @@ export class TapNetdev implements Netdev {
   }
 
   poll(rx: RxPort, budget: number): number {
+    let done = this.deliverPending(rx);
+    if (this.rxNext < this.rxEnd) return done; // the receiveq is full: the rest waits
     let want = budget < BATCH ? budget : BATCH;
     const room = rx.room();
-    if (room === 0) return 0; // leave frames in the kernel's queue until the guest posts buffers
+    if (room === 0) return done; // leave frames in the kernel's queue until the guest posts buffers
     if (room < want) want = room;
     const n = readFrames(this.fd, this.rx.u8.buffer as SharedArrayBuffer, this.rxOffs, this.rxCaps, this.rxLens, want);
+    this.rxNext = 0;
+    this.rxEnd = n;
+    done += this.deliverPending(rx);
+    return done;
+  }
+
+  /** Hand the frames read so far to this pair's receiveq, kernel vnet header included; stop when it is full. */
+  private deliverPending(rx: RxPort): number {
     const hdr = this.hdrLen;
-    for (let i = 0; i < n; i++) {
+    let i = this.rxNext;
+    const end = this.rxEnd;
+    for (; i < end; i++) {
       const len = this.rxLens[i];
       if (len <= hdr || len >= SLOT) {
         this.rxDropped++;
         rx.drop();
         continue;
       }
-      if (!rx.receive(this.rx, this.rxOffs[i] + hdr, len - hdr, -1)) {
-        this.rxDropped++;
-        rx.drop();
-      }
+      const o = this.rxOffs[i];
+      if (!rx.receiveOwn(this.rx, o + hdr, len - hdr, o)) break;
     }
+    const n = i - this.rxNext;
+    this.rxNext = i;
     return n;
   }
 
   busy(): boolean {
-    return false;
+    return this.rxNext < this.rxEnd;
   }
 }
