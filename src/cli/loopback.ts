@@ -17,6 +17,8 @@ import { flowIdOf } from '../traffic/flow-id.js';
 import type { RingFormat } from '../virtio/queue.js';
 import { featureNames, VIRTIO_FEATURE_NAMES } from '../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../net/features.js';
+import { NET_DRIVER_FEATURES } from '../net/driver.js';
+import { NET_OFFLOAD_FEATURES } from '../net/offloads.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -38,6 +40,10 @@ export interface LoopbackOptions {
   ipVersion?: 4 | 6 | 'mixed';
   /** RX buffer size the driver posts (bytes); below the frame size, MRG_RXBUF spreads frames over several. */
   rxBufferSize?: number;
+  /** Device MTU (config `mtu`, VIRTIO_NET_F_MTU): frames up to 14 + mtu bytes. Default 1500. */
+  mtu?: number;
+  /** The driver negotiates the checksum and segmentation offloads (offloads.ts) too. */
+  offloads?: boolean;
   json: boolean;
 }
 
@@ -83,7 +89,8 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   }
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
-    ring: o.ring, inOrder: o.inOrder,
+    ring: o.ring, inOrder: o.inOrder, mtu: o.mtu,
+    driverFeatures: o.offloads ? NET_DRIVER_FEATURES | NET_OFFLOAD_FEATURES : undefined,
   });
   net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
   await net.start();

@@ -16,6 +16,8 @@ export interface ServeOptions {
   /** RSS for frames from the netdev: true (defaults) or `key=HEX,types=a+b,table=N`. */
   rss?: string | boolean;
   mode: 'busy' | 'notify';
+  /** MTU (config mtu; the TAP's MTU). Default 1500. */
+  mtu?: number;
   json: boolean;
 }
 
@@ -23,9 +25,9 @@ export async function runServe(o: ServeOptions): Promise<void> {
   const log = (line: string, detail?: Record<string, unknown>) =>
     o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: line, ...detail })) : console.error(`${new Date().toISOString()} ${line}`);
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
-  const netdev = openNetdev(o.netdev, o.queues);
+  const netdev = openNetdev(o.netdev, o.queues, 12, o.mtu);
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    socket: o.socket, client: o.client, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log, mtu: o.mtu,
   });
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   await backend.start();
