@@ -224,3 +224,74 @@ test('receiveOwn: the netdev header reaches the driver as far as it accepted the
     assert.deepEqual(out.subarray(12), f);
   }
 });
+
+/** What readv would do: spread `data` over the reserved pieces, the rest into `tail`. Returns bytes placed in the pieces. */
+function scatter(dev: NetDevicePair, segs: number, data: Uint8Array, tail: Uint8Array): number {
+  let at = 0;
+  for (let i = 0; i < segs && at < data.length; i++) {
+    const n = Math.min(dev.directCaps[i], data.length - at);
+    dev.directBuf!.u8.set(data.subarray(at, at + n), dev.directOffs[i]);
+    at += n;
+  }
+  tail.set(data.subarray(at));
+  return at;
+}
+
+test('direct receive: a frame read into reserved buffers (mergeable), its tail copied into further buffers, unused buffers given back; a shortage spills the frame whole', () => {
+  const { mem, drvRx, dev, stats } = rig(new RecordingNetdev(true), { rxOffloads: RX_OFFLOAD_CSUM | RX_OFFLOAD_TSO4, mrg: true, qsize: 64 });
+  for (let i = 0; i < 40; i++) drvRx.addOne(0x200000 + i * 2048, 2048, true, i);
+  drvRx.publish();
+  const tailBuf = new SharedArrayBuffer(70000), tail = { u8: new Uint8Array(tailBuf), i32: new Int32Array(tailBuf) };
+  const spillBuf = new SharedArrayBuffer(70000), spill = { u8: new Uint8Array(spillBuf), i32: new Int32Array(spillBuf) };
+  const { f, l4 } = frame(false, true, Uint8Array.from({ length: 30000 }, (_, i) => (i * 5) & 0xff));
+  const data = new Uint8Array(12 + f.length);
+  data.set(vnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 1448, l4, 16));
+  data.set(f, 12);
+  // A small frame first: reserve 8 KiB (4 buffers), use 1, give 3 back.
+  const small = new Uint8Array(12 + 100).fill(0x66);
+  small.fill(0, 0, 12);
+  let segs = dev.reserveRx(8192);
+  assert.equal(segs, 4);
+  scatter(dev, segs, small, tail.u8);
+  assert.equal(dev.commitRx(small.length, tail, 0, spill, 0), 1);
+  // The big one: reserve 4 KiB, 30 KiB more goes to the tail and into further buffers.
+  segs = dev.reserveRx(4096);
+  assert.equal(segs, 2);
+  scatter(dev, segs, data, tail.u8);
+  assert.equal(dev.commitRx(data.length, tail, 0, spill, 0), 1);
+  dev.poll(1);
+  const used: { id: number; len: number }[] = [];
+  for (let u = nextUsed(drvRx); u; u = nextUsed(drvRx)) used.push(u);
+  assert.equal(used[0].id, 0, 'the small frame took the first buffer');
+  assert.deepEqual(mem.read(0x200000, used[0].len).subarray(12), small.subarray(12));
+  assert.equal(mem.read(0x200000, 12)[10], 1, 'num_buffers 1');
+  const rest = used.slice(1);
+  assert.deepEqual(rest.map((u) => u.id), Array.from({ length: rest.length }, (_, i) => i + 1), 'the big frame continues right after: the unused reservations were given back');
+  const out = Uint8Array.from(rest.flatMap((u) => [...mem.read(0x200000 + u.id * 2048, u.len)]));
+  assert.equal(out[10] | (out[11] << 8), rest.length, 'num_buffers');
+  assert.equal(rest.length, Math.ceil(data.length / 2048));
+  assert.equal(out[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+  assert.deepEqual(out.subarray(12), f);
+  assert.equal(stats[DevStat.rxPackets], 2, 'both frames counted');
+
+  // Only 40 - 17 buffers left: a 64 KiB frame does not fit; it is spilled whole and nothing is consumed.
+  const left = 40 - 1 - rest.length;
+  const big = frame(false, true, new Uint8Array(60000).fill(3));
+  const bigData = new Uint8Array(12 + big.f.length);
+  bigData.set(vnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 1448, big.l4, 16));
+  bigData.set(big.f, 12);
+  segs = dev.reserveRx(bigData.length);
+  assert.equal(segs, left);
+  scatter(dev, segs, bigData, tail.u8);
+  assert.equal(dev.commitRx(bigData.length, tail, 0, spill, 0), -1);
+  assert.deepEqual(spill.u8.subarray(0, bigData.length), bigData);
+  assert.equal(dev.room(), left, 'every reserved buffer given back');
+  // A GSO type the driver did not accept: dropped, buffers given back.
+  segs = dev.reserveRx(100);
+  const v6 = new Uint8Array(12 + 100);
+  v6.set(vnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, 1448, 54, 16));
+  scatter(dev, segs, v6, tail.u8);
+  assert.equal(dev.commitRx(v6.length, tail, 0, spill, 0), 0);
+  assert.equal(dev.room(), left);
+  assert.equal(stats[DevStat.rxDrops], 1);
+});

@@ -113,6 +113,17 @@ export class NetDevicePair implements RxPort {
   /** receiveOwn: offset in the frame's buffer of the netdev's vnet header (-1: none, write a plain one). */
   private rxHdrOff = -1;
   private rxHdrSrc: Bytes | null = null;
+  /** Direct receive (reserveRx/commitRx): the pieces, and per reserved chain its id, descriptors, bytes and the mark after it. */
+  readonly directOffs = new Float64Array(1023);
+  readonly directCaps = new Uint32Array(1023);
+  directBuf: Bytes | undefined = undefined;
+  private rsN = 0;
+  private rsTotal = 0;
+  private rsMark0 = 0;
+  private readonly rsIds: Int32Array;
+  private readonly rsDescs: Int32Array;
+  private readonly rsCaps: Float64Array;
+  private readonly rsMarks: Float64Array;
   /** Scratch header fields read from a TX header (software offload). */
   private readonly txh = { flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
   onQueueError: (queue: number, err: Error) => void = () => {};
@@ -145,6 +156,10 @@ export class NetDevicePair implements RxPort {
     this.mrgLens = new Float64Array(rxq.size);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
+    this.rsIds = new Int32Array(rxq.size);
+    this.rsDescs = new Int32Array(rxq.size);
+    this.rsCaps = new Float64Array(rxq.size);
+    this.rsMarks = new Float64Array(rxq.size);
     this.swTx = opts.txOffload === true && netdev.wantsHeader !== true ? new SoftOffload() : null;
     this.rxOffloads = opts.rxOffloads ?? 0;
   }
@@ -394,6 +409,138 @@ export class NetDevicePair implements RxPort {
     this.rxHdrOff = -1;
     this.rxHdrSrc = null;
     return ok;
+  }
+
+  /** RxPort.reserveRx: receive buffers for a frame read straight into them (see netdev.ts). */
+  reserveRx(min: number): number {
+    if (this.rxFailed || this.backlogN !== 0) return 0;
+    const rxq = this.rxq;
+    const chain = this.rxChain;
+    const hdrLen = this.hdrLen;
+    const offs = this.directOffs, caps = this.directCaps;
+    let n = 0, segs = 0, total = 0, region = -1;
+    try {
+      if (rxq.pending() === 0) return 0;
+      this.rsMark0 = rxq.mark();
+      do {
+        const m = rxq.mark();
+        rxq.pop(chain);
+        const w = chain.readable, cnt = chain.count - w;
+        let ok = cnt > 0 && segs + cnt <= offs.length && (n > 0 || chain.len[w] >= hdrLen);
+        if (region < 0 && ok) region = chain.region[w];
+        for (let i = w; ok && i < chain.count; i++) if (chain.region[i] !== region) ok = false;
+        if (!ok) {
+          rxq.rewind(m);
+          break;
+        }
+        for (let i = w; i < chain.count; i++) {
+          offs[segs] = chain.offset[i];
+          caps[segs] = chain.len[i];
+          segs++;
+        }
+        this.rsIds[n] = chain.id;
+        this.rsDescs[n] = chain.descs;
+        this.rsCaps[n] = chain.writableBytes;
+        this.rsMarks[n] = rxq.mark();
+        n++;
+        total += chain.writableBytes;
+      } while (this.mrg && total < min && n + 1 < rxq.size && rxq.pending() > 0);
+    } catch (e) {
+      this.fail(false, e);
+      return 0;
+    }
+    if (n === 0) return -1;
+    this.rsN = n;
+    this.rsTotal = total;
+    this.directBuf = this.mem.bytes[region];
+    return segs;
+  }
+
+  /** RxPort.cancelRx. */
+  cancelRx(): void {
+    if (this.rsN === 0) return;
+    this.rsN = 0;
+    this.rxq.rewind(this.rsMark0);
+  }
+
+  /** RxPort.commitRx (see netdev.ts). */
+  commitRx(len: number, tail: Bytes, tailOff: number, spill: Bytes, spillOff: number): number {
+    const n = this.rsN, total = this.rsTotal, hdrLen = this.hdrLen, rxq = this.rxq;
+    this.rsN = 0;
+    const buf = this.directBuf!, d = buf.u8;
+    const h0 = this.directOffs[0];
+    try {
+      const frameInFirst = Math.min(len, this.directCaps[0]) - hdrLen;
+      if (len <= hdrLen || !this.rxHdrAccepted(d[h0 + 1]) ||
+          (frameInFirst >= 14 && !this.steering.accepts(buf, h0 + hdrLen, frameInFirst))) {
+        rxq.rewind(this.rsMark0);
+        this.drop();
+        return 0;
+      }
+      // §5.1.6.4: without GUEST_CSUM the device sets flags to zero.
+      d[h0] = (this.rxOffloads & RX_OFFLOAD_CSUM) !== 0 ? d[h0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) : 0;
+      if (len <= total) {
+        let k = 0, acc = 0;
+        while (acc < len) acc += this.rsCaps[k++];
+        if (k < n) rxq.rewind(this.rsMarks[k - 1]);
+        if (hdrLen >= 12) {
+          d[h0 + 10] = k & 0xff;
+          d[h0 + 11] = k >>> 8;
+        }
+        for (let i = 0; i < k; i++) rxq.pushUsed(this.rsIds[i], i < k - 1 ? this.rsCaps[i] : len - (acc - this.rsCaps[k - 1]), this.rsDescs[i]);
+        this.rxPk++;
+        this.rxBy += len - hdrLen;
+        this.rxBuf += k;
+        return 1;
+      }
+      if (!this.mrg) {
+        rxq.rewind(this.rsMark0); // larger than the one buffer: the frame cannot be received
+        this.drop();
+        return 0;
+      }
+      // What did not fit went to the tail: copy it into further buffers.
+      const more = this.rxMore;
+      const ids = this.mrgIds, descs = this.mrgDescs, lens = this.mrgLens;
+      let left = len - total, at = tailOff, x = 0;
+      while (left > 0) {
+        if (rxq.pending() === 0 || n + x + 1 >= rxq.size) {
+          // Not enough buffers now: keep the frame (header first) for a later receiveOwn.
+          let o = spillOff;
+          for (let i = 0, got = 0; got < total; i++) {
+            const c = this.directCaps[i];
+            copyBytes(spill, o, buf, this.directOffs[i], c);
+            o += c;
+            got += c;
+          }
+          copyBytes(spill, o, tail, tailOff, len - total);
+          rxq.rewind(this.rsMark0);
+          return -1;
+        }
+        rxq.pop(more);
+        const share = Math.min(left, more.writableBytes);
+        more.writeFrom(0, tail, at, share);
+        ids[x] = more.id;
+        descs[x] = more.descs;
+        lens[x] = share;
+        x++;
+        at += share;
+        left -= share;
+      }
+      const k = n + x;
+      if (hdrLen >= 12) {
+        d[h0 + 10] = k & 0xff;
+        d[h0 + 11] = k >>> 8;
+      }
+      for (let i = 0; i < n; i++) rxq.pushUsed(this.rsIds[i], this.rsCaps[i], this.rsDescs[i]);
+      for (let i = 0; i < x; i++) rxq.pushUsed(ids[i], lens[i], descs[i]);
+      this.rxPk++;
+      this.rxBy += len - hdrLen;
+      this.rxBuf += k;
+      return 1;
+    } catch (e) {
+      this.fail(false, e);
+      return 0;
+    }
   }
 
   /** Does the driver accept a frame of GSO type `t` (with its ECN bit)? */

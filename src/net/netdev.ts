@@ -23,6 +23,31 @@ export interface RxPort {
    * no room for it now (retry later, or drop).
    */
   receiveOwn(src: Bytes, off: number, len: number, hdrOff: number): boolean;
+  /**
+   * Direct receive (optional; for a netdev with its own queue that can read
+   * a frame straight into the driver's receive buffers, §5.1.6.4): take
+   * receive buffers worth at least `min` bytes (one buffer without
+   * VIRTIO_NET_F_MRG_RXBUF), all in one guest memory region, and describe
+   * their writable pieces in {@link directOffs} / {@link directCaps} (byte
+   * offsets into {@link directBuf}). Returns the number of pieces, 0 when
+   * no buffer is available now, -1 when the buffers cannot be used directly
+   * (use receiveOwn). Follow with {@link commitRx} or {@link cancelRx}.
+   */
+  reserveRx?(min: number): number;
+  readonly directBuf?: Bytes;
+  readonly directOffs?: Float64Array;
+  readonly directCaps?: Uint32Array;
+  /**
+   * Finish a direct receive: `len` bytes (the netdev's virtio_net_hdr, then
+   * the frame) were read into the reserved pieces and, beyond their
+   * capacity, into `tail[tailOff..]`. Returns 1 when received, 0 when the
+   * frame was refused (counted as a drop), -1 when there were not enough
+   * receive buffers: nothing consumed, the whole frame (header first) was
+   * copied to `spill[spillOff..]` for a later receiveOwn.
+   */
+  commitRx?(len: number, tail: Bytes, tailOff: number, spill: Bytes, spillOff: number): number;
+  /** Give back the buffers of {@link reserveRx} (nothing was read). */
+  cancelRx?(): void;
   /** Count a frame the netdev had to drop because receive() refused it. */
   drop(): void;
   /**

@@ -20,7 +20,7 @@
  *   here for the next round, so under load frames wait in the TAP's kernel
  *   queue (QEMU's tap does the same).
  */
-import { readFrames, writevFramesSg, HostError } from '../host/index.js';
+import { hasReadvTail, readFrames, readvTail, writevFramesSg, HostError } from '../host/index.js';
 import type { Bytes } from '../virtio/copy.js';
 import type { Netdev, RxPort } from '../net/netdev.js';
 
@@ -49,9 +49,16 @@ export class TapNetdev implements Netdev {
   /** Frames read but not yet taken by the receiveq: [rxNext, rxEnd) of the last batch. */
   private rxNext = 0;
   private rxEnd = 0;
+  /** Direct RX: the overflow buffer after the guest's buffers, and how many bytes to reserve (the last frame's size). */
+  private readonly tail: Bytes;
+  private hint = 2048;
+  private readonly direct: boolean;
   /** Frames the kernel refused (TX) or that were truncated / found no RX buffer. */
   txErrors = 0;
   rxDropped = 0;
+  /** Frames read straight into guest buffers, and frames that went through the private buffer. */
+  rxDirect = 0;
+  rxCopied = 0;
 
   /** `fd`: this pair's TAP queue fd (non-blocking, vnet header size `hdrLen`). */
   constructor(private readonly fd: number, private readonly hdrLen: number) {
@@ -59,6 +66,9 @@ export class TapNetdev implements Netdev {
     const b = new SharedArrayBuffer(BATCH * SLOT);
     this.rx = { u8: new Uint8Array(b), i32: new Int32Array(b) };
     for (let i = 0; i < BATCH; i++) this.rxOffs[i] = i * SLOT;
+    const t = new SharedArrayBuffer(SLOT);
+    this.tail = { u8: new Uint8Array(t), i32: new Int32Array(t) };
+    this.direct = hasReadvTail();
   }
 
   transmit(src: Bytes, off: number, len: number): boolean {
@@ -119,10 +129,55 @@ export class TapNetdev implements Netdev {
     const room = rx.room();
     if (room === 0) return done; // leave frames in the kernel's queue until the guest posts buffers
     if (room < want) want = room;
+    if (this.direct && rx.reserveRx !== undefined) {
+      const r = this.pollDirect(rx, want);
+      if (r >= 0) return done + r;
+    }
     const n = readFrames(this.fd, this.rx.u8.buffer as SharedArrayBuffer, this.rxOffs, this.rxCaps, this.rxLens, want);
     this.rxNext = 0;
     this.rxEnd = n;
     done += this.deliverPending(rx);
+    return done;
+  }
+
+  /**
+   * Read frames straight into the driver's receive buffers (readv into the
+   * descriptors, the kernel's vnet header first; what does not fit the
+   * buffers reserved goes to the tail and is copied into further merged
+   * buffers). Returns frames received, or -1 when the buffers cannot be
+   * used directly (the copying path runs instead).
+   */
+  private pollDirect(rx: RxPort, want: number): number {
+    let done = 0;
+    while (done < want) {
+      const segs = rx.reserveRx!(this.hint);
+      if (segs === 0) break;
+      if (segs < 0) return done > 0 ? done : -1;
+      let n: number | null;
+      try {
+        n = readvTail(this.fd, rx.directBuf!.u8.buffer as SharedArrayBuffer, rx.directOffs!, rx.directCaps!, segs, this.tail.u8.buffer as SharedArrayBuffer, 0, SLOT);
+      } catch (e) {
+        rx.cancelRx!();
+        throw e;
+      }
+      if (n === null || n === 0) {
+        rx.cancelRx!();
+        break;
+      }
+      this.hint = n > 2048 ? n : 2048;
+      const r = rx.commitRx!(n, this.tail, 0, this.rx, 0);
+      if (r < 0) {
+        // Not enough receive buffers for it: it waits in slot 0 for the copying path.
+        this.rxLens[0] = n;
+        this.rxNext = 0;
+        this.rxEnd = 1;
+        this.rxCopied++;
+        break;
+      }
+      if (r === 0) this.rxDropped++;
+      else this.rxDirect++;
+      done++;
+    }
     return done;
   }
 
