@@ -36,8 +36,8 @@
 #   GUEST-QSTAT combined=N at=before|after name=value
 #                             with vmq_channels only (see below)
 #   GUEST-OFFLOAD name=on|off  ethtool -k eth0 checksum/segmentation lines (vmq_offloads=1)
-#   GUEST-IPERF dir=tx|rx rc=R [ID] ... receiver
-#                             iperf3 -P 4 receiver lines per stream and SUM (vmq_iperf=SECONDS)
+#   GUEST-IPERF dir=tx|rx streams=P rc=R [ID] ... receiver
+#                             iperf3 -P P receiver lines per stream (and SUM) (vmq_iperf=SECONDS)
 #   GUEST-LIPERF phase=... / dir=rx rc=R ...  iperf3 -R -P 4 while `ethtool -L` changes
 #                             the channel count (vmq_iperf_channels=SECONDS,N,M)
 #   GUEST-PING-OK | GUEST-PING-FAIL
@@ -49,8 +49,11 @@
 #   vmq_queues=N          `ethtool -L eth0 combined N` first (needs ethtool; default: leave
 #                         the driver's default, min(max pairs, online CPUs))
 #   vmq_count=3           echo requests per CPU
+#   vmq_ping_size=56      ICMP payload bytes of those pings (GUEST-IPFRAG: the guest's
+#                         ReasmReqds and FragCreates counters after them)
 #   vmq_offloads=1        print the offloads ethtool -k shows
 #   vmq_iperf=S           iperf3 -c PEER -P 4 -t S, then with -R (iperf3 server at the peer)
+#   vmq_iperf_streams=1,4 the -P values vmq_iperf runs, in turn (default 4)
 #   vmq_iperf_channels=S,N,M  iperf3 -R -P 4 -t S; after S/3 s `ethtool -L combined N`, after 2S/3 s `M`
 #   vmq_channels="2 4"    after the pings above, for each N in turn: `ethtool -L eth0 combined N`,
 #                         then one ping run per TX queue Q < N with XPS steering every CPU
@@ -170,6 +173,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 ip=${vmq_ip:-192.0.2.2/24}
 peer=${vmq_peer:-192.0.2.1}
 count=${vmq_count:-3}
+psize=${vmq_ping_size:-56}
 finish() { echo "GUEST-DONE"; sync; poweroff -f; sleep 5; exit 1; }
 echo "GUEST-BOOT kernel=$(uname -r) cpus=$(nproc) uptime=$(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /modules.list); do
@@ -200,7 +204,7 @@ ok=1
 cpu=0
 while [ $cpu -lt "$(nproc)" ]; do
   mask=$(printf '%x' $((1 << cpu)))
-  out=$(taskset "$mask" ping -c "$count" -w 10 "$peer" 2>&1); rc=$?
+  out=$(taskset "$mask" ping -c "$count" -s "$psize" -w 10 "$peer" 2>&1); rc=$?
   echo "GUEST-PING cpu=$cpu rc=$rc $(echo "$out" | grep -E 'transmitted|round-trip' | tr '\n' ' ')"
   [ $rc -eq 0 ] || ok=0
   cpu=$((cpu + 1))
@@ -208,15 +212,19 @@ done
 if command -v ethtool >/dev/null 2>&1; then
   ethtool -S eth0 | grep -E '(rx|tx)_queue_[0-9]+_packets' | sed 's/^ */GUEST-STAT /; s/: */=/'
 fi
+# IP fragmentation counters (a ping above the MTU is fragmented and reassembled).
+echo "GUEST-IPFRAG $(awk '/^Ip: [A-Z]/{split($0,h)} /^Ip: [0-9]/{for(i=2;i<=NF;i++) if(h[i]~/^(ReasmReqds|FragCreates)$/) printf "%s=%s ",h[i],$i}' /proc/net/snmp)"
 if [ -n "${vmq_offloads:-}" ] && command -v ethtool >/dev/null 2>&1; then
   ethtool -k eth0 | grep -E '^(tx-checksumming|rx-checksumming|tcp-segmentation-offload|tx-tcp-segmentation|tx-tcp6-segmentation|generic-receive-offload|rx-gro-hw|tx-udp-segmentation):' | sed 's/ \[fixed\]//; s/: /=/; s/^/GUEST-OFFLOAD /'
 fi
 if [ -n "${vmq_iperf:-}" ] && command -v iperf3 >/dev/null 2>&1; then
-  for dir in tx rx; do
-    flag=""; [ "$dir" = rx ] && flag=-R
-    out=$(timeout $((vmq_iperf + 40)) iperf3 -c "$peer" -P 4 -t "$vmq_iperf" $flag -f m 2>&1); rc=$?
-    echo "GUEST-IPERF-DONE dir=$dir rc=$rc"
-    echo "$out" | grep -E 'receiver|error' | sed "s/^/GUEST-IPERF dir=$dir rc=$rc /"
+  for streams in $(echo "${vmq_iperf_streams:-4}" | tr ',' ' '); do
+    for dir in tx rx; do
+      flag=""; [ "$dir" = rx ] && flag=-R
+      out=$(timeout $((vmq_iperf + 40)) iperf3 -c "$peer" -P "$streams" -t "$vmq_iperf" $flag -f m 2>&1); rc=$?
+      echo "GUEST-IPERF-DONE dir=$dir streams=$streams rc=$rc"
+      echo "$out" | grep -E 'receiver|error' | sed "s/^/GUEST-IPERF dir=$dir streams=$streams rc=$rc /"
+    done
   done
 fi
 if [ -n "${vmq_iperf_channels:-}" ] && command -v iperf3 >/dev/null 2>&1 && command -v ethtool >/dev/null 2>&1; then

@@ -77,6 +77,8 @@ interface GuestOptions {
   append?: string[];
   /** Run `iperf3 -s` at the TAP's address for the guest's iperf3 client. */
   iperfServer?: boolean;
+  /** serve --mtu and QEMU's host_mtu (the guest's MTU). */
+  mtu?: number;
 }
 
 /** A line of output and when it arrived (ms since the epoch). */
@@ -110,7 +112,7 @@ function qemuArgs(kernel: string, initrd: string, socket: string, o: GuestOption
     '-chardev', `socket,id=c0,path=${socket}`,
     '-netdev', `vhost-user,id=n0,chardev=c0,queues=${o.pairs}`,
     // vectors=0: legacy INTx; MSI-X without KVM makes QEMU 7.2 segfault.
-    '-device', `virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024${o.packed ? ',packed=on' : ''}`,
+    '-device', `virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024${o.packed ? ',packed=on' : ''}${o.mtu ? `,host_mtu=${o.mtu}` : ''}`,
   ];
 }
 
@@ -157,7 +159,7 @@ async function runGuest(t: TestContext, o: GuestOptions): Promise<GuestRun | und
   const qemuOut = lineCollector(consoleLines, (s) => s.replace(/\r/g, ''));
   try {
     sh(['ip', 'netns', 'add', ns]);
-    serve = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'serve', '--socket', socket, '--queues', String(o.pairs), '--netdev', `tap,ifname=${tap}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    serve = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'serve', '--socket', socket, '--queues', String(o.pairs), '--netdev', `tap,ifname=${tap}`, ...(o.mtu ? ['--mtu', String(o.mtu)] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     serve.stdout!.resume();
     serve.stderr!.on('data', serveOut.push);
     const until = Date.now() + 15_000;
@@ -323,7 +325,7 @@ test('real Linux guest, packed rings (QEMU TCG, virtio-net packed=on mq=on, 4 pa
 
 /** iperf3 receiver lines of one run (GUEST-IPERF / GUEST-LIPERF): per stream and SUM, Mbit/s. */
 function iperfLines(out: string, marker: string, dir: string): { streams: number[]; sum: number | undefined; rc: number | undefined } {
-  const lines = [...out.matchAll(new RegExp(`${marker} dir=${dir} rc=(\\d+) \\[\\s*(\\w+)\\].*?([\\d.]+) Mbits/sec.*receiver`, 'g'))];
+  const lines = [...out.matchAll(new RegExp(`${marker} dir=${dir}(?: streams=\\d+)? rc=(\\d+) \\[\\s*(\\w+)\\].*?([\\d.]+) Mbits/sec.*receiver`, 'g'))];
   return {
     streams: lines.filter((m) => m[2] !== 'SUM').map((m) => Number(m[3])),
     sum: lines.filter((m) => m[2] === 'SUM').map((m) => Number(m[3]))[0],
@@ -331,15 +333,20 @@ function iperfLines(out: string, marker: string, dir: string): { streams: number
   };
 }
 
-test('real Linux guest with offloads (QEMU TCG, 4 pairs) through serve --netdev tap: ethtool -k shows checksum and segmentation offloads on, iperf3 -P 4 both ways, iperf3 -R -P 4 across ethtool -L 4 → 2 → 4 with every stream moving data', { skip: skipReason() ?? (hasCmd('iperf3') ? undefined : 'iperf3 not installed (scripts/install-peers.sh)'), timeout: 280_000 }, async (t) => {
+test('real Linux guest with offloads and jumbo frames (QEMU TCG, 4 pairs, MTU 9000) through serve --netdev tap: 8000-byte pings unfragmented, ethtool -k shows checksum and segmentation offloads on, iperf3 -P 4 both ways, iperf3 -R -P 4 across ethtool -L 4 → 2 → 4 with every stream moving data', { skip: skipReason() ?? (hasCmd('iperf3') ? undefined : 'iperf3 not installed (scripts/install-peers.sh)'), timeout: 280_000 }, async (t) => {
   const PAIRS = 4;
   const r = await runGuest(t, {
-    pairs: PAIRS, packed: false, bootTimeoutMs: 200_000, iperfServer: true,
-    append: ['vmq_offloads=1', 'vmq_iperf=5', 'vmq_iperf_channels=9,2,4'],
+    pairs: PAIRS, packed: false, bootTimeoutMs: 200_000, iperfServer: true, mtu: 9000,
+    append: ['vmq_offloads=1', 'vmq_iperf=5', 'vmq_iperf_channels=9,2,4', 'vmq_ping_size=8000'],
   });
   if (!r) return;
   const { console: out, serveText, diag } = r;
-  assert.doesNotMatch(out, /GUEST-IPERF-DONE dir=\w+ rc=127/, `the guest image has no iperf3 (rebuild: scripts/qemu-guest.sh)${diag}`);
+  // Jumbo frames: the guest's MTU is QEMU's host_mtu, and 8028-byte IP packets crossed both ways whole.
+  assert.match(out, /GUEST-LINK up .* mtu=9000/, `guest MTU${diag}`);
+  const frag = /GUEST-IPFRAG ReasmReqds=(\d+) FragCreates=(\d+)/.exec(out);
+  assert.ok(frag, `no GUEST-IPFRAG line${diag}`);
+  assert.deepEqual([Number(frag[1]), Number(frag[2])], [0, 0], `8000-byte pings were fragmented${diag}`);
+  assert.doesNotMatch(out, /GUEST-IPERF-DONE dir=\w+ streams=\d+ rc=127/, `the guest image has no iperf3 (rebuild: scripts/qemu-guest.sh)${diag}`);
   // Negotiated, and on in the guest.
   const f = serveFeatures(serveText);
   for (const name of ['VIRTIO_NET_F_CSUM', 'VIRTIO_NET_F_GUEST_CSUM', 'VIRTIO_NET_F_HOST_TSO4', 'VIRTIO_NET_F_HOST_TSO6', 'VIRTIO_NET_F_GUEST_TSO4', 'VIRTIO_NET_F_GUEST_TSO6'])
