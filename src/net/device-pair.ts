@@ -12,6 +12,14 @@
  *   (RSS, automatic flow steering, or receiveq1). A frame for another pair
  *   goes through that pair's inbox; a frame for this pair with no RX buffer
  *   waits in a bounded backlog and is a drop only when that is full.
+ * - Offloads (§5.1.6.2, §5.1.6.4): a netdev with a vnet header gets the
+ *   driver's header unchanged (multi-descriptor chains as scatter pieces,
+ *   `transmitSg`); for one without, with VIRTIO_NET_F_CSUM negotiated, the
+ *   device completes checksums and segments GSO frames itself (gso.ts). A
+ *   netdev with its own queue choice (a multi-queue TAP) hands frames to
+ *   `receiveOwn` (no steering) with its header, filtered by the offloads
+ *   the driver accepted, or reads them straight into the receive buffers
+ *   (`reserveRx` / `commitRx`).
  * - Faults: a malformed chain stops only the queue it came from; the error
  *   is reported through `onQueueError` and counted, and the rest runs on.
  *
