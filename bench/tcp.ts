@@ -16,7 +16,9 @@
  * are noise). (a) and (b) alternate; --rounds N repeats.
  *
  * Options: --seconds S (default 5), --rounds N (default 1), --only serve|dpdk,
- * --dpdk-app 'OPTS' (testpmd app options, default --tx-offloads=0x802c), --json.
+ * --dpdk-app 'OPTS' (more testpmd app options), --json. testpmd's net_tap port
+ * gets multi_segs, tcp_cksum and tcp_tso TX offloads, so the guest's TSO
+ * frames are segmented on their way into the TAP.
  * Needs root, QEMU + the guest image (scripts/qemu-guest.sh), iperf3 and
  * dpdk-testpmd (scripts/install-peers.sh); prints why and exits 0 without.
  */
@@ -37,8 +39,8 @@ const sopt = (name: string, dflt: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] ?? dflt : dflt;
 };
-/** testpmd app options: the port offloads a TSO guest needs forwarded to the TAP (MULTI_SEGS | TCP_TSO | TCP_CKSUM | UDP_CKSUM). */
-const dpdkApp = sopt('--dpdk-app', '--tx-offloads=0x802c').split(' ').filter(Boolean);
+/** Extra testpmd app options. */
+const dpdkApp = sopt('--dpdk-app', '').split(' ').filter(Boolean);
 const only = sopt('--only', '');
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
@@ -132,6 +134,9 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
         vdevs: [`net_vhost0,iface=${socket},queues=${PAIRS},tso=1`, `net_tap0,iface=${tap}`],
         extraApp: ['--total-num-mbufs=65536', ...dpdkApp], timeoutMs: 600_000,
       });
+      // The guest's 64 KiB TSO frames leave through net_tap (port 1): it must segment them (DPDK's GSO library).
+      for (const c of ['port stop 1', 'port config 1 tx_offload multi_segs on', 'port config 1 tx_offload tcp_cksum on', 'port config 1 tx_offload tcp_tso on', 'port start 1'])
+        await tp.cmd(c);
       await tp.start();
       const until = Date.now() + 15_000;
       while (!existsSync(socket) && Date.now() < until) await sleep(50);
