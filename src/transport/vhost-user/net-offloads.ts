@@ -26,12 +26,15 @@ export function offloadOptions(f: bigint, mtu: number): { txOffload: boolean; rx
 }
 
 /**
- * Pairs steering may pick: the leading run of pairs whose receiveq and
- * transmitq are both enabled (front-ends enable pairs 0..N-1), at least 1.
+ * Pairs steering may pick: up to the last pair whose receiveq and transmitq
+ * are both enabled, at least 1 (QEMU's `ethtool -L N` enables pairs
+ * 0..N-1). A running pair is never beyond it, so a loopback frame stays on
+ * the pair that sent it while a front-end disables and enables rings one
+ * by one (DPDK's virtio-user around a memory table change).
  */
 export function activePairCount(vrings: readonly { enabled: boolean }[]): number {
   let n = 0;
-  while (2 * n + 1 < vrings.length && vrings[2 * n]!.enabled && vrings[2 * n + 1]!.enabled) n++;
+  for (let p = 0; 2 * p + 1 < vrings.length; p++) if (vrings[2 * p]!.enabled && vrings[2 * p + 1]!.enabled) n = p + 1;
   return Math.max(1, n);
 }
 
