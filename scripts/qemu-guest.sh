@@ -35,6 +35,11 @@
 #   GUEST-QPING combined=N txq=Q rc=R ...
 #   GUEST-QSTAT combined=N at=before|after name=value
 #                             with vmq_channels only (see below)
+#   GUEST-OFFLOAD name=on|off  ethtool -k eth0 checksum/segmentation lines (vmq_offloads=1)
+#   GUEST-IPERF dir=tx|rx streams=P rc=R [ID] ... receiver
+#                             iperf3 -P P receiver lines per stream (and SUM) (vmq_iperf=SECONDS)
+#   GUEST-LIPERF phase=... / dir=rx rc=R ...  iperf3 -R -P 4 while `ethtool -L` changes
+#                             the channel count (vmq_iperf_channels=SECONDS,N,M)
 #   GUEST-PING-OK | GUEST-PING-FAIL
 #   GUEST-DONE                then `poweroff -f`
 # (GUEST-FAIL reason: when eth0 never appears.) It is configured from the kernel
@@ -44,6 +49,12 @@
 #   vmq_queues=N          `ethtool -L eth0 combined N` first (needs ethtool; default: leave
 #                         the driver's default, min(max pairs, online CPUs))
 #   vmq_count=3           echo requests per CPU
+#   vmq_ping_size=56      ICMP payload bytes of those pings (GUEST-IPFRAG: the guest's
+#                         ReasmReqds and FragCreates counters after them)
+#   vmq_offloads=1        print the offloads ethtool -k shows
+#   vmq_iperf=S           iperf3 -c PEER -P 4 -t S, then with -R (iperf3 server at the peer)
+#   vmq_iperf_streams=1,4 the -P values vmq_iperf runs, in turn (default 4)
+#   vmq_iperf_channels=S,N,M  iperf3 -R -P 4 -t S; after S/3 s `ethtool -L combined N`, after 2S/3 s `M`
 #   vmq_channels="2 4"    after the pings above, for each N in turn: `ethtool -L eth0 combined N`,
 #                         then one ping run per TX queue Q < N with XPS steering every CPU
 #                         to Q alone, with ethtool -S per-queue counters before and after
@@ -119,6 +130,7 @@ KVER=$(find_kernel)
 [ -n "$KVER" ] || die "no kernel with modules found (/boot/vmlinuz-V + /lib/modules/V)"
 [ -x /bin/busybox ] || die "/bin/busybox still missing"
 ETHTOOL=$(command -v ethtool || true)
+IPERF3=$(command -v iperf3 || true)
 MODDIR=/lib/modules/$KVER
 
 # ----------------------------------------------------------------- modules --
@@ -163,6 +175,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 ip=${vmq_ip:-192.0.2.2/24}
 peer=${vmq_peer:-192.0.2.1}
 count=${vmq_count:-3}
+psize=${vmq_ping_size:-56}
 finish() { echo "GUEST-DONE"; sync; poweroff -f; sleep 5; exit 1; }
 echo "GUEST-BOOT kernel=$(uname -r) cpus=$(nproc) uptime=$(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /modules.list); do
@@ -193,13 +206,43 @@ ok=1
 cpu=0
 while [ $cpu -lt "$(nproc)" ]; do
   mask=$(printf '%x' $((1 << cpu)))
-  out=$(taskset "$mask" ping -c "$count" -w 10 "$peer" 2>&1); rc=$?
+  out=$(taskset "$mask" ping -c "$count" -s "$psize" -w 10 "$peer" 2>&1); rc=$?
   echo "GUEST-PING cpu=$cpu rc=$rc $(echo "$out" | grep -E 'transmitted|round-trip' | tr '\n' ' ')"
   [ $rc -eq 0 ] || ok=0
   cpu=$((cpu + 1))
 done
 if command -v ethtool >/dev/null 2>&1; then
   ethtool -S eth0 | grep -E '(rx|tx)_queue_[0-9]+_packets' | sed 's/^ */GUEST-STAT /; s/: */=/'
+fi
+# IP fragmentation counters (a ping above the MTU is fragmented and reassembled).
+echo "GUEST-IPFRAG $(awk '/^Ip: [A-Z]/{split($0,h)} /^Ip: [0-9]/{for(i=2;i<=NF;i++) if(h[i]~/^(ReasmReqds|FragCreates)$/) printf "%s=%s ",h[i],$i}' /proc/net/snmp)"
+if [ -n "${vmq_offloads:-}" ] && command -v ethtool >/dev/null 2>&1; then
+  ethtool -k eth0 | grep -E '^(tx-checksumming|rx-checksumming|tcp-segmentation-offload|tx-tcp-segmentation|tx-tcp6-segmentation|generic-receive-offload|rx-gro-hw|tx-udp-segmentation):' | sed 's/ \[fixed\]//; s/: /=/; s/^/GUEST-OFFLOAD /'
+fi
+if [ -n "${vmq_iperf:-}" ] && command -v iperf3 >/dev/null 2>&1; then
+  for streams in $(echo "${vmq_iperf_streams:-4}" | tr ',' ' '); do
+    for dir in tx rx; do
+      flag=""; [ "$dir" = rx ] && flag=-R
+      out=$(timeout $((vmq_iperf + 40)) iperf3 -c "$peer" -P "$streams" -t "$vmq_iperf" $flag -f m 2>&1); rc=$?
+      echo "GUEST-IPERF-DONE dir=$dir streams=$streams rc=$rc"
+      echo "$out" | grep -E 'receiver|error' | sed "s/^/GUEST-IPERF dir=$dir streams=$streams rc=$rc /"
+    done
+  done
+fi
+if [ -n "${vmq_iperf_channels:-}" ] && command -v iperf3 >/dev/null 2>&1 && command -v ethtool >/dev/null 2>&1; then
+  set -- $(echo "$vmq_iperf_channels" | tr ',' ' ')
+  secs=$1; n1=$2; n2=$3
+  timeout $((secs + 40)) iperf3 -c "$peer" -P 4 -t "$secs" -R -f m >/tmp/liperf 2>&1 &
+  ipid=$!
+  sleep $((secs / 3))
+  if timeout 30 ethtool -L eth0 combined "$n1"; then r=ok; else r=failed; fi
+  echo "GUEST-LIPERF phase=set combined=$n1 $r uptime=$(cut -d' ' -f1 /proc/uptime)"
+  sleep $((secs / 3))
+  if timeout 30 ethtool -L eth0 combined "$n2"; then r=ok; else r=failed; fi
+  echo "GUEST-LIPERF phase=set combined=$n2 $r uptime=$(cut -d' ' -f1 /proc/uptime)"
+  wait $ipid; rc=$?
+  echo "GUEST-LIPERF-DONE rc=$rc"
+  grep -E 'receiver|error' /tmp/liperf | sed "s/^/GUEST-LIPERF dir=rx rc=$rc /"
 fi
 if [ -n "${vmq_channels:-}" ] && command -v ethtool >/dev/null 2>&1; then
   allcpus=$(printf '%x' $(((1 << $(nproc)) - 1)))
@@ -241,9 +284,10 @@ libs_of() {
 # ------------------------------------------------------------------- build --
 busybox_id=$(/bin/busybox 2>&1 | head -n1 || true)
 ethtool_id=$([ -n "$ETHTOOL" ] && "$ETHTOOL" --version 2>/dev/null || echo none)
+iperf3_id=$([ -n "$IPERF3" ] && "$IPERF3" --version 2>/dev/null | head -n1 || echo none)
 script_id=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
 stamp=$(printf '%s\n' "kernel $KVER $(stat -c '%s %Y' "/boot/vmlinuz-$KVER")" "busybox $busybox_id $(stat -c '%s %Y' /bin/busybox)" \
-  "ethtool $ethtool_id" "modules ${ORDER[*]}" "script $script_id" "$INIT" | sha256sum | cut -d' ' -f1)
+  "ethtool $ethtool_id" "iperf3 $iperf3_id" "modules ${ORDER[*]}" "script $script_id" "$INIT" | sha256sum | cut -d' ' -f1)
 KERNEL=$DIR/vmlinuz-$KVER
 INITRD=$DIR/initramfs-$KVER-${stamp:0:16}.cpio.gz
 
@@ -267,6 +311,10 @@ else
   if [ -n "$ETHTOOL" ]; then
     cp -L "$ETHTOOL" "$root/sbin/ethtool"
     for lib in $(libs_of "$ETHTOOL"); do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
+  fi
+  if [ -n "$IPERF3" ]; then
+    cp -L "$IPERF3" "$root/usr/bin/iperf3"
+    for lib in $(libs_of "$IPERF3"); do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
   fi
   : >"$root/modules.list"
   for path in "${ORDER[@]}"; do

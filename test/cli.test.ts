@@ -72,6 +72,11 @@ const BAD: [string[], RegExp][] = [
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--netdev', 'pcap,file=/nonexistent/x.pcap'], /ENOENT|no such file/i],
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--rss', 'types=tcpv5'], /tcpv5/],
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--bogus'], /unknown option '--bogus'/],
+  [['loopback', '--mtu', '9000', '--size', '9015'], /--size 9015: larger than an Ethernet frame of --mtu 9000/],
+  [['loopback', '--size', '1515'], /--size 1515/],
+  [['loopback', '--mtu', '9715'], /--mtu/],
+  [['loopback', '--mtu', '67'], /--mtu/],
+  [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--mtu', '70000'], /--mtu/],
   [['frobnicate'], /unknown command/],
 ];
 

@@ -45,6 +45,9 @@ class ScriptedRx implements RxPort {
     this.frames.push(src.u8.slice(off, off + len));
     return true;
   }
+  receiveOwn(src: Bytes, off: number, len: number): boolean {
+    return this.receive(src, off, len, -1);
+  }
   room(): number {
     return 1 << 20; // the scripted receive path always has buffers; refusals are scripted
   }

@@ -23,6 +23,8 @@ import { registerCaptureCommands } from './observe/capture-command.js';
 import type { Writable } from 'node:stream';
 import { formatConformance, formatViolation, type ConformanceReport } from '../virtio/conformance.js';
 import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
+import { NET_DRIVER_FEATURES } from '../net/driver.js';
+import { NET_OFFLOAD_FEATURES } from '../net/offloads.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -52,6 +54,10 @@ export interface LoopbackOptions {
   captureSnaplen?: number;
   /** Strict conformance: report every spec rule either end breaks (virtio/conformance.ts). */
   strict?: boolean;
+  /** Device MTU (config `mtu`, VIRTIO_NET_F_MTU): frames up to 14 + mtu bytes. Default 1500. */
+  mtu?: number;
+  /** The driver negotiates the checksum and segmentation offloads (offloads.ts) too. */
+  offloads?: boolean;
   json: boolean;
   /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
   observe?: ObserveOptions;
@@ -112,7 +118,8 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
-    ring: o.ring, inOrder: o.inOrder, capture: capture.buffers, strict: o.strict,
+    ring: o.ring, inOrder: o.inOrder, mtu: o.mtu, capture: capture.buffers, strict: o.strict,
+    driverFeatures: o.offloads ? NET_DRIVER_FEATURES | NET_OFFLOAD_FEATURES : undefined,
   });
   net.on('conformance', (r) => out(`\n${formatViolation(r)}\n`));
   if (o.capture) capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });

@@ -79,7 +79,9 @@ observeOptions(program
   .description('run driver and device in worker threads over a SharedArrayBuffer; every TX frame comes back on RX and is checked')
   .option('-q, --queues <n>', 'queue pairs', int('--queues', 1, 64), 4)
   .option('-f, --flows <n>', 'generated flows', int('--flows', 1, 65536), 16)
-  .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS)', int('--size', 60, 1514), 256) // 1514: RX buffers are 2 KiB
+  .option('-s, --size <bytes>', 'generated frame size (Ethernet, no FCS): up to 14 + --mtu', int('--size', 60, 9728), 256)
+  .option('--mtu <bytes>', 'device MTU (config mtu, VIRTIO_NET_F_MTU): frames up to 14 + MTU bytes', int('--mtu', 68, 9714), 1500)
+  .option('--offloads', 'the driver negotiates checksum and segmentation offloads (VIRTIO_NET_F_CSUM, GUEST_CSUM, TSO, UFO, USO)', false)
   .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 86400), 3)
   .option('--proto <proto>', 'generated flows: udp, tcp or mixed', 'udp')
   .option('--ip <version>', 'generated flows: 4, 6 or mixed', '4')
@@ -114,6 +116,7 @@ observeOptions(program
     // A frame of --size bytes (plus the 12-byte virtio-net header) must fit in the buffers one receiveq holds.
     if (opts.rxBufferSize !== undefined && Math.ceil((opts.size + 12) / opts.rxBufferSize) > opts.queueSize)
       throw new UsageError(`--rx-buffer-size ${opts.rxBufferSize}: a ${opts.size}-byte frame needs ${Math.ceil((opts.size + 12) / opts.rxBufferSize)} RX buffers, more than --queue-size ${opts.queueSize}`);
+    if (opts.size > 14 + opts.mtu) throw new UsageError(`--size ${opts.size}: larger than an Ethernet frame of --mtu ${opts.mtu} (${14 + opts.mtu} bytes)`);
     if (opts.pcap !== undefined) checkReadableFile('--pcap', opts.pcap);
     checkControlPath(opts.control);
     opts.observe = { control: opts.control, metrics: opts.metrics, http: opts.http };
@@ -132,6 +135,7 @@ observeOptions(program
   .option('--netdev <spec>', 'tap,ifname=NAME | loopback | sink | generator,flows=F,size=S | pcap,file=F[,write=OUT]', 'loopback')
   .option('--rss [spec]', 'steer netdev frames by RSS: [key=HEX][,types=tcpv4+udpv4+...|all][,table=N] (default key, all types, 128 entries)')
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
+  .option('--mtu <bytes>', 'MTU: config mtu (VIRTIO_NET_F_MTU) and the TAP\'s MTU; frames up to 14 + MTU bytes', int('--mtu', 68, 9714), 1500)
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
   .option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`, 'info')
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())

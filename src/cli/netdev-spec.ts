@@ -7,6 +7,7 @@
  *                              (template=on: one prebuilt frame per flow, seq stamped, like DPDK txonly)
  *   pcap,file=F[,write=OUT][,loop=on]                replay F into RX; record TX into OUT.q<pair>.pcap
  */
+import { execFileSync } from 'node:child_process';
 import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
 import { readPcapFile } from '../netdev/pcap.js';
 import type { NetdevSpec } from '../netdev/spec.js';
@@ -31,7 +32,7 @@ export function parseNetdev(text: string): { kind: string; opts: Map<string, str
 }
 
 /** Open what the netdev needs (TAP queues) and build the workers' backend spec. */
-export function openNetdev(text: string, pairs: number, hdrLen = 12): OpenedNetdev {
+export function openNetdev(text: string, pairs: number, hdrLen = 12, mtu?: number): OpenedNetdev {
   const { kind, opts } = parseNetdev(text);
   const num = (k: string, dflt: number): number => {
     const v = opts.get(k);
@@ -69,6 +70,7 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12): OpenedNetd
           tunSetVnetHdrSize(t.fd, hdrLen);
           tunSetOffload(t.fd, 0); // no GSO/csum offloads: every frame is a plain, checksummed frame
         }
+        if (mtu !== undefined && mtu !== 1500) setLinkMtu(ifname, mtu);
         linkSetUp(ifname, true);
       } catch (e) {
         for (const fd of fds) close(fd);
@@ -78,5 +80,15 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12): OpenedNetd
     }
     default:
       throw new Error(`--netdev ${kind}: unknown (tap, loopback, sink, generator, pcap)`);
+  }
+}
+
+/** The interface's MTU (`ip link set dev NAME mtu N`). @throws Error with ip's message. */
+function setLinkMtu(ifname: string, mtu: number): void {
+  try {
+    execFileSync('ip', ['link', 'set', 'dev', ifname, 'mtu', String(mtu)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const err = (e as { stderr?: Buffer }).stderr?.toString().trim();
+    throw new Error(`--mtu ${mtu}: cannot set the MTU of ${ifname}: ${err || (e as Error).message}`);
   }
 }

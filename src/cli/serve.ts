@@ -22,6 +22,8 @@ export interface ServeOptions {
   /** RSS for frames from the netdev: true (defaults) or `key=HEX,types=a+b,table=N`. */
   rss?: string | boolean;
   mode: 'busy' | 'notify';
+  /** MTU (config mtu; the TAP's MTU). Default 1500. */
+  mtu?: number;
   json: boolean;
   logLevel?: LogLevel;
   /** Control socket path (default under $XDG_RUNTIME_DIR or the temp directory). */
@@ -43,12 +45,12 @@ export interface ServeOptions {
 export async function runServe(o: ServeOptions): Promise<void> {
   const { log } = makeLogger({ json: o.json, level: o.logLevel });
   const rss = o.rss === undefined || o.rss === false ? null : parseRss(o.rss === true ? '' : o.rss, o.queues);
-  const netdev = openNetdev(o.netdev, o.queues);
+  const netdev = openNetdev(o.netdev, o.queues, 12, o.mtu);
   const capture = new QueueCapture(o.queues);
   // Across front-end connections: one report for the process.
   const conformance = o.strict ? new ConformanceMonitor((r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
   const backend = new VhostUserBackend({
-    socket: o.socket, client: o.client, group: o.group, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log,
+    socket: o.socket, client: o.client, group: o.group, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log, mtu: o.mtu,
     capture: capture.buffers, strict: o.strict,
     onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });

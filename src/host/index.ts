@@ -172,6 +172,16 @@ interface NativeBinding {
     count: number,
     start?: number,
   ): number;
+  readvTail(
+    fd: number,
+    buf: Bytes,
+    segOffs: Float64Array,
+    segCaps: Uint32Array,
+    nseg: number,
+    tail: Bytes,
+    tailOff: number,
+    tailCap: number,
+  ): number | null;
   constants: NativeConstants;
 }
 
@@ -240,7 +250,13 @@ export function loadHost(): NativeBinding {
   readFrames = b.readFrames;
   writevFramesSg = b.writevFramesSg;
   readFramesSg = b.readFramesSg;
+  if (typeof b.readvTail === 'function') readvTail = b.readvTail;
   return b;
+}
+
+/** True when the loaded addon has readvTail (an addon built before it has not: rebuild with npm install). */
+export function hasReadvTail(): boolean {
+  return typeof loadHost().readvTail === 'function';
 }
 
 /** True if the addon is loaded or can be loaded (never throws). */
@@ -558,3 +574,12 @@ export let writevFramesSg: NativeBinding['writevFramesSg'] = (...a) => loadHost(
 
 /** Scatter-gather reads; outLens[i] = total bytes of frame i (clamped to the sum of its caps). */
 export let readFramesSg: NativeBinding['readFramesSg'] = (...a) => loadHost().readFramesSg(...a);
+
+/**
+ * One readv of one frame: segments [segOffs[k], segOffs[k] + segCaps[k]) of
+ * `buf` for k < nseg (1..1023; e.g. a guest's receive buffers), then
+ * [tailOff, tailOff + tailCap) of `tail` (a private overflow buffer) for
+ * what does not fit. Returns the bytes read (0 at EOF), null on EAGAIN.
+ * Ranges are checked before the read (RangeError); other errors throw HostError.
+ */
+export let readvTail: NativeBinding['readvTail'] = (...a) => loadHost().readvTail(...a);

@@ -12,6 +12,14 @@
  *   (RSS, automatic flow steering, or receiveq1). A frame for another pair
  *   goes through that pair's inbox; a frame for this pair with no RX buffer
  *   waits in a bounded backlog and is a drop only when that is full.
+ * - Offloads (§5.1.6.2, §5.1.6.4): a netdev with a vnet header gets the
+ *   driver's header unchanged (multi-descriptor chains as scatter pieces,
+ *   `transmitSg`); for one without, with VIRTIO_NET_F_CSUM negotiated, the
+ *   device completes checksums and segments GSO frames itself (gso.ts). A
+ *   netdev with its own queue choice (a multi-queue TAP) hands frames to
+ *   `receiveOwn` (no steering) with its header, filtered by the offloads
+ *   the driver accepted, or reads them straight into the receive buffers
+ *   (`reserveRx` / `commitRx`).
  * - Faults: a malformed chain stops only the queue it came from; the error
  *   is reported through `onQueueError` and counted, and the rest runs on.
  *
@@ -27,7 +35,13 @@ import type { GuestMemory } from '../virtio/memory.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import type { FrameRing } from './frame-ring.js';
 import { DIR_RX, DIR_TX, type CaptureRing } from './capture-ring.js';
+import { GSO_MAX_FRAME, GsoError, SoftOffload } from './gso.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
+} from './hdr.js';
 import type { Netdev, RxPort } from './netdev.js';
+import { RX_OFFLOAD_CSUM, RX_OFFLOAD_ECN, RX_OFFLOAD_TSO4, RX_OFFLOAD_TSO6, RX_OFFLOAD_UFO, RX_OFFLOAD_USO4, RX_OFFLOAD_USO6 } from './offloads.js';
 import { DevStat } from './stats.js';
 
 /** Decides which queue pair receives a frame (RSS, AFS, else pair 0). */
@@ -59,6 +73,19 @@ export interface DevicePairOptions {
   mrgRxbuf: boolean;
   /** Largest frame accepted from a transmitq (bytes, without header). */
   maxFrame: number;
+  /**
+   * VIRTIO_NET_F_CSUM negotiated (the driver may send NEEDS_CSUM and, with
+   * HOST_TSO4/6, HOST_UFO, HOST_USO, GSO frames): for a netdev without a
+   * vnet header the device completes checksums and segments in software.
+   */
+  txOffload?: boolean;
+  /**
+   * Offloads the driver accepts on RX (RX_OFFLOAD_* bits, offloads.ts: from
+   * GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN, GUEST_UFO, GUEST_USO4/6 and
+   * CTRL_GUEST_OFFLOADS_SET). A vnet header from the netdev asking for more
+   * is refused (the frame dropped); flags are cleared without GUEST_CSUM.
+   */
+  rxOffloads?: number;
 }
 
 export class NetDevicePair implements RxPort {
@@ -85,6 +112,29 @@ export class NetDevicePair implements RxPort {
   private rxBuf = 0;
   /** Set by the control plane: this pair is beyond the active pair count (§5.1.6.5.5). */
   active = true;
+  /** TX software offload (netdev without a vnet header and VIRTIO_NET_F_CSUM negotiated). */
+  private readonly swTx: SoftOffload | null;
+  /** Backpressure in the middle of a segmented frame: chain id and frames already sent. */
+  private swResumeId = -1;
+  private swResumeDone = 0;
+  /** RX_OFFLOAD_* bits the driver accepts (see DevicePairOptions.rxOffloads). */
+  rxOffloads: number;
+  /** receiveOwn: offset in the frame's buffer of the netdev's vnet header (-1: none, write a plain one). */
+  private rxHdrOff = -1;
+  private rxHdrSrc: Bytes | null = null;
+  /** Direct receive (reserveRx/commitRx): the pieces, and per reserved chain its id, descriptors, bytes and the mark after it. */
+  readonly directOffs = new Float64Array(1023);
+  readonly directCaps = new Uint32Array(1023);
+  directBuf: Bytes | undefined = undefined;
+  private rsN = 0;
+  private rsTotal = 0;
+  private rsMark0 = 0;
+  private readonly rsIds: Int32Array;
+  private readonly rsDescs: Int32Array;
+  private readonly rsCaps: Float64Array;
+  private readonly rsMarks: Float64Array;
+  /** Scratch header fields read from a TX header (software offload). */
+  private readonly txh = { flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
   onQueueError: (queue: number, err: Error) => void = () => {};
   /** Per-queue capture (set once when the worker is built): frames into receiveqN and out of transmitqN are copied there while it is on. */
   tap: CaptureRing | null = null;
@@ -110,13 +160,19 @@ export class NetDevicePair implements RxPort {
     this.txChain = new DescChain(mem);
     this.rxChain = new DescChain(mem);
     this.rxMore = new DescChain(mem);
-    const g = new SharedArrayBuffer(Math.max(65536, (opts.maxFrame + 64 + 3) & ~3));
+    const g = new SharedArrayBuffer(Math.max(GSO_MAX_FRAME + 64, (opts.maxFrame + 64 + 3) & ~3));
     this.gather = { u8: new Uint8Array(g), i32: new Int32Array(g) };
     this.mrgIds = new Int32Array(rxq.size);
     this.mrgDescs = new Int32Array(rxq.size);
     this.mrgLens = new Float64Array(rxq.size);
     const h = new ArrayBuffer(32);
     this.hdr = { u8: new Uint8Array(h), i32: new Int32Array(h) };
+    this.rsIds = new Int32Array(rxq.size);
+    this.rsDescs = new Int32Array(rxq.size);
+    this.rsCaps = new Float64Array(rxq.size);
+    this.rsMarks = new Float64Array(rxq.size);
+    this.swTx = opts.txOffload === true && netdev.wantsHeader !== true ? new SoftOffload() : null;
+    this.rxOffloads = opts.rxOffloads ?? 0;
   }
 
   /**
@@ -187,7 +243,9 @@ export class NetDevicePair implements RxPort {
     const hdrLen = this.hdrLen;
     const netdev = this.netdev;
     const withHdr = netdev.wantsHeader === true;
-    const learn = netdev.externalRx;
+    const learn = netdev.externalRx && netdev.ownQueue !== true;
+    const sg = withHdr && netdev.transmitSg !== undefined;
+    const sw = this.swTx !== null;
     const bytes = this.mem.bytes;
     const tap = this.tap !== null && this.tap.tx ? this.tap : null;
     let done = 0, pk = 0, by = 0, bad = 0;
@@ -195,12 +253,15 @@ export class NetDevicePair implements RxPort {
       for (; done < budget; done++) {
         const m = txq.mark();
         let src: Bytes, off: number, len: number, id: number, descs: number;
+        // Where the driver's virtio_net_hdr is (software offload reads it).
+        let hsrc: Bytes, hoff: number;
         const r = txq.popSingle(0, hdrLen);
         if (r === -2) break;
         if (r >= 0) {
           // One readable buffer holding header and frame (what DPDK and Linux send): no chain walk.
-          src = bytes[r];
-          off = txq.singleOff + hdrLen;
+          src = hsrc = bytes[r];
+          hoff = txq.singleOff;
+          off = hoff + hdrLen;
           len = txq.singleLen - hdrLen;
           id = txq.singleId;
           descs = 1;
@@ -209,13 +270,26 @@ export class NetDevicePair implements RxPort {
           id = chain.id;
           descs = chain.descs;
           if (chain.readable === 1 && chain.len[0] >= hdrLen) {
-            src = bytes[chain.region[0]];
-            off = chain.offset[0] + hdrLen;
+            src = hsrc = bytes[chain.region[0]];
+            hoff = chain.offset[0];
+            off = hoff + hdrLen;
             len = chain.len[0] - hdrLen;
           } else if (chain.readable === 2 && chain.len[0] === hdrLen && !withHdr) {
+            hsrc = bytes[chain.region[0]];
+            hoff = chain.offset[0];
             src = bytes[chain.region[1]];
             off = chain.offset[1];
             len = chain.len[1];
+          } else if (sg && chain.readable > 1 && chain.readableBytes >= hdrLen && this.oneRegion(chain)) {
+            // Header and frame in several buffers of one region (Linux's TSO frames): scatter writev, no gather copy.
+            if (!netdev.transmitSg!(bytes[chain.region[0]], chain.offset, chain.len, chain.readable, this)) {
+              txq.rewind(m);
+              break;
+            }
+            txq.pushUsed(id, 0, descs);
+            pk++;
+            by += chain.readableBytes - hdrLen;
+            continue;
           } else {
             // Header and frame spread over several buffers: gather them (header at [0, hdrLen)).
             const total = chain.readableBytes;
@@ -226,10 +300,26 @@ export class NetDevicePair implements RxPort {
               continue;
             }
             chain.readTo(this.gather, 0, 0, total);
-            src = this.gather;
+            src = hsrc = this.gather;
+            hoff = 0;
             off = hdrLen;
             len = total - hdrLen;
           }
+        }
+        if (sw && (hsrc.u8[hoff] | hsrc.u8[hoff + 1]) !== 0) {
+          // Checksum or segmentation asked for, and the netdev takes plain frames: done here.
+          const res = this.softTx(hsrc, hoff, src, off, len, id);
+          if (res < 0) {
+            txq.rewind(m);
+            break;
+          }
+          if (res === 0) bad++;
+          else {
+            pk++;
+            by += len;
+          }
+          txq.pushUsed(id, 0, descs);
+          continue;
         }
         if (learn) this.steering.learnTx(src, off, len, this.pair);
         if (!(withHdr ? netdev.transmit(src, off - hdrLen, len + hdrLen, this) : netdev.transmit(src, off, len, this))) {
@@ -256,7 +346,239 @@ export class NetDevicePair implements RxPort {
     return done;
   }
 
+  /** All readable pieces of `chain` in one guest memory region (one buffer for a scatter writev). */
+  private oneRegion(chain: DescChain): boolean {
+    const r0 = chain.region[0];
+    for (let i = 1; i < chain.readable; i++) if (chain.region[i] !== r0) return false;
+    return true;
+  }
+
+  /**
+   * Software offload of one TX frame (header at `hsrc[hoff..]`): complete
+   * the checksum and/or segment, transmitting every resulting frame.
+   * Returns 1 when done, 0 for a refused frame (counted as an error), -1 on
+   * backpressure (the chain is offered again; segments already sent are
+   * skipped then).
+   */
+  private softTx(hsrc: Bytes, hoff: number, src: Bytes, off: number, len: number, id: number): number {
+    const h = this.txh, u = hsrc.u8;
+    h.flags = u[hoff];
+    h.gsoType = u[hoff + 1];
+    h.gsoSize = u[hoff + 4] | (u[hoff + 5] << 8);
+    h.csumStart = u[hoff + 6] | (u[hoff + 7] << 8);
+    h.csumOffset = u[hoff + 8] | (u[hoff + 9] << 8);
+    const skip = this.swResumeId === id ? this.swResumeDone : 0;
+    this.swResumeId = -1;
+    const netdev = this.netdev;
+    const learn = netdev.externalRx;
+    let total: number, done: number;
+    try {
+      const sw = this.swTx!;
+      total = sw.count(src.u8, off, len, h);
+      done = sw.process(src.u8, off, len, h, (b, o, l) => {
+        if (learn) this.steering.learnTx(b, o, l, this.pair);
+        if (!netdev.transmit(b, o, l, this)) return false;
+        netdev.flush?.(); // the segment lives in the offload's scratch buffer
+        return true;
+      }, skip);
+    } catch (e) {
+      if (e instanceof GsoError) return 0;
+      throw e;
+    }
+    if (done < total) {
+      this.swResumeId = id;
+      this.swResumeDone = done;
+      return -1;
+    }
+    return 1;
+  }
+
   // ---- RX ---------------------------------------------------------------
+
+  /**
+   * RxPort: a frame the netdev read from its own queue for this pair (a
+   * multi-queue TAP's queue N feeds pair N): no steering, no cross-pair
+   * copy. `hdrOff` >= 0: a virtio_net_hdr from the netdev (the kernel's, in
+   * its first 10 bytes: flags, gso_type, hdr_len, gso_size, csum_start,
+   * csum_offset) at `src[hdrOff..]`, passed to the driver as far as it
+   * accepted those offloads; a GSO type it did not accept drops the frame.
+   * Returns false (nothing consumed) when the receiveq has no room now.
+   */
+  receiveOwn(src: Bytes, off: number, len: number, hdrOff: number): boolean {
+    if (!this.steering.accepts(src, off, len)) {
+      this.stats[this.statBase + DevStat.rxFiltered]++;
+      return true;
+    }
+    if (hdrOff >= 0) {
+      const u = src.u8;
+      if ((u[hdrOff] | u[hdrOff + 1]) === 0) hdrOff = -1;
+      else if (!this.rxHdrAccepted(u[hdrOff + 1])) {
+        this.drop();
+        return true;
+      }
+    }
+    this.rxHdrOff = hdrOff;
+    this.rxHdrSrc = src;
+    const ok = this.deliver(src, off, len);
+    this.rxHdrOff = -1;
+    this.rxHdrSrc = null;
+    return ok;
+  }
+
+  /** RxPort.reserveRx: receive buffers for a frame read straight into them (see netdev.ts). */
+  reserveRx(min: number): number {
+    if (this.rxFailed || this.backlogN !== 0) return 0;
+    const rxq = this.rxq;
+    const chain = this.rxChain;
+    const hdrLen = this.hdrLen;
+    const offs = this.directOffs, caps = this.directCaps;
+    let n = 0, segs = 0, total = 0, region = -1;
+    try {
+      if (rxq.pending() === 0) return 0;
+      this.rsMark0 = rxq.mark();
+      do {
+        const m = rxq.mark();
+        rxq.pop(chain);
+        const w = chain.readable, cnt = chain.count - w;
+        let ok = cnt > 0 && segs + cnt <= offs.length && (n > 0 || chain.len[w] >= hdrLen);
+        if (region < 0 && ok) region = chain.region[w];
+        for (let i = w; ok && i < chain.count; i++) if (chain.region[i] !== region) ok = false;
+        if (!ok) {
+          rxq.rewind(m);
+          break;
+        }
+        for (let i = w; i < chain.count; i++) {
+          offs[segs] = chain.offset[i];
+          caps[segs] = chain.len[i];
+          segs++;
+        }
+        this.rsIds[n] = chain.id;
+        this.rsDescs[n] = chain.descs;
+        this.rsCaps[n] = chain.writableBytes;
+        this.rsMarks[n] = rxq.mark();
+        n++;
+        total += chain.writableBytes;
+      } while (this.mrg && total < min && n + 1 < rxq.size && rxq.pending() > 0);
+    } catch (e) {
+      this.fail(false, e);
+      return 0;
+    }
+    if (n === 0) return -1;
+    this.rsN = n;
+    this.rsTotal = total;
+    this.directBuf = this.mem.bytes[region];
+    return segs;
+  }
+
+  /** RxPort.cancelRx. */
+  cancelRx(): void {
+    if (this.rsN === 0) return;
+    this.rsN = 0;
+    this.rxq.rewind(this.rsMark0);
+  }
+
+  /** RxPort.commitRx (see netdev.ts). */
+  commitRx(len: number, tail: Bytes, tailOff: number, spill: Bytes, spillOff: number): number {
+    const n = this.rsN, total = this.rsTotal, hdrLen = this.hdrLen, rxq = this.rxq;
+    this.rsN = 0;
+    const buf = this.directBuf!, d = buf.u8;
+    const h0 = this.directOffs[0];
+    try {
+      const frameInFirst = Math.min(len, this.directCaps[0]) - hdrLen;
+      if (len <= hdrLen || !this.rxHdrAccepted(d[h0 + 1]) ||
+          (frameInFirst >= 14 && !this.steering.accepts(buf, h0 + hdrLen, frameInFirst))) {
+        rxq.rewind(this.rsMark0);
+        this.drop();
+        return 0;
+      }
+      // §5.1.6.4: without GUEST_CSUM the device sets flags to zero.
+      d[h0] = (this.rxOffloads & RX_OFFLOAD_CSUM) !== 0 ? d[h0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) : 0;
+      if (len <= total) {
+        let k = 0, acc = 0;
+        while (acc < len) acc += this.rsCaps[k++];
+        if (k < n) rxq.rewind(this.rsMarks[k - 1]);
+        if (hdrLen >= 12) {
+          d[h0 + 10] = k & 0xff;
+          d[h0 + 11] = k >>> 8;
+        }
+        for (let i = 0; i < k; i++) rxq.pushUsed(this.rsIds[i], i < k - 1 ? this.rsCaps[i] : len - (acc - this.rsCaps[k - 1]), this.rsDescs[i]);
+        this.rxPk++;
+        this.rxBy += len - hdrLen;
+        this.rxBuf += k;
+        return 1;
+      }
+      if (!this.mrg) {
+        rxq.rewind(this.rsMark0); // larger than the one buffer: the frame cannot be received
+        this.drop();
+        return 0;
+      }
+      // What did not fit went to the tail: copy it into further buffers.
+      const more = this.rxMore;
+      const ids = this.mrgIds, descs = this.mrgDescs, lens = this.mrgLens;
+      let left = len - total, at = tailOff, x = 0;
+      while (left > 0) {
+        if (rxq.pending() === 0 || n + x + 1 >= rxq.size) {
+          // Not enough buffers now: keep the frame (header first) for a later receiveOwn.
+          let o = spillOff;
+          for (let i = 0, got = 0; got < total; i++) {
+            const c = this.directCaps[i];
+            copyBytes(spill, o, buf, this.directOffs[i], c);
+            o += c;
+            got += c;
+          }
+          copyBytes(spill, o, tail, tailOff, len - total);
+          rxq.rewind(this.rsMark0);
+          return -1;
+        }
+        rxq.pop(more);
+        const share = Math.min(left, more.writableBytes);
+        more.writeFrom(0, tail, at, share);
+        ids[x] = more.id;
+        descs[x] = more.descs;
+        lens[x] = share;
+        x++;
+        at += share;
+        left -= share;
+      }
+      const k = n + x;
+      if (hdrLen >= 12) {
+        d[h0 + 10] = k & 0xff;
+        d[h0 + 11] = k >>> 8;
+      }
+      for (let i = 0; i < n; i++) rxq.pushUsed(this.rsIds[i], this.rsCaps[i], this.rsDescs[i]);
+      for (let i = 0; i < x; i++) rxq.pushUsed(ids[i], lens[i], descs[i]);
+      this.rxPk++;
+      this.rxBy += len - hdrLen;
+      this.rxBuf += k;
+      return 1;
+    } catch (e) {
+      this.fail(false, e);
+      return 0;
+    }
+  }
+
+  /** Does the driver accept a frame of GSO type `t` (with its ECN bit)? */
+  private rxHdrAccepted(t: number): boolean {
+    const o = this.rxOffloads;
+    if ((t & VIRTIO_NET_HDR_GSO_ECN) !== 0 && (o & RX_OFFLOAD_ECN) === 0) return false;
+    switch (t & ~VIRTIO_NET_HDR_GSO_ECN) {
+      case VIRTIO_NET_HDR_GSO_NONE: return true;
+      case VIRTIO_NET_HDR_GSO_TCPV4: return (o & RX_OFFLOAD_TSO4) !== 0;
+      case VIRTIO_NET_HDR_GSO_TCPV6: return (o & RX_OFFLOAD_TSO6) !== 0;
+      case VIRTIO_NET_HDR_GSO_UDP: return (o & RX_OFFLOAD_UFO) !== 0;
+      case VIRTIO_NET_HDR_GSO_UDP_L4: return (o & (RX_OFFLOAD_USO4 | RX_OFFLOAD_USO6)) !== 0;
+      default: return false;
+    }
+  }
+
+  /** Copy the netdev's header fields (bytes 0-9) over a freshly written RX header at `dst[o..]`. */
+  private applyRxHdr(dst: Uint8Array, o: number): void {
+    const s = this.rxHdrSrc!.u8, h = this.rxHdrOff;
+    const csum = (this.rxOffloads & RX_OFFLOAD_CSUM) !== 0;
+    // §5.1.6.4: without GUEST_CSUM the device sets flags to zero.
+    dst[o] = csum ? s[h] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) : 0;
+    for (let i = 1; i < 10; i++) dst[o + i] = s[h + i];
+  }
 
   /** RxPort: steer one frame to its pair (here, another pair's inbox, or the backlog). */
   receive(src: Bytes, off: number, len: number, originPair: number): boolean {
@@ -423,6 +745,7 @@ export class NetDevicePair implements RxPort {
     const h = this.hdr;
     h.i32.fill(0);
     if (hdrLen >= 12) { h.u8[10] = numBuffers & 0xff; h.u8[11] = numBuffers >>> 8; }
+    if (this.rxHdrOff >= 0) this.applyRxHdr(h.u8, 0);
     const at = chain.writeFrom(0, h, 0, hdrLen);
     chain.writeFrom(at, src, off, len);
   }
@@ -450,6 +773,7 @@ export class NetDevicePair implements RxPort {
         u8[o + 11] = numBuffers >>> 8;
       }
     }
+    if (this.rxHdrOff >= 0) this.applyRxHdr(dst.u8, o);
   }
 
   // ---- notifications and faults -------------------------------------------

@@ -26,6 +26,7 @@ import {
   VIRTIO_NET_F_STATUS, VIRTIO_NET_F_GUEST_ANNOUNCE, validateNetFeatures,
 } from './features.js';
 import { netHdrSize } from './hdr.js';
+import { NET_OFFLOAD_FEATURES } from './offloads.js';
 
 export interface NetDeviceOptions {
   /** max_virtqueue_pairs (1..0x8000). */
@@ -43,7 +44,7 @@ export const NET_DEVICE_FEATURES =
   VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_RING_PACKED | VIRTIO_F_IN_ORDER |
   VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF |
   VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VIRTIO_NET_F_CTRL_VLAN | VIRTIO_NET_F_CTRL_MAC_ADDR |
-  VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS;
+  VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS | NET_OFFLOAD_FEATURES;
 
 export interface NetDeviceEvents {
   /** The controlq changed state (RX filters, RSS, active pairs). */

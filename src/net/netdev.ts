@@ -15,6 +15,39 @@ export interface RxPort {
    * caller either retries later (backpressure) or calls {@link drop}.
    */
   receive(src: Bytes, off: number, len: number, originPair: number): boolean;
+  /**
+   * Offer one frame the netdev took from its own queue for this pair (a
+   * multi-queue TAP: queue N feeds pair N), with no steering. `hdrOff` >= 0
+   * is the byte offset in `src` of the netdev's virtio_net_hdr (checksum
+   * and GSO state, §5.1.6.4), else -1. Returns false when the receiveq has
+   * no room for it now (retry later, or drop).
+   */
+  receiveOwn(src: Bytes, off: number, len: number, hdrOff: number): boolean;
+  /**
+   * Direct receive (optional; for a netdev with its own queue that can read
+   * a frame straight into the driver's receive buffers, §5.1.6.4): take
+   * receive buffers worth at least `min` bytes (one buffer without
+   * VIRTIO_NET_F_MRG_RXBUF), all in one guest memory region, and describe
+   * their writable pieces in {@link directOffs} / {@link directCaps} (byte
+   * offsets into {@link directBuf}). Returns the number of pieces, 0 when
+   * no buffer is available now, -1 when the buffers cannot be used directly
+   * (use receiveOwn). Follow with {@link commitRx} or {@link cancelRx}.
+   */
+  reserveRx?(min: number): number;
+  readonly directBuf?: Bytes;
+  readonly directOffs?: Float64Array;
+  readonly directCaps?: Uint32Array;
+  /**
+   * Finish a direct receive: `len` bytes (the netdev's virtio_net_hdr, then
+   * the frame) were read into the reserved pieces and, beyond their
+   * capacity, into `tail[tailOff..]`. Returns 1 when received, 0 when the
+   * frame was refused (counted as a drop), -1 when there were not enough
+   * receive buffers: nothing consumed, the whole frame (header first) was
+   * copied to `spill[spillOff..]` for a later receiveOwn.
+   */
+  commitRx?(len: number, tail: Bytes, tailOff: number, spill: Bytes, spillOff: number): number;
+  /** Give back the buffers of {@link reserveRx} (nothing was read). */
+  cancelRx?(): void;
   /** Count a frame the netdev had to drop because receive() refused it. */
   drop(): void;
   /**
@@ -42,6 +75,16 @@ export interface Netdev {
    * wants it; the bytes may be guest memory.
    */
   readonly wantsHeader?: boolean;
+  /**
+   * One frame in several pieces of one buffer (`wantsHeader` netdevs only):
+   * piece i is [offs[i], offs[i] + lens[i]) of `buf`, i < count, the
+   * virtio_net_hdr first. The tables are reused by the caller after the
+   * call (copy them); the bytes stay valid until flush(). Return false to
+   * push back.
+   */
+  transmitSg?(buf: Bytes, offs: Float64Array, lens: Uint32Array, count: number, rx: RxPort): boolean;
+  /** True: poll() hands its frames to receiveOwn() (the netdev chose the pair: no device steering, no AFS learning). */
+  readonly ownQueue?: boolean;
   /**
    * Finish every transmit() of this round. Called before the used ring is
    * published: after that the driver may reuse the buffers transmit() saw.

@@ -30,7 +30,7 @@
  */
 
 export const MIN_FRAME = 60;
-export const MAX_FRAME = 9014;
+export const MAX_FRAME = 9728;
 export const MAX_FLOWS = 1 << 24;
 export const PAYLOAD_MAGIC = 0x564d;
 /** Bytes of magic + flow id + seq at the start of the payload. */

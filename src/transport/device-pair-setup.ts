@@ -28,6 +28,12 @@ export interface DevicePairData {
   rings: RingFeatures;
   mrgRxbuf: boolean;
   hdrLen: number;
+  /** VIRTIO_NET_F_CSUM negotiated: the driver may send partial checksums and GSO frames (offloads.ts). */
+  txOffload?: boolean;
+  /** RX_OFFLOAD_* bits the driver accepts (offloads.ts). */
+  rxOffloads?: number;
+  /** Largest frame without header the transmitqs carry (bytes): 14 + MTU (+ 4 VLAN), or 64 KiB with GSO. Default 65535. */
+  maxFrame?: number;
   /** Per-pair device counters (DEV_STAT_COUNT each). */
   stats: SharedArrayBuffer;
   /** The automatic flow steering table shared by all pairs. */
@@ -76,7 +82,8 @@ export function buildDevicePair(
   // The backlog is both this pair's inbox from itself and its outbox to itself: one object.
   const outboxes = d.outboxes.map((b, p) => (p === d.pair ? inboxes[p] : new FrameRing(b)));
   const dev = new NetDevicePair(mem, rxq, txq, netdev, steering, inboxes, outboxes, notifier, new Float64Array(d.stats), d.pair * DEV_STAT_COUNT, {
-    pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf, maxFrame: 65535,
+    pair: d.pair, hdrLen: d.hdrLen, mrgRxbuf: d.mrgRxbuf, maxFrame: d.maxFrame ?? 65535,
+    txOffload: d.txOffload === true, rxOffloads: d.rxOffloads ?? 0,
   });
   dev.active = d.pair < activePairs;
   if (d.capture) dev.tap = new CaptureRing(d.capture);

@@ -1099,6 +1099,55 @@ static void ReadFrames(const FunctionCallbackInfo<Value>& info) { FramesSingle(i
 static void WritevFramesSg(const FunctionCallbackInfo<Value>& info) { FramesSg(info, true); }
 static void ReadFramesSg(const FunctionCallbackInfo<Value>& info) { FramesSg(info, false); }
 
+// readvTail(fd, sab, segOffs, segCaps, nseg, tailSab, tailOff, tailCap) -> bytes | null
+// One readv of one frame into nseg (1..1023) segments of `sab` followed by one
+// segment of `tailSab` (a private overflow buffer): the frame lands straight
+// in the first buffer (guest receive buffers) and only what does not fit
+// there in the tail.  Every range is checked before the read (RangeError).
+// Returns the bytes read (0 at EOF), null on EAGAIN; other errors throw HostError.
+static void ReadvTail(const FunctionCallbackInfo<Value>& info) {
+  Isolate* isolate = info.GetIsolate();
+  int fd;
+  char* base;
+  size_t buflen;
+  char* tbase;
+  size_t tlen;
+  int64_t nseg, toff, tcap;
+  if (!ArgFd(info, 0, &fd)) return;
+  if (!ArgBuffer(info, 1, &base, &buflen)) return;
+  if (!ArgInt(info, 4, "nseg", 1, kMaxSegsPerFrame - 1, &nseg)) return;
+  double* offs;
+  uint32_t* caps;
+  if (!ArgFloat64Array(info, 2, "segOffs", static_cast<size_t>(nseg), &offs)) return;
+  if (!ArgUint32Array(info, 3, "segCaps", static_cast<size_t>(nseg), &caps)) return;
+  if (!ArgBuffer(info, 5, &tbase, &tlen)) return;
+  if (!ArgInt(info, 6, "tailOff", 0, static_cast<int64_t>(kMaxSafeInteger), &toff)) return;
+  if (!ArgInt(info, 7, "tailCap", 0, UINT32_MAX, &tcap)) return;
+  if (static_cast<uint64_t>(toff) > tlen || static_cast<uint64_t>(tcap) > tlen - static_cast<uint64_t>(toff))
+    return ThrowRange(isolate, "tail segment is outside its buffer");
+  struct iovec iov[kMaxSegsPerFrame];
+  for (int64_t k = 0; k < nseg; k++) {
+    Seg sg;
+    if (!CheckSeg(isolate, offs[k], caps[k], buflen, 0, &sg)) return;
+    iov[k].iov_base = base + sg.off;
+    iov[k].iov_len = sg.len;
+  }
+  iov[nseg].iov_base = tbase + toff;
+  iov[nseg].iov_len = static_cast<size_t>(tcap);
+  ssize_t n;
+  do n = readv(fd, iov, static_cast<int>(nseg + 1));
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      info.GetReturnValue().SetNull();
+      return;
+    }
+    return ThrowErrno(info, "readv", err);
+  }
+  info.GetReturnValue().Set(static_cast<double>(n));
+}
+
 // ---------------------------------------------------------------------------
 // Module init
 
@@ -1154,6 +1203,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetMethod(context, exports, ext, "readFrames", ReadFrames);
   SetMethod(context, exports, ext, "writevFramesSg", WritevFramesSg);
   SetMethod(context, exports, ext, "readFramesSg", ReadFramesSg);
+  SetMethod(context, exports, ext, "readvTail", ReadvTail);
 
   Local<Object> c = Object::New(isolate);
   SetConst(context, c, "POLLIN", POLLIN);

@@ -29,8 +29,15 @@ import { attachNetConformance, checkNotify } from '../../net/conformance.js';
 import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
+import { VIRTIO_NET_F_CSUM } from '../../net/features.js';
+import { rxOffloadBits } from '../../net/offloads.js';
 import type { DeviceWorkerData, DeviceWorkerMessage } from './device-worker.js';
 import type { DriverWorkerData } from './driver-worker.js';
+
+/** TX buffer bytes for an MTU: virtio_net_hdr (12) + Ethernet (14) + VLAN (4) + MTU, at least 2048, a multiple of 64. */
+export function localTxBufSize(mtu: number): number {
+  return Math.max(2048, Math.ceil((12 + 14 + 4 + mtu) / 64) * 64);
+}
 
 export interface LocalNetOptions {
   /** Queue pairs (device max_virtqueue_pairs and what the driver asks for). */
@@ -64,6 +71,8 @@ export interface LocalNetOptions {
    * and reported once through the 'conformance' event.
    */
   strict?: boolean;
+  /** Device config `mtu` (VIRTIO_NET_F_MTU), 68..9714; the driver's TX buffers hold 14 + 4 + mtu bytes of frame. Default 1500. */
+  mtu?: number;
 }
 
 export interface QueueErrorReport {
@@ -86,22 +95,23 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private deviceStarted = false;
-  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder' | 'capture' | 'strict'>> & LocalNetOptions;
+  private readonly opts: Required<Omit<LocalNetOptions, 'deviceFeatures' | 'driverFeatures' | 'rxBufSize' | 'ring' | 'inOrder' | 'capture' | 'strict' | 'mtu'>> & LocalNetOptions;
 
   constructor(opts: LocalNetOptions) {
     super();
     this.opts = { queueSize: 256, mode: 'notify', budget: 64, inboxBytes: 256 * 1024, ...opts };
     const { pairs, queueSize } = this.opts;
-    this.device = new NetDevice({ maxPairs: pairs, maxQueueSize: Math.max(queueSize, 64), features: opts.deviceFeatures });
+    this.device = new NetDevice({ maxPairs: pairs, maxQueueSize: Math.max(queueSize, 64), features: opts.deviceFeatures, mtu: opts.mtu });
     if (queueSize > 32768 || !(queueSize >= 1)) throw new RangeError(`queue size ${queueSize} is outside 1..32768`);
-    // Guest memory: rings + 2 × queueSize buffers of 2 KiB (or the RX buffer size, if larger) per pair, plus the controlq.
-    const bufBytes = Math.max(2048, opts.rxBufSize ?? 0);
+    const txBufSize = localTxBufSize(opts.mtu ?? 1500);
+    // Guest memory: rings + 2 × queueSize buffers of 2 KiB (or the RX / TX buffer size, if larger) per pair, plus the controlq.
+    const bufBytes = Math.max(2048, opts.rxBufSize ?? 0, txBufSize);
     const bytes = pairs * (2 * queueSize * bufBytes + 2 * (queueSize * 24 + 8192)) + (1 << 20);
     const sab = new SharedArrayBuffer(Math.ceil(bytes / 4096) * 4096);
     this.mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
     const alloc = new GuestAllocator(4096, sab.byteLength); // keep guest address 0 unused
     this.driver = new NetDriver(this.transport(), this.mem, alloc, {
-      pairs, queueSize, wanted: opts.driverFeatures, rxBufSize: opts.rxBufSize, ring: opts.ring, inOrder: opts.inOrder,
+      pairs, queueSize, wanted: opts.driverFeatures, rxBufSize: opts.rxBufSize, txBufSize, ring: opts.ring, inOrder: opts.inOrder,
     });
     this.ctl = new SharedControl(pairs);
     this.devStats = new StatsBlock(pairs, DEV_STAT_COUNT);
@@ -169,6 +179,7 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
       const data: DeviceWorkerData = {
         pair: p, maxPairs: pairs, regions: [...this.mem.specs], rx: dev.layouts[2 * p]!, tx: dev.layouts[2 * p + 1]!,
         rings: drv.rings, mrgRxbuf: drv.mrgRxbuf, hdrLen: dev.hdrLen,
+        txOffload: (dev.features & VIRTIO_NET_F_CSUM) !== 0n, rxOffloads: rxOffloadBits(dev.features),
         mode: this.opts.mode, budget: this.opts.budget,
         control: this.ctl.buffer, stats: this.devStats.buffer, afs,
         inboxes: box.map((row) => row[p]), outboxes: box[p],

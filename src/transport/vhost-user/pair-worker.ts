@@ -73,6 +73,9 @@ const notifier: PairNotifier = {
   },
 };
 const { dev, rxq, txq, steering, netdev } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
+// Under vhost-user a worker runs only while its rings are enabled: it is active even when an
+// earlier pair is disabled (activePairs, the leading run of enabled pairs, is for steering).
+dev.active = true;
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);
 };
@@ -97,10 +100,7 @@ function drainControl(): void {
   for (let m = receiveMessageOnPort(d.port); m; m = receiveMessageOnPort(d.port)) {
     const msg = m.message as { type: 'rss'; cfg: RssConfig | null } | { type: 'active'; pairs: number };
     if (msg.type === 'rss') steering.setRss(msg.cfg);
-    else {
-      steering.activePairs = msg.pairs;
-      dev.active = d.pair < msg.pairs;
-    }
+    else steering.activePairs = msg.pairs; // steering's choice; this pair runs because its rings are enabled
   }
 }
 

@@ -28,6 +28,8 @@ import {
   VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 } from '../../net/features.js';
 import { netHdrSize } from '../../net/hdr.js';
+import { NET_OFFLOAD_FEATURES } from '../../net/offloads.js';
+import { activePairCount, offloadOptions, applyTapOffloads } from './net-offloads.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
 import { FrameRing } from '../../net/frame-ring.js';
@@ -47,7 +49,7 @@ import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
 export const VHOST_NET_FEATURES =
   VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_IN_ORDER | VIRTIO_F_RING_PACKED |
   VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
-  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
+  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | NET_OFFLOAD_FEATURES | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
 
 /**
  * Protocol features offered (vhost-user.rst "Protocol features"). Not CONFIG:
@@ -138,6 +140,8 @@ export class Session {
   private readonly afs = DeviceSteering.newAfsBuffer();
   /** Pairs whose TAP queue is detached (TUNSETQUEUE) because the front-end disabled them. */
   private readonly tapDetached = new Set<number>();
+  /** Enabled queue pairs as steering sees them (activePairCount). */
+  private activePairs = 0;
   /** Resolves when the connection is closed (by either side). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -271,6 +275,7 @@ export class Session {
           const names = this.featureNames();
           this.o.log(`vhost-user: front-end features: ${names.join(' ')}`, { event: 'features', ring: ringFormat(this.features), features: names });
         }
+        if (changed) applyTapOffloads(this.o.netdev, this.features, this.o.log);
         if (changed) await this.restartRunning();
         return;
       }
@@ -361,6 +366,7 @@ export class Session {
         v.started = true;
         if (!(this.features & VHOST_USER_F_PROTOCOL_FEATURES_MASK)) v.enabled = true; // no SET_VRING_ENABLE without protocol features
         await this.maybeStart(m.index >> 1);
+        this.postActivePairs();
         return;
       }
       case 'SET_VRING_CALL': {
@@ -391,7 +397,7 @@ export class Session {
           await this.stopPair(m.index >> 1);
           this.setTapQueue(m.index >> 1, false);
         }
-        this.pushActivePairs();
+        this.postActivePairs();
         return;
       }
       case 'SEND_RARP':
@@ -505,31 +511,6 @@ export class Session {
     return featureNames(this.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   }
 
-  /**
-   * Active pairs as steering sees them: the leading pairs whose rings are
-   * both enabled (a front-end without a controlq turns VQ_PAIRS_SET into
-   * SET_VRING_ENABLE on pairs, like virtio-user cq=1). While pair 0 itself
-   * is disabled (virtio-user disables every ring around a memory table
-   * update) the count stays what it was. At least 1.
-   */
-  private activePairs(): number {
-    let n = 0;
-    while (n < this.o.pairs && this.vrings[2 * n].enabled && this.vrings[2 * n + 1].enabled) n++;
-    if (n > 0) this.steerPairs = n;
-    return Math.max(1, this.steerPairs);
-  }
-  private steerPairs = 0;
-
-  /** Tell running workers the active pair count (frames are steered only to active pairs). */
-  private pushActivePairs(): void {
-    const n = this.activePairs();
-    this.runners.forEach((r) => {
-      if (!r) return;
-      r.port.postMessage({ type: 'active', pairs: n });
-      eventfdWrite(r.wakeFd, 1);
-    });
-  }
-
   private ready(index: number): boolean {
     const v = this.vrings[index];
     return v.started && v.enabled && v.num > 0 && v.addr !== null && this.mem !== null;
@@ -540,7 +521,8 @@ export class Session {
     this.setTapQueue(pair, true);
     const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
     const data: PairWorkerData = {
-      pair, maxPairs: this.o.pairs, activePairs: this.activePairs(),
+      pair, maxPairs: this.o.pairs, activePairs: activePairCount(this.vrings),
+      ...offloadOptions(this.features, this.mtu),
       regions: this.memRegions.map((r) => r.spec),
       rx: this.layoutOf(2 * pair), tx: this.layoutOf(2 * pair + 1),
       rxBase: { avail: rx.avail, used: rx.used }, txBase: { avail: tx.avail, used: tx.used },
@@ -603,6 +585,23 @@ export class Session {
       this.o.log(`vhost-user: TAP queue ${pair} ${attach ? 'attached' : 'detached'}`);
     } catch (e) {
       this.o.log(`vhost-user: TAP queue ${pair}: TUNSETQUEUE ${attach ? 'attach' : 'detach'} failed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * SET_VRING_ENABLE changed which pairs run: every running worker's
+   * steering now picks among the enabled pairs only (how QEMU and
+   * virtio-user carry VQ_PAIRS_SET, §5.1.6.5.5).
+   */
+  private postActivePairs(): void {
+    const pairs = activePairCount(this.vrings);
+    if (pairs === this.activePairs) return;
+    this.activePairs = pairs;
+    this.o.log(`vhost-user: ${pairs} active queue pairs`, { event: 'active-pairs', pairs });
+    for (const r of this.runners) {
+      if (!r) continue;
+      r.port.postMessage({ type: 'active', pairs });
+      eventfdWrite(r.wakeFd, 1);
     }
   }
 

@@ -1,0 +1,247 @@
+/**
+ * `npm run bench:tcp`: a Linux guest's TCP throughput through `virtio-mq
+ * serve --netdev tap` and through DPDK testpmd's vhost PMD (`net_vhost`
+ * with `tso=1`, io forwarding to its `net_tap`), side by side on the same
+ * guest and host:
+ *
+ *   guest (QEMU 7.2 TCG, 2 vCPUs, 4 pairs) ══ vhost-user ══ (a) serve ── TAP  ┐
+ *                                                          (b) testpmd ── TAP ┴ host namespace: iperf3 -s
+ *
+ * The guest runs iperf3 -P 1 and -P 4, guest→host (tx) and host→guest (rx),
+ * S seconds each (scripts/qemu-guest.sh vmq_iperf, vmq_iperf_streams).
+ * Printed per back-end: Mbit/s of each run, the ratio serve/DPDK, the
+ * back-end's CPU time per gigabit moved (serve: the whole process; testpmd:
+ * its process, which busy-polls a core), QEMU's, and the CPU share other
+ * processes took meanwhile (the machine is shared: rows with a large share
+ * are noise). (a) and (b) alternate; --rounds N repeats.
+ *
+ * Options: --seconds S (default 5), --rounds N (default 1), --only serve|dpdk,
+ * --dpdk-app 'OPTS' (more testpmd app options), --json. testpmd's net_tap port
+ * gets multi_segs, tcp_cksum and tcp_tso TX offloads, so the guest's TSO
+ * frames are segmented on their way into the TAP.
+ * Needs root, QEMU + the guest image (scripts/qemu-guest.sh), iperf3 and
+ * dpdk-testpmd (scripts/install-peers.sh); prints why and exits 0 without.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Testpmd, interopSkipReason, tmpSocketPath } from '../test/interop/testpmd.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const seconds = opt('--seconds', 5);
+const rounds = opt('--rounds', 1);
+const json = args.includes('--json');
+const sopt = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] ?? dflt : dflt;
+};
+/** Extra testpmd app options. */
+const dpdkApp = sopt('--dpdk-app', '').split(' ').filter(Boolean);
+const only = sopt('--only', '');
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const PAIRS = 4;
+const HOST = '192.0.2.1', GUEST = '192.0.2.2';
+const HZ = 100; // USER_HZ: /proc jiffies
+
+type Backend = 'serve' | 'dpdk';
+interface Run {
+  backend: Backend;
+  round: number;
+  streams: number;
+  dir: 'tx' | 'rx';
+  mbps: number;
+}
+interface Cpu {
+  backend: Backend;
+  round: number;
+  gbit: number;
+  backendCpuS: number;
+  qemuCpuS: number;
+  othersShare: number;
+}
+
+function sh(a: string[]): string {
+  return spawnSync(a[0], a.slice(1), { encoding: 'utf8' }).stdout ?? '';
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Jiffies (utime + stime, all threads) of a process. */
+function jiffies(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** The pid of the process `ip netns exec` became (it execs), or of a child started under `timeout`/`stdbuf`. */
+function leafPid(pid: number | undefined): number | undefined {
+  let p = pid;
+  for (let i = 0; i < 4 && p !== undefined; i++) {
+    let kids: string[] = [];
+    try {
+      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return p;
+    }
+    if (kids.length !== 1) return p;
+    p = Number(kids[0]);
+  }
+  return p;
+}
+
+function skipReason(): string | undefined {
+  const r = interopSkipReason();
+  if (r) return r;
+  for (const c of ['qemu-system-x86_64', 'iperf3']) if (spawnSync(c, ['--version']).status !== 0) return `${c} not installed (scripts/qemu-guest.sh, scripts/install-peers.sh)`;
+  return undefined;
+}
+
+async function oneRun(backend: Backend, round: number, kernel: string, initrd: string, runs: Run[], cpus: Cpu[]): Promise<void> {
+  const id = `${process.pid % 10000}${backend[0]}${round}`;
+  const ns = `vmqTcp${id}`, tap = `vmqt${id}`;
+  const socket = tmpSocketPath(`tcp${backend}`);
+  let serve: ChildProcess | undefined, tp: Testpmd | undefined, iperfd: ChildProcess | undefined, qemu: ChildProcess | undefined;
+  try {
+    sh(['ip', 'netns', 'add', ns]);
+    let backendPid: number | undefined;
+    if (backend === 'serve') {
+      serve = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'serve', '--socket', socket, '--queues', String(PAIRS), '--netdev', `tap,ifname=${tap}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let log = '';
+      serve.stderr!.on('data', (b: Buffer) => (log += b.toString()));
+      const until = Date.now() + 15_000;
+      while (!log.includes('listening on') && Date.now() < until) await sleep(50);
+      if (!log.includes('listening on')) throw new Error(`serve did not start: ${log}`);
+      backendPid = leafPid(serve.pid);
+    } else {
+      tp = await Testpmd.start({
+        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS, forwardMode: 'io',
+        vdevs: [`net_vhost0,iface=${socket},queues=${PAIRS},tso=1`, `net_tap0,iface=${tap}`],
+        extraApp: ['--total-num-mbufs=65536', ...dpdkApp], timeoutMs: 600_000,
+      });
+      // The guest's 64 KiB TSO frames leave through net_tap (port 1): it must segment them (DPDK's GSO library).
+      for (const c of ['port stop 1', 'port config 1 tx_offload multi_segs on', 'port config 1 tx_offload tcp_cksum on', 'port config 1 tx_offload tcp_tso on', 'port start 1'])
+        await tp.cmd(c);
+      await tp.start();
+      const until = Date.now() + 15_000;
+      while (!existsSync(socket) && Date.now() < until) await sleep(50);
+      backendPid = leafPid(tp.pid);
+    }
+    sh(['ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${HOST}/24`, 'dev', tap]);
+    sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', tap, 'up']);
+    iperfd = spawn('ip', ['netns', 'exec', ns, 'iperf3', '-s', '-B', HOST], { stdio: 'ignore' });
+    const append = [
+      'console=ttyS0 quiet panic=-1', `vmq_ip=${GUEST}/24`, `vmq_peer=${HOST}`, `vmq_queues=${PAIRS}`, 'vmq_count=1',
+      `vmq_iperf=${seconds}`, 'vmq_iperf_streams=1,4',
+    ].join(' ');
+    qemu = spawn('qemu-system-x86_64', [
+      '-accel', 'tcg', '-smp', '2', '-m', '512', '-nographic', '-no-reboot', '-kernel', kernel, '-initrd', initrd, '-append', append,
+      '-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-numa', 'node,memdev=mem',
+      '-chardev', `socket,id=c0,path=${socket}`, '-netdev', `vhost-user,id=n0,chardev=c0,queues=${PAIRS}`,
+      '-device', 'virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let startMark: { b: number; q: number; sys: { busy: number; total: number } } | undefined;
+    const onData = (b: Buffer) => {
+      out += b.toString().replace(/\r/g, '');
+      if (!startMark && out.includes('GUEST-READY')) startMark = { b: jiffies(backendPid), q: jiffies(qemu!.pid), sys: cpuTimes() };
+    };
+    qemu.stdout!.on('data', onData);
+    qemu.stderr!.on('data', onData);
+    let endMark: typeof startMark;
+    const done = new Promise<void>((r) => qemu!.once('exit', () => r()));
+    // Sample just before QEMU exits: the last iperf line is printed right before power-off.
+    const poll = setInterval(() => {
+      if (startMark && !out.includes('GUEST-END')) endMark = { b: jiffies(backendPid), q: jiffies(qemu!.pid), sys: cpuTimes() };
+    }, 200);
+    const timer = setTimeout(() => qemu?.kill('SIGKILL'), 120_000 + 8 * (seconds + 10) * 1000);
+    await done;
+    clearInterval(poll);
+    clearTimeout(timer);
+    let gbit = 0;
+    for (const m of out.matchAll(/GUEST-IPERF dir=(tx|rx) streams=(\d+) rc=0 \[SUM\].*?([\d.]+) Mbits\/sec.*receiver|GUEST-IPERF dir=(tx|rx) streams=(1) rc=0 \[\s*\d+\].*?([\d.]+) Mbits\/sec.*receiver/g)) {
+      const dir = (m[1] ?? m[4]) as 'tx' | 'rx', streams = Number(m[2] ?? m[5]), mbps = Number(m[3] ?? m[6]);
+      runs.push({ backend, round, streams, dir, mbps });
+      gbit += (mbps * seconds) / 1000;
+    }
+    if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
+    if (startMark && endMark) {
+      const dt = endMark.sys.total - startMark.sys.total;
+      const ours = endMark.b - startMark.b + (endMark.q - startMark.q);
+      cpus.push({
+        backend, round, gbit,
+        backendCpuS: (endMark.b - startMark.b) / HZ,
+        qemuCpuS: (endMark.q - startMark.q) / HZ,
+        othersShare: Math.max(0, (endMark.sys.busy - startMark.sys.busy - ours) / dt),
+      });
+    }
+  } finally {
+    if (qemu && qemu.exitCode === null) qemu.kill('SIGKILL');
+    iperfd?.kill('SIGKILL');
+    await tp?.quit().catch(() => tp?.kill());
+    if (serve && serve.exitCode === null) {
+      serve.kill('SIGTERM');
+      for (let i = 0; i < 40 && serve.exitCode === null; i++) await sleep(50);
+      if (serve.exitCode === null) serve.kill('SIGKILL');
+    }
+    sh(['ip', 'netns', 'del', ns]);
+    rmSync(socket, { force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const why = skipReason();
+  if (why) {
+    console.log(`bench:tcp skipped: ${why}`);
+    return;
+  }
+  const g = spawnSync('bash', [guestScript], { encoding: 'utf8' });
+  const kernel = /^KERNEL=(.+)$/m.exec(g.stdout)?.[1], initrd = /^INITRD=(.+)$/m.exec(g.stdout)?.[1];
+  if (!kernel || !initrd) {
+    console.log(`bench:tcp skipped: scripts/qemu-guest.sh failed: ${g.stderr.trim().split('\n').slice(-3).join(' ')}`);
+    return;
+  }
+  const runs: Run[] = [], cpus: Cpu[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const b of (r % 2 === 0 ? ['serve', 'dpdk'] : ['dpdk', 'serve']) as Backend[]) {
+      if (only !== '' && b !== only) continue;
+      if (!json) process.stderr.write(`round ${r + 1}: ${b}...\n`);
+      await oneRun(b, r, kernel, initrd, runs, cpus);
+    }
+  }
+  if (json) {
+    console.log(JSON.stringify({ seconds, rounds, runs, cpus }, null, 2));
+    return;
+  }
+  const best = (b: Backend, streams: number, dir: string) => Math.max(0, ...runs.filter((x) => x.backend === b && x.streams === streams && x.dir === dir).map((x) => x.mbps));
+  console.log(`Linux guest (QEMU TCG, 2 vCPUs, ${PAIRS} pairs) TCP through vhost-user, iperf3 ${seconds} s, best of ${rounds} round(s), Mbit/s:`);
+  console.log(`${'run'.padEnd(22)} ${'serve'.padStart(8)} ${'DPDK tso=1'.padStart(11)} ${'ratio'.padStart(7)}`);
+  for (const streams of [1, 4]) {
+    for (const dir of ['tx', 'rx']) {
+      const s = best('serve', streams, dir), d = best('dpdk', streams, dir);
+      console.log(`${`-P ${streams} ${dir === 'tx' ? 'guest→host' : 'host→guest'}`.padEnd(22)} ${s.toFixed(0).padStart(8)} ${d.toFixed(0).padStart(11)} ${(d > 0 ? s / d : 0).toFixed(2).padStart(6)}×`);
+    }
+  }
+  console.log('\nCPU time per gigabit moved (all runs of a boot; guest boot and pings included in the window):');
+  console.log(`${'back-end'.padEnd(10)} ${'Gbit'.padStart(7)} ${'back-end s/Gbit'.padStart(16)} ${'QEMU s/Gbit'.padStart(12)} ${'others\' CPU'.padStart(12)}`);
+  for (const c of cpus) {
+    console.log(`${(c.backend === 'serve' ? 'serve' : 'testpmd').padEnd(10)} ${c.gbit.toFixed(1).padStart(7)} ${(c.backendCpuS / c.gbit).toFixed(3).padStart(16)} ${(c.qemuCpuS / c.gbit).toFixed(3).padStart(12)} ${(c.othersShare * 100).toFixed(0).padStart(11)}%`);
+  }
+}
+
+await main();
