@@ -37,6 +37,8 @@ import { NET_FEATURE_NAMES } from '../net/features.js';
 import { parseNetdev } from './netdev-spec.js';
 import { AdaptivePairs } from '../net/adaptive-pairs.js';
 import type { TapTrafficSpec } from '../traffic/tap-source.js';
+import { startObserving, type ObserveOptions } from './observe/setup.js';
+import { AttachObserved } from './observe/attach-observed.js';
 import { close, linkSetUp, tunOpen, tunSetOffload, tunSetQueue, tunSetVnetHdrSize } from '../host/index.js';
 
 export interface AttachOptions {
@@ -64,6 +66,8 @@ export interface AttachOptions {
   connectTimeout?: number;
   /** Reconnect when the back-end goes away (default true). */
   reconnect?: boolean;
+  /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
+  observe?: ObserveOptions;
 }
 
 export interface AttachResult {
@@ -215,6 +219,12 @@ export async function attach(
     traffic.close?.();
     throw e;
   }
+  const observed = o.observe ? new AttachObserved(fe) : null;
+  const observing = observed ? await startObserving(observed, o.observe!, env.log).catch(async (e) => {
+    await fe.stop();
+    traffic.close?.();
+    throw e;
+  }) : null;
   const drv = fe.driver;
   // A TAP queue no pair reads would strand the kernel's frames: detach the queues beyond the back-end's pairs.
   if (traffic.kind === 'tap') for (const fd of (traffic.spec as TapTrafficSpec).fds.slice(drv.pairs)) tunSetQueue(fd, false);
@@ -338,6 +348,8 @@ export async function attach(
   try {
     await env.beforeStop?.(fe);
   } finally {
+    observed?.stop();
+    await observing?.close();
     await fe.stop();
     traffic.close?.();
   }

@@ -237,8 +237,8 @@ function checkCapture(opts: { capture?: string; captureQueue?: number; captureDi
   if (existsSync(opts.capture) && statSync(opts.capture).isDirectory()) throw new UsageError(`--capture ${opts.capture}: is a directory`);
 }
 
-program
-  .command('attach')
+observeOptions(program
+  .command('attach'))
   .description('vhost-user front-end (the driver end, like DPDK virtio-user): drive a back-end (DPDK vhost, serve) with generated flows and check what comes back')
   .requiredOption('--socket <path>', 'vhost-user unix socket')
   .option('--server', 'listen on the socket (the back-end connects, e.g. testpmd net_vhost client=1); reconnects either way', false)
@@ -273,6 +273,8 @@ program
       const dir = dirname(resolve(opts.socket));
       if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--socket ${opts.socket}: directory ${dir} does not exist`);
     }
+    checkControlPath(opts.control);
+    opts.observe = { control: opts.control, metrics: opts.metrics, http: opts.http };
     const { attachTraffic, parseMac, runAttach } = await import('./attach.js');
     try {
       if (opts.mac !== undefined) parseMac(opts.mac);

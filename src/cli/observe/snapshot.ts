@@ -66,7 +66,7 @@ export interface RingEntry extends Partial<RingView> {
 }
 
 export interface Snapshot {
-  kind: 'serve' | 'loopback';
+  kind: 'serve' | 'loopback' | 'attach';
   pid: number;
   /** ISO 8601 time of the snapshot. */
   time: string;
@@ -98,7 +98,7 @@ export interface Snapshot {
 
 /** Anything a snapshot can be taken of: a running serve or loopback. */
 export interface Observed {
-  readonly kind: 'serve' | 'loopback';
+  readonly kind: 'serve' | 'loopback' | 'attach';
   readonly pairs: number;
   /** The stat definitions its xstats carry (in order). */
   readonly defs: readonly StatDef[];
