@@ -15,21 +15,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { ROOT, readmeBlock } from './readme.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const GUEST_DIR = '/var/cache/virtio-mq/guest';
 
-/** The first ```sh block after the heading `heading` in README.md. */
-function readmeBlock(heading: string): string {
-  const md = readFileSync(`${ROOT}README.md`, 'utf8');
-  const at = md.indexOf(`\n${heading}\n`);
-  assert.ok(at >= 0, `README has the heading ${heading}`);
-  const m = /\n```sh\n([\s\S]*?)\n```\n/.exec(md.slice(at));
-  assert.ok(m, `a sh block follows ${heading}`);
-  return m[1]!;
-}
 
 function skipReason(): string | undefined {
   if (process.platform !== 'linux') return `needs Linux (platform is ${process.platform})`;

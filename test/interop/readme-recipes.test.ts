@@ -9,20 +9,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { ROOT, readmeBlock } from './readme.js';
 import { interopSkipReason, parseForwardStats } from './testpmd.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** The first ```sh block after the heading `heading` in README.md. */
-export function readmeBlock(heading: string): string {
-  const md = readFileSync(`${ROOT}README.md`, 'utf8');
-  const at = md.indexOf(`\n${heading}\n`);
-  assert.ok(at >= 0, `README has the heading ${heading}`);
-  const m = /\n```sh\n([\s\S]*?)\n```\n/.exec(md.slice(at));
-  assert.ok(m, `a sh block follows ${heading}`);
-  return m[1]!;
-}
 
 const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
