@@ -1192,6 +1192,36 @@ test('hardening: the listener survives EMFILE (accepts again once fds are free) 
   });
 });
 
+test('hardening: out of fds after accept (no eventfd for the session): that front-end is turned away with a log line, the next one is served', async () => {
+  await withBackend({ pairs: 1, netdev: { kind: 'sink' } }, async (c) => {
+    const hog: number[] = [];
+    try {
+      for (;;) {
+        try {
+          hog.push(eventfdCreate(0));
+        } catch (e) {
+          if ((e as HostError).code === 'EMFILE') break;
+          throw e;
+        }
+      }
+      // Two free slots: our end of the connection and serve's accepted end; none is left for the session's eventfd.
+      close(hog.pop()!);
+      close(hog.pop()!);
+      const fe = await VhostFrontend.connect(c.socket);
+      try {
+        await waitFor(() => c.logs.some((l) => /cannot serve the front-end on fd \d+: .*EMFILE.*connection closed/.test(l)), 'serve to turn the front-end away for want of fds');
+        for (const fd of hog.splice(0)) close(fd);
+        await waitFor(() => fe.peerClosed, 'the turned-away front-end to see EOF');
+      } finally {
+        fe.close();
+      }
+      await nextConnectionServes(c);
+    } finally {
+      for (const fd of hog) close(fd);
+    }
+  });
+});
+
 test('hardening: --socket: a regular file, a symlink or a live socket is refused with a clear error; a stale socket is replaced; the socket is 0600', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmq-sock-'));
   const opts = { pairs: 1, netdev: { kind: 'sink' as const }, log: () => undefined };

@@ -149,7 +149,19 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   }
 
   private serve(fd: number): void {
-    setNonblock(fd, true);
+    // Out of fds (EMFILE) is a reason to turn this front-end away, never to die.
+    let wakeFd: number;
+    try {
+      setNonblock(fd, true);
+      wakeFd = eventfdCreate(0, { nonblock: true });
+    } catch (e) {
+      this.log(`vhost-user: cannot serve the front-end on fd ${fd}: ${(e as Error).message}; connection closed`);
+      close(fd);
+      // Client mode: try again after a pause (fds may be free by then); server mode: the next waiting front-end.
+      if (this.o.client) setTimeout(() => void (this.stopping || this.connectLoop()), 1000);
+      else this.nextSession();
+      return;
+    }
     new Float64Array(this.stats.buffer).fill(0);
     const session = new Session(fd, {
       pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
@@ -159,8 +171,9 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     });
     this.session = session;
     this.log(`vhost-user: front-end connected (fd ${fd})`);
-    const wakeFd = eventfdCreate(0, { nonblock: true });
     const worker = this.socketWorker({ mode: 'read', fd, wakeFd });
+    // A reader that cannot start (its module not loadable with every fd in use) ends the session, not the process.
+    worker.on('error', (e) => session.peerClosed(`socket reader failed: ${e.message}`));
     // The reader exits on its own (EOF, error) or when woken; every message it
     // posted before exiting is delivered before 'exit' (fds in them included).
     const readerExited = new Promise<void>((r) => worker.once('exit', () => r()));
