@@ -79,15 +79,23 @@ async function runCell(c: Cell): Promise<void> {
     vdevs: [`net_vhost0,iface=${socket},queues=${c.pairs}${c.attachServer ? ',client=1' : ''}`], timeoutMs: 120_000,
   });
   try {
-    if (!c.attachServer) {
-      tp = await startTestpmd();
-      await tp.start();
-    }
+    // testpmd first in both roles. With client=1 its vhost port retries the connection every
+    // second until attach --server listens: a front-end that connected while testpmd was still
+    // starting its port stalled testpmd before its first prompt (DPDK 22.11; 3 of 4 runs of one
+    // cell), so the vhost-user handshake happens only once testpmd sits at its prompt.
+    tp = await startTestpmd();
+    if (!c.attachServer) await tp.start();
+    // attach sends until 2 s after testpmd forwards (a stop signal, not --duration: with
+    // attach --server the link comes up whenever testpmd's reconnect timer fires).
+    let stopAttach!: () => void;
+    const stopSignal = new Promise<void>((r) => (stopAttach = r));
+    if (!c.attachServer) setTimeout(stopAttach, 2000);
     const run = attach({
       socket, server: c.attachServer, queues: c.pairs, ring: c.ring, inOrder: c.inOrder, mrgRxbuf: c.mrg, queueSize: 256, rss: false,
-      netdev: 'generator,flows=64,size=128', duration: 2, mode: 'notify', json: true, reconnect: false, connectTimeout: 30,
+      netdev: 'generator,flows=64,size=128', duration: 120, mode: 'notify', json: true, reconnect: false, connectTimeout: 30,
     }, () => {}, {
       log: (l) => logs.push(l),
+      stopSignal,
       // While attach is still connected (testpmd's vhost counters go with the device): stop
       // forwarding, read them, and let attach take what testpmd already put on its receiveqs.
       beforeStop: async (fe) => {
@@ -100,9 +108,9 @@ async function runCell(c: Cell): Promise<void> {
       },
     });
     if (c.attachServer) {
-      await waitFor(() => logs.some((l) => l.includes('listening on')), 'attach to listen');
-      tp = await startTestpmd();
+      await waitFor(() => logs.some((l) => /connected to the back-end/.test(l)), 'testpmd (client=1) to connect to attach --server', 30_000);
       await tp.start();
+      setTimeout(stopAttach, 2000);
     }
     const r = await run;
     const peer = tp!;
