@@ -15,7 +15,8 @@ import {
 import { NET_OFFLOAD_FEATURES, rxOffloadBits, RX_OFFLOAD_CSUM, RX_OFFLOAD_TSO4, RX_OFFLOAD_TSO6, RX_OFFLOAD_ECN, RX_OFFLOAD_UFO, RX_OFFLOAD_USO4 } from '../src/net/offloads.js';
 import { VHOST_NET_FEATURES } from '../src/transport/vhost-user/session.js';
 import { NET_DEVICE_FEATURES } from '../src/net/device.js';
-import { activePairCount, offloadOptions } from '../src/transport/vhost-user/net-offloads.js';
+import { offloadOptions } from '../src/transport/vhost-user/net-offloads.js';
+import { activePairCount } from '../src/transport/vhost-user/active-pairs.js';
 import { tunOffloadFlags } from '../src/netdev/tap-offload.js';
 
 test('both device offers include every offload and stay consistent', () => {

@@ -1153,19 +1153,24 @@ test('hardening: a queue fault reaches the front-end: DEVICE_NEEDS_RESET in GET_
   });
 });
 
+/** Open eventfds into `hog` until the fd table is full (EMFILE). */
+function fillFdTable(hog: number[]): void {
+  for (;;) {
+    try {
+      hog.push(eventfdCreate(0));
+    } catch (e) {
+      if ((e as HostError).code === 'EMFILE') return;
+      throw e;
+    }
+  }
+}
+
 test('hardening: the listener survives EMFILE (accepts again once fds are free) and caps waiting connections', async () => {
   await withBackend({ pairs: 1, netdev: { kind: 'sink' }, maxWaiting: 4 }, async (c) => {
     // Fill the fd table, leaving one slot for our end of the next connection.
     const hog: number[] = [];
     try {
-      for (;;) {
-        try {
-          hog.push(eventfdCreate(0));
-        } catch (e) {
-          if ((e as HostError).code === 'EMFILE') break;
-          throw e;
-        }
-      }
+      fillFdTable(hog);
       close(hog.pop()!);
       const fe = await VhostFrontend.connect(c.socket);
       try {
@@ -1196,22 +1201,18 @@ test('hardening: out of fds after accept (no eventfd for the session): that fron
   await withBackend({ pairs: 1, netdev: { kind: 'sink' } }, async (c) => {
     const hog: number[] = [];
     try {
-      for (;;) {
-        try {
-          hog.push(eventfdCreate(0));
-        } catch (e) {
-          if ((e as HostError).code === 'EMFILE') break;
-          throw e;
-        }
-      }
+      fillFdTable(hog);
       // Two free slots: our end of the connection and serve's accepted end; none is left for the session's eventfd.
       close(hog.pop()!);
       close(hog.pop()!);
       const fe = await VhostFrontend.connect(c.socket);
       try {
-        await waitFor(() => c.logs.some((l) => /cannot serve the front-end on fd \d+: .*EMFILE.*connection closed/.test(l)), 'serve to turn the front-end away for want of fds');
+        // Usually the accept succeeds and the session's eventfd fails; if something else in this
+        // process took the last slot first, accept4 itself fails (the listener's own EMFILE path).
+        const turnedAway = /cannot serve the front-end on fd \d+: .*EMFILE.*connection closed/;
+        await waitFor(() => c.logs.some((l) => turnedAway.test(l) || /accept failed: .*EMFILE/.test(l)), 'serve to run out of fds');
         for (const fd of hog.splice(0)) close(fd);
-        await waitFor(() => fe.peerClosed, 'the turned-away front-end to see EOF');
+        if (c.logs.some((l) => turnedAway.test(l))) await waitFor(() => fe.peerClosed, 'the turned-away front-end to see EOF');
       } finally {
         fe.close();
       }

@@ -35,7 +35,7 @@ import type { GuestMemory } from '../virtio/memory.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import type { FrameRing } from './frame-ring.js';
 import { DIR_RX, DIR_TX, type CaptureRing } from './capture-ring.js';
-import { GSO_MAX_FRAME, GsoError, SoftOffload } from './gso.js';
+import { GSO_MAX_FRAME, GsoError, SoftOffload, type GsoEmit } from './gso.js';
 import {
   VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -133,6 +133,14 @@ export class NetDevicePair implements RxPort {
   private readonly rsDescs: Int32Array;
   private readonly rsCaps: Float64Array;
   private readonly rsMarks: Float64Array;
+  /** Sends one software segment to the netdev (made once: no closure per offloaded frame). */
+  private readonly emitSegment: GsoEmit = (b, o, l) => {
+    const netdev = this.netdev;
+    if (netdev.externalRx) this.steering.learnTx(b, o, l, this.pair);
+    if (!netdev.transmit(b, o, l, this)) return false;
+    netdev.flush?.(); // the segment lives in the offload's scratch buffer
+    return true;
+  };
   /** Scratch header fields read from a TX header (software offload). */
   private readonly txh = { flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
   onQueueError: (queue: number, err: Error) => void = () => {};
@@ -369,18 +377,11 @@ export class NetDevicePair implements RxPort {
     h.csumOffset = u[hoff + 8] | (u[hoff + 9] << 8);
     const skip = this.swResumeId === id ? this.swResumeDone : 0;
     this.swResumeId = -1;
-    const netdev = this.netdev;
-    const learn = netdev.externalRx;
     let total: number, done: number;
     try {
       const sw = this.swTx!;
       total = sw.count(src.u8, off, len, h);
-      done = sw.process(src.u8, off, len, h, (b, o, l) => {
-        if (learn) this.steering.learnTx(b, o, l, this.pair);
-        if (!netdev.transmit(b, o, l, this)) return false;
-        netdev.flush?.(); // the segment lives in the offload's scratch buffer
-        return true;
-      }, skip);
+      done = sw.process(src.u8, off, len, h, this.emitSegment, skip);
     } catch (e) {
       if (e instanceof GsoError) return 0;
       throw e;

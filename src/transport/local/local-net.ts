@@ -26,13 +26,14 @@ import type { QueueLayout, RingFormat } from '../../virtio/queue.js';
 import { FrameRing } from '../../net/frame-ring.js';
 import { ConformanceMonitor, type RuleReport } from '../../virtio/conformance.js';
 import { attachNetConformance, checkNotify } from '../../net/conformance.js';
-import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
+import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
 import { VIRTIO_NET_F_CSUM } from '../../net/features.js';
 import { rxOffloadBits } from '../../net/offloads.js';
 import type { DeviceWorkerData, DeviceWorkerMessage } from './device-worker.js';
 import type { DriverWorkerData } from './driver-worker.js';
+import { changeActivePairs } from '../pair-change.js';
 
 /** TX buffer bytes for an MTU: virtio_net_hdr (12) + Ethernet (14) + VLAN (4) + MTU, at least 2048, a multiple of 64. */
 export function localTxBufSize(mtu: number): number {
@@ -247,28 +248,13 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
    * between TX and RX (0 when drained).
    */
   async setActivePairs(n: number, inFlight: () => number, beforeResume: () => void = () => {}, timeoutMs = 10000): Promise<void> {
-    const ctl = this.ctl;
-    const cur = ctl.get(CTL_PAUSE);
-    const epoch = cur % 2 === 0 ? cur + 1 : cur + 2; // odd: paused
-    ctl.set(CTL_PAUSE, epoch);
-    ctl.wakeAll();
-    const deadline = Date.now() + timeoutMs;
-    for (let p = 0; p < this.driver.pairs; p++) {
-      while (ctl.get(ctl.ack(p)) !== epoch) {
-        if (Date.now() > deadline) throw new Error(`pair ${p} did not drain its transmitq`);
-        ctl.wakeAll();
-        await sleep(1);
-      }
-    }
-    while (inFlight() > 0) {
-      if (Date.now() > deadline) throw new Error(`${inFlight()} frames still in flight`);
-      await sleep(1);
-    }
-    await this.driver.setActivePairs(n);
-    await this.settled();
-    beforeResume();
-    ctl.set(CTL_PAUSE, epoch + 1);
-    ctl.wakeAll();
+    await changeActivePairs({
+      ctl: this.ctl, pairs: this.driver.pairs, wake: () => this.ctl.wakeAll(), inFlight, beforeResume, timeoutMs,
+      apply: async () => {
+        await this.driver.setActivePairs(n);
+        await this.settled();
+      },
+    });
   }
 
   /** Program RSS through the controlq (the driver side of §5.1.6.5.7.1). */

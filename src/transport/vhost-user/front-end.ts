@@ -53,7 +53,8 @@ import {
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 } from '../../net/features.js';
 import { DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
-import { CTL_ACTIVE_PAIRS, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
+import { CTL_ACTIVE_PAIRS, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
+import { changeActivePairs } from '../pair-change.js';
 import type { SourceSpec } from '../local/sources.js';
 import type { TapTrafficSpec } from '../../traffic/tap-source.js';
 import {
@@ -717,32 +718,14 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
    * @throws Error when a pair does not drain in `timeoutMs`.
    */
   async setActivePairs(n: number, inFlight: () => number, beforeResume: () => void = () => {}, timeoutMs = 10000): Promise<void> {
-    const ctl = this.ctl;
-    const cur = ctl.get(CTL_PAUSE);
-    const epoch = cur % 2 === 0 ? cur + 1 : cur + 2;
-    ctl.set(CTL_PAUSE, epoch);
-    this.wakeWorkers();
-    const deadline = Date.now() + timeoutMs;
-    try {
-      for (let p = 0; p < this.driver.pairs; p++) {
-        while (ctl.get(ctl.ack(p)) !== epoch) {
-          if (Date.now() > deadline) throw new Error(`pair ${p} did not drain its transmitq`);
-          this.wakeWorkers();
-          await sleep(1);
-        }
-      }
-      while (inFlight() > 0) {
-        if (Date.now() > deadline) throw new Error(`${inFlight()} frames still in flight`);
-        await sleep(1);
-      }
-      await this.driver.setActivePairs(n);
-      await this.ctrlWork;
-      ctl.set(CTL_ACTIVE_PAIRS, n);
-      beforeResume();
-    } finally {
-      ctl.set(CTL_PAUSE, epoch + 1);
-      this.wakeWorkers();
-    }
+    await changeActivePairs({
+      ctl: this.ctl, pairs: this.driver.pairs, wake: () => this.wakeWorkers(), inFlight, beforeResume, timeoutMs,
+      apply: async () => {
+        await this.driver.setActivePairs(n);
+        await this.ctrlWork;
+        this.ctl.set(CTL_ACTIVE_PAIRS, n);
+      },
+    });
   }
 
   stopTx(): void {

@@ -1,9 +1,8 @@
 /**
  * What the vhost-user back-end derives from the negotiated features for its
  * queue pair workers: the offloads (VIRTIO_NET_F_CSUM and the GUEST_
- * offloads, spec §5.1.6.2 and §5.1.6.4), the largest frame, the TAP's
- * TUNSETOFFLOAD, and the active pair count steering uses (enabled pairs,
- * vhost-user.rst SET_VRING_ENABLE).
+ * offloads, spec §5.1.6.2 and §5.1.6.4), the largest frame, and the TAP's
+ * TUNSETOFFLOAD.
  */
 import { VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_HOST_USO } from '../../net/features.js';
 import { rxOffloadBits, rxOffloadNames } from '../../net/offloads.js';
@@ -23,19 +22,6 @@ export function offloadOptions(f: bigint, mtu: number): { txOffload: boolean; rx
     rxOffloads: rxOffloadBits(f),
     maxFrame: Math.max(gso ? 65536 + 128 : 0, maxFrameForMtu(mtu), 1518),
   };
-}
-
-/**
- * Pairs steering may pick: up to the last pair whose receiveq and transmitq
- * are both enabled, at least 1 (QEMU's `ethtool -L N` enables pairs
- * 0..N-1). A running pair is never beyond it, so a loopback frame stays on
- * the pair that sent it while a front-end disables and enables rings one
- * by one (DPDK's virtio-user around a memory table change).
- */
-export function activePairCount(vrings: readonly { enabled: boolean }[]): number {
-  let n = 0;
-  for (let p = 0; 2 * p + 1 < vrings.length; p++) if (vrings[2 * p]!.enabled && vrings[2 * p + 1]!.enabled) n = p + 1;
-  return Math.max(1, n);
 }
 
 /** TUNSETOFFLOAD on a TAP netdev's queues from the negotiated GUEST_ offloads (one log line). */

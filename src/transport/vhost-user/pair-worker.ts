@@ -74,7 +74,7 @@ const notifier: PairNotifier = {
 };
 const { dev, rxq, txq, steering, netdev } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
 // Under vhost-user a worker runs only while its rings are enabled: it is active even when an
-// earlier pair is disabled (activePairs, the leading run of enabled pairs, is for steering).
+// earlier pair is disabled (activePairs, up to the last enabled pair, is for steering).
 dev.active = true;
 dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);

@@ -29,7 +29,8 @@ import {
 } from '../../net/features.js';
 import { netHdrSize } from '../../net/hdr.js';
 import { NET_OFFLOAD_FEATURES } from '../../net/offloads.js';
-import { activePairCount, offloadOptions, applyTapOffloads } from './net-offloads.js';
+import { offloadOptions, applyTapOffloads } from './net-offloads.js';
+import { activePairCount } from './active-pairs.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
 import { FrameRing } from '../../net/frame-ring.js';
