@@ -149,26 +149,29 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   }
 
   private serve(fd: number): void {
-    // Out of fds (EMFILE) is a reason to turn this front-end away, never to die.
-    let wakeFd: number;
+    // Out of fds (EMFILE) anywhere in setting up the session is a reason to
+    // turn this front-end away, never to die.
+    let wakeFd = -1;
+    let session: Session;
     try {
       setNonblock(fd, true);
       wakeFd = eventfdCreate(0, { nonblock: true });
+      new Float64Array(this.stats.buffer).fill(0);
+      session = new Session(fd, {
+        pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
+        mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
+        mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
+        capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
+      });
     } catch (e) {
       this.log(`vhost-user: cannot serve the front-end on fd ${fd}: ${(e as Error).message}; connection closed`);
+      if (wakeFd >= 0) close(wakeFd);
       close(fd);
       // Client mode: try again after a pause (fds may be free by then); server mode: the next waiting front-end.
       if (this.o.client) setTimeout(() => void (this.stopping || this.connectLoop()), 1000);
       else this.nextSession();
       return;
     }
-    new Float64Array(this.stats.buffer).fill(0);
-    const session = new Session(fd, {
-      pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
-      mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
-      mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
-      capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
-    });
     this.session = session;
     this.log(`vhost-user: front-end connected (fd ${fd})`);
     const worker = this.socketWorker({ mode: 'read', fd, wakeFd });

@@ -153,7 +153,14 @@ export class Session {
       num: 0, avail: 0, used: 0, addr: null, kick: -1, call: -1, err: -1, started: false, enabled: false,
     }));
     this.runners = new Array(o.pairs).fill(null);
-    this.wakeFds = Array.from({ length: o.pairs }, () => eventfdCreate(0, { nonblock: true }));
+    // Out of fds part-way (EMFILE) throws with none of ours left open.
+    this.wakeFds = [];
+    try {
+      for (let p = 0; p < o.pairs; p++) this.wakeFds.push(eventfdCreate(0, { nonblock: true }));
+    } catch (e) {
+      for (const fd of this.wakeFds) safeClose(fd);
+      throw e;
+    }
     this.inbox = Array.from({ length: o.pairs }, () => Array.from({ length: o.pairs }, () => new FrameRing(256 * 1024).buffer));
     this.done = new Promise((r) => (this.resolveDone = r));
   }
