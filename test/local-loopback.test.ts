@@ -13,7 +13,7 @@ import { createDriverQueue } from '../src/virtio/ring.js';
 import { VIRTIO_STATUS_DEVICE_NEEDS_RESET } from '../src/virtio/features.js';
 import { encodeCtrlCommand, encodeMqVqPairsSet, VIRTIO_NET_ERR, VIRTIO_NET_OK, VIRTIO_NET_CTRL_MQ } from '../src/net/ctrl.js';
 
-const base: LoopbackOptions = { queues: 4, flows: 16, size: 256, duration: 1, rss: false, mode: 'notify', queueSize: 256, json: true };
+const base: LoopbackOptions = { queues: 4, flows: 16, size: 256, duration: 0.5, rss: false, mode: 'notify', queueSize: 256, json: true };
 const quiet = () => {};
 
 /** Every ring format the local transport runs on, and in-order on each (spec §2.7, §2.8, VIRTIO_F_IN_ORDER). */
@@ -49,7 +49,7 @@ for (const { ring, inOrder, queueSize } of rings) {
   });
 
   test(`${name}: changing the active pair count at run time (VQ_PAIRS_SET 4 -> 2) reorders no flow`, async () => {
-    const r = await loopback({ ...opts, duration: 1.5, resize: 2 }, quiet);
+    const r = await loopback({ ...opts, duration: 0.8, resize: 2 }, quiet);
     assert.deepEqual(r.problems, []);
     assert.ok(r.perPair[2].txPackets + r.perPair[3].txPackets > 0, 'pairs 3 and 4 carried traffic before the change');
   });

@@ -18,8 +18,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loopback } from '../src/cli/loopback.js';
-import { captureSkipReason } from './support/capture.js';
+import { loopback } from '../../src/cli/loopback.js';
+import { captureSkipReason } from '../support/capture.js';
 
 const skip = captureSkipReason() ?? false;
 
