@@ -136,14 +136,14 @@ test('a stale socket is replaced; a live socket and a regular file are refused',
   await a.listen(p);
   try {
     const b = new ControlServer();
-    await assert.rejects(b.listen(p), /in use by another process/);
+    await assert.rejects(b.listen(p), /is in use \(another process accepts connections there\): refusing to take it over/);
   } finally {
     await a.close();
   }
   const f = sockPath();
   fs.writeFileSync(f, 'not a socket');
   try {
-    await assert.rejects(new ControlServer().listen(f), /not a socket/);
+    await assert.rejects(new ControlServer().listen(f), /is a regular file: refusing to replace it/);
     assert.equal(fs.readFileSync(f, 'utf8'), 'not a socket', 'the file is left alone');
   } finally {
     fs.unlinkSync(f);

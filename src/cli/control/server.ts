@@ -16,7 +16,8 @@
  * is disconnected.
  */
 import net from 'node:net';
-import { lstatSync, unlinkSync, chmodSync, type Stats } from 'node:fs';
+import { unlinkSync, chmodSync } from 'node:fs';
+import { claimSocketPath } from '../../transport/socket-path.js';
 
 /** What a handler gets besides its arguments. */
 export interface ControlContext {
@@ -52,7 +53,7 @@ export class ControlServer {
    * listening) is replaced; anything else is refused with an Error.
    */
   async listen(path: string): Promise<void> {
-    await clearStale(path);
+    await claimSocketPath(path, 'control socket');
     // Half-open: a client may send its requests and shut down its side (`echo ... | socat`); replies follow, then the server ends.
     const server = net.createServer({ allowHalfOpen: true }, (s) => this.serve(s));
     const oldMask = process.umask(0o177);
@@ -153,26 +154,4 @@ function write(s: net.Socket, obj: unknown): boolean {
   if (s.destroyed) return false;
   s.write(`${JSON.stringify(obj)}\n`);
   return true;
-}
-
-/** A socket at `path` nobody listens on is removed; a live one, or anything but a socket, is an Error. */
-async function clearStale(path: string): Promise<void> {
-  let st: Stats;
-  try {
-    st = lstatSync(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  if (!st.isSocket()) throw new Error(`control socket ${path} exists and is not a socket: refusing to replace it`);
-  const live = await new Promise<boolean>((resolve) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (live) throw new Error(`control socket ${path} is in use by another process`);
-  unlinkSync(path);
 }

@@ -6,14 +6,15 @@
  * a time: a second connection waits until the first has gone.
  */
 import { EventEmitter } from 'node:events';
-import { unlinkSync, existsSync, lstatSync, type Stats } from 'node:fs';
+import { unlinkSync, existsSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock, type HostError } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, unixConnect, unixListen, setNonblock } from '../../host/index.js';
 import { StatsBlock, DEV_STAT_COUNT } from '../../net/stats.js';
 import type { RssConfig } from '../../net/rss.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { RingFormat } from '../../virtio/queue.js';
+import { claimSocketPath } from '../socket-path.js';
 import { Session } from './session.js';
 import { listenForGroup } from './group.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
@@ -69,7 +70,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       await this.connectLoop();
       return;
     }
-    this.clearStaleSocket();
+    await claimSocketPath(this.o.socket, 'vhost-user:', this.log);
     // 0600 from bind() on: no window in which another user could connect to,
     // or replace, a socket created with the process's umask.
     if (this.o.group !== undefined) {
@@ -100,39 +101,6 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       }
     });
     this.acceptor = { worker, wakeFd };
-  }
-
-  /**
-   * The socket path may hold only a stale socket (an earlier serve that
-   * died), which is removed. Anything else is refused with an error: a
-   * regular file, a directory or a symlink (never followed), and a socket
-   * someone still listens on (another back-end: we connect to find out).
-   */
-  private clearStaleSocket(): void {
-    const path = this.o.socket;
-    let st: Stats;
-    try {
-      st = lstatSync(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw e;
-    }
-    if (!st.isSocket()) {
-      const kind = st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : 'not a socket';
-      throw new Error(`vhost-user: ${path} exists and is ${kind}: refusing to replace it (remove it, or choose another --socket)`);
-    }
-    let fd: number;
-    try {
-      fd = unixConnect(path);
-    } catch (e) {
-      const code = (e as HostError).code;
-      if (code !== 'ECONNREFUSED') throw new Error(`vhost-user: ${path}: cannot tell whether the socket there is in use (connect: ${code}): refusing to replace it`);
-      unlinkSync(path);
-      this.log(`vhost-user: removed a stale socket at ${path} (nobody listening)`);
-      return;
-    }
-    close(fd);
-    throw new Error(`vhost-user: ${path} is in use (another back-end accepts connections there): refusing to take it over`);
   }
 
   private socketWorker(data: SocketWorkerData): Worker {

@@ -34,7 +34,7 @@
  *   reconnect: the rings can no longer be trusted).
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { isMainThread, Worker } from 'node:worker_threads';
 import {
   close, eventfdCreate, eventfdWrite, memfdCreate, mmapShared, sendmsg, setNonblock, unixConnect, unixListen, type HostError,
@@ -55,6 +55,7 @@ import {
 import { DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
 import { CTL_ACTIVE_PAIRS, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
 import { changeActivePairs } from '../pair-change.js';
+import { claimSocketPath } from '../socket-path.js';
 import type { SourceSpec } from '../local/sources.js';
 import type { TapTrafficSpec } from '../../traffic/tap-source.js';
 import {
@@ -222,7 +223,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     }
     for (let p = 0; p < pairs; p++) this.wakeFds.push(eventfdCreate(0, { nonblock: true }));
     try {
-      if (this.o.server) this.listen();
+      if (this.o.server) await this.listen();
       const fd = await this.nextConnection(this.o.connectTimeoutMs);
       await this.setUp(fd, true);
     } catch (e) {
@@ -234,22 +235,9 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
   // -------------------------------------------------------------------------
   // Connections
 
-  private listen(): void {
+  private async listen(): Promise<void> {
     const path = this.o.socket;
-    if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) throw new Error(`vhost-user: ${path} exists and is not a socket: refusing to replace it`);
-      let fd = -1;
-      try {
-        fd = unixConnect(path);
-      } catch (e) {
-        if ((e as HostError).code !== 'ECONNREFUSED') throw e;
-        unlinkSync(path);
-      }
-      if (fd >= 0) {
-        close(fd);
-        throw new Error(`vhost-user: ${path} is in use (someone accepts connections there)`);
-      }
-    }
+    await claimSocketPath(path, 'vhost-user:', this.log);
     const oldMask = isMainThread ? process.umask(0o177) : undefined;
     try {
       this.listenFd = unixListen(path, { mode: 0o600, nonblock: true });
