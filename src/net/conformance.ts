@@ -6,6 +6,11 @@
  *
  * Checked by the device's control plane (the main thread), never on a data
  * path: each controlq command once, through {@link NetDevice.onCommand}.
+ *
+ * The other direction (attach --strict, the driver checks the device):
+ * `num_buffers` rules (§5.1.9.4.1), from the NumBuffersError a driver's
+ * receiveq stops on (driver-pair.ts), recorded with the ring rules a driver
+ * checks by {@link recordDeviceError}.
  */
 import type { ConformanceMonitor, SpecRule } from '../virtio/conformance.js';
 import { VIRTIO_STATUS_DRIVER_OK } from '../virtio/features.js';

@@ -23,9 +23,10 @@ import { DrvStat } from './stats.js';
 import { VirtioError } from '../virtio/errors.js';
 
 /**
- * A receiveq buffer's `num_buffers` (§5.1.6 virtio_net_hdr, MRG_RXBUF) the
+ * A receiveq buffer's `num_buffers` (virtio_net_hdr with MRG_RXBUF) the
  * driver cannot honour, checked on the driver side (src/net/conformance.ts
- * names the device rule each code breaks):
+ * names the device rule each code breaks, §5.1.9.4.1 of the repository's
+ * spec text):
  * - `NUM_BUFFERS_BEYOND_AVAILABLE` more buffers than the driver has made available on the receiveq;
  * - `NUM_BUFFERS_NOT_USED_TOGETHER` fewer used buffers published than num_buffers says.
  * `queue` is the receiveq's virtqueue index.
