@@ -8,119 +8,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { unlinkSync } from 'node:fs';
-import {
-  close, eventfdWrite, hostAvailable, mmapShared, recvmsg, sendmsg, unixAccept, unixListen, type HostError,
-} from '../src/host/index.js';
-import {
-  decodeRequest, encodeHeader, encodeReplyAck, encodeU64Reply, hasExplicitReply, VhostUserFramer, VhostUserRequest,
-  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_REPLY_ACK, type VhostUserMessage,
-} from '../src/transport/vhost-user/messages.js';
-import { FRONTEND_USER_ADDR, VhostUserFrontend, VhostUserFrontendError } from '../src/transport/vhost-user/front-end.js';
-import { VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
+import { hostAvailable } from '../src/host/index.js';
+import { encodeHeader, encodeReplyAck, encodeU64Reply, VhostUserRequest, type VhostUserMessage } from '../src/transport/vhost-user/messages.js';
+import { VhostUserFrontend, VhostUserFrontendError } from '../src/transport/vhost-user/front-end.js';
+import { FakeBackend, type Reply } from './support/fake-backend.js';
 
 const skip = hostAvailable() ? false : 'the native addon (src/host) is not built';
-let seq = 0;
-
-type Reply = Uint8Array | 'ack' | 'none';
-
-/** A scripted back-end: `answer` decides each reply ('ack': the normal reply). */
-class FakeBackend {
-  readonly path = join(tmpdir(), `vmq-hostile-${process.pid}-${++seq}.sock`);
-  private readonly listenFd: number;
-  fd = -1;
-  eof = false;
-  mem: SharedArrayBuffer | null = null;
-  used = new Map<number, number>(); // vring index -> guest address of its used ring
-  call = new Map<number, number>();
-  private readonly framer = new VhostUserFramer();
-  private timer: NodeJS.Timeout | null = null;
-  private readonly held: number[] = [];
-
-  constructor(private readonly answer: (m: VhostUserMessage, be: FakeBackend) => Reply) {
-    this.listenFd = unixListen(this.path, { nonblock: true });
-    this.timer = setInterval(() => this.pump(), 2);
-  }
-
-  private pump(): void {
-    if (this.fd < 0) {
-      const fd = unixAccept(this.listenFd, { nonblock: true });
-      if (fd === null) return;
-      this.fd = fd;
-    }
-    if (this.eof) return;
-    for (;;) {
-      let r;
-      try {
-        r = recvmsg(this.fd, 65536, 16);
-      } catch (e) {
-        if ((e as HostError).code === 'ECONNRESET') this.eof = true;
-        return;
-      }
-      if (r === null) break;
-      if (r.bytes.length === 0) {
-        this.eof = true;
-        return;
-      }
-      this.framer.push(new Uint8Array(r.bytes), r.fds);
-    }
-    for (let f = this.framer.next(); f; f = this.framer.next()) {
-      const m = decodeRequest(f.header, f.payload, f.fds);
-      this.held.push(...m.fds);
-      if (m.type === 'SET_MEM_TABLE') this.mem = mmapShared(m.regions[0].fd, m.regions[0].size);
-      if (m.type === 'SET_VRING_ADDR') this.used.set(m.index, m.usedUserAddr - FRONTEND_USER_ADDR);
-      if (m.type === 'SET_VRING_CALL' && m.fd !== null) this.call.set(m.index, m.fd);
-      const a = this.answer(m, this);
-      if (a === 'none') continue;
-      if (a !== 'ack') {
-        sendmsg(this.fd, a);
-        continue;
-      }
-      if (m.type === 'GET_FEATURES') sendmsg(this.fd, encodeU64Reply(m.request, VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES_MASK).bytes);
-      else if (m.type === 'GET_PROTOCOL_FEATURES') sendmsg(this.fd, encodeU64Reply(m.request, 1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)).bytes);
-      else if (m.type === 'GET_VRING_BASE') sendmsg(this.fd, encodeU64Reply(m.request, 0).bytes);
-      else if (m.needReply && !hasExplicitReply(m.request)) sendmsg(this.fd, encodeReplyAck(m.request, 0).bytes);
-    }
-  }
-
-  /** Write used element 0 of vring `index` (split ring) and signal its call fd. */
-  use(index: number, id: number, len: number): void {
-    const at = this.used.get(index)!;
-    const dv = new DataView(this.mem!);
-    dv.setUint32(at + 4, id, true);
-    dv.setUint32(at + 8, len, true);
-    dv.setUint16(at + 2, 1, true);
-    eventfdWrite(this.call.get(index)!, 1);
-  }
-
-  async closed(ms = 5000): Promise<void> {
-    const until = Date.now() + ms;
-    while (!this.eof) {
-      if (Date.now() > until) throw new Error('the front-end did not close the connection');
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    if (this.fd >= 0) close(this.fd);
-    close(this.listenFd);
-    for (const fd of this.held) {
-      try {
-        close(fd);
-      } catch {
-        // the test closed it
-      }
-    }
-    try {
-      unlinkSync(this.path);
-    } catch {
-      // gone
-    }
-  }
-}
 
 /** A raw reply: header (version 1 | REPLY) for `request` and `payload`. */
 function rawReply(request: number, payload: Uint8Array): Uint8Array {

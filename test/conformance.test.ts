@@ -33,6 +33,10 @@ import { encodeMqVqPairsSet, VIRTIO_NET_OK } from '../src/net/ctrl.js';
 import { LocalNet } from '../src/transport/local/local-net.js';
 import { prepareGeneratorTraffic } from '../src/traffic/generator-source.js';
 import { loopback } from '../src/cli/loopback.js';
+import { LoopbackObserved } from '../src/cli/observe/loopback-observed.js';
+import { formatSnapshot } from '../src/cli/stats.js';
+import { metricsRegistry } from '../src/cli/http/metrics.js';
+import { parsePromText } from './support/prom-text.js';
 
 const SIZE = 8;
 const NEXT = 1, WRITE = 2, INDIRECT = 4;
@@ -358,6 +362,17 @@ test('local transport, strict: avail->idx moved backwards under the running devi
       assert.ok(Date.now() < deadline, 'the device worker reports it');
       await new Promise((r) => setTimeout(r, 5));
     }
+    // What an operator sees: `stats` (the snapshot and its text) and /metrics count the violation per rule.
+    const observed = new LoopbackObserved(net);
+    const snap = observed.snapshot();
+    assert.deepEqual(snap.conformance, { violations: 1, rules: [{ id: 'split.avail-idx-decrement', section: '2.7.6.1', title: RING_RULES.splitAvailDecrement.title, by: 'driver', count: 1 }] });
+    assert.match(formatSnapshot(snap, null), /strict: 1 violation of the spec\n  §2\.7\.6\.1 Driver Requirements: The Virtqueue Available Ring \(split\.avail-idx-decrement, by the driver\): 1\n/);
+    // (only the strict families: prom-client's event loop lag reads "Nan" before its first sample, which the strict test parser refuses)
+    const fams = parsePromText((await metricsRegistry(observed).metrics()).split('\n').filter((l) => l.includes('virtio_mq_strict')).join('\n'));
+    assert.equal(fams.get('virtio_mq_strict')?.samples[0]?.value, 1);
+    const v = fams.get('virtio_mq_strict_violations_total');
+    assert.equal(v?.type, 'counter');
+    assert.deepEqual(v!.samples.map((x) => [x.labels.rule, x.labels.section, x.labels.by, x.labels.role, x.value]), [['split.avail-idx-decrement', '2.7.6.1', 'driver', 'loopback', 1]]);
   } finally {
     await net.stop();
   }

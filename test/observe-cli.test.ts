@@ -235,7 +235,7 @@ test('an address in use: one line, exit 2, nothing left behind', async () => {
   try {
     const r = cli(['loopback', '--duration', '1', '--control', control, '--metrics', `127.0.0.1:${port}`]);
     assert.equal(r.status, 2);
-    const lines = r.stderr.split('\n').filter((l) => l && !/^control socket: /.test(l));
+    const lines = r.stderr.split('\n').filter((l) => l && !/control socket: /.test(l));
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], /^virtio-mq: cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
     assert.equal(fs.existsSync(control), false, 'control socket removed');
@@ -250,6 +250,13 @@ const BAD: [string[], RegExp][] = [
   [['loopback', '--http', '127.0.0.1:99999'], /--http must be HOST:PORT/],
   [['loopback', '--control', '/nonexistent-dir/x.sock'], /--control .*does not exist/],
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--log-level', 'loud'], /--log-level must be one of/],
+  [['loopback', '--log-level', 'loud'], /--log-level must be one of/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--log-level', 'loud'], /--log-level must be one of/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--capture-queue', '0'], /need --capture FILE/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--capture', '/nonexistent-dir/x.pcapng'], /--capture .*does not exist/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--capture', '/tmp/x.pcapng', '--capture-dir', 'up'], /--capture-dir must be rx, tx or both/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--queues', '2', '--capture', '/tmp/x.pcapng', '--capture-queue', '2'], /--capture-queue 2: queue pairs are 0\.\.1/],
+  [['attach', '--socket', '/tmp/vmq-cli-test.sock', '--capture', '/tmp/x.pcapng', '--capture-snaplen', '0'], /--capture-snaplen/],
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--http', 'localhost'], /--http must be HOST:PORT/],
   [['serve', '--socket', '/tmp/vmq-cli-test.sock', '--control', '/nonexistent-dir/x.sock'], /--control .*does not exist/],
   [['stats', '--interval', '0'], /--interval/],

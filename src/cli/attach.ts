@@ -40,6 +40,12 @@ import type { TapTrafficSpec } from '../traffic/tap-source.js';
 import { startObserving, type ObserveOptions } from './observe/setup.js';
 import { AttachObserved } from './observe/attach-observed.js';
 import { close, linkSetUp, tunOpen, tunSetOffload, tunSetQueue, tunSetVnetHdrSize } from '../host/index.js';
+import { registerCaptureCommands } from './observe/capture-command.js';
+import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
+import { ConformanceMonitor, formatConformance, formatViolation, type ConformanceReport } from '../virtio/conformance.js';
+import { recordDeviceError } from '../net/conformance.js';
+import { ringFormat } from '../virtio/ring.js';
+import { makeLogger, type LogLevel } from './log.js';
 
 export interface AttachOptions {
   socket: string;
@@ -68,6 +74,19 @@ export interface AttachOptions {
   reconnect?: boolean;
   /** Control socket, /metrics and the live page while it runs (the command line always opens the control socket). */
   observe?: ObserveOptions;
+  /**
+   * Write a pcapng capture of the queues here (transport/capture.ts,
+   * driver-tap.ts): interface N = queue pair N, inbound = frames the driver
+   * took from receiveqN, outbound = frames it made available on transmitqN.
+   */
+  capture?: string;
+  captureQueue?: number;
+  captureDir?: CaptureDirection;
+  captureSnaplen?: number;
+  /** Strict conformance: report every spec rule the back-end (the device) breaks (virtio/conformance.ts, net/conformance.ts). */
+  strict?: boolean;
+  /** Log lines at this level and above (pino, cli/log.ts). Default info. */
+  logLevel?: LogLevel;
 }
 
 export interface AttachResult {
@@ -87,6 +106,10 @@ export interface AttachResult {
   rssBytes: number;
   /** Pair count changes --adaptive made, in order. */
   adaptiveChanges: { from: number; to: number; kpps: number; txRingFull: number }[];
+  /** What --capture (or a capture the run ended) wrote and dropped. */
+  capture?: CaptureSummary;
+  /** --strict: the conformance report (rules the back-end broke). */
+  conformance?: ConformanceReport;
 }
 
 /** Parse `aa:bb:cc:dd:ee:ff`. @throws Error for anything else. */
@@ -168,8 +191,9 @@ export function attachTraffic(text: string, pairs: number, select: (f: Uint8Arra
 
 /** Run attach; prints a live table (unless --json) and a summary. Returns true when nothing came back altered or reordered. */
 export async function runAttach(o: AttachOptions): Promise<boolean> {
+  const { log } = makeLogger({ json: o.json, level: o.logLevel });
   const r = await attach(o, o.json ? (s) => console.log(JSON.stringify(s)) : (s) => process.stdout.write(typeof s === 'string' ? s : ''), {
-    log: (l) => (o.json ? console.log(JSON.stringify({ time: new Date().toISOString(), log: l })) : console.error(`${new Date().toISOString()} ${l}`)),
+    log,
     signals: true,
   });
   if (o.json) console.log(JSON.stringify(r, null, 2));
@@ -182,7 +206,8 @@ export async function attach(
   o: AttachOptions,
   out: (s: string | Record<string, unknown>) => void,
   env: {
-    log: (l: string) => void;
+    /** One log line, with its facts as fields (pino in the command line). */
+    log: (l: string, detail?: Record<string, unknown>) => void;
     signals?: boolean;
     stopSignal?: Promise<void>;
     /** Called after TX stopped and the rings drained, before the front-end disconnects (tests read the peer's counters here). */
@@ -207,29 +232,49 @@ export async function attach(
     return selector.select(f, 0, f.length, n);
   };
   const traffic = attachTraffic(o.netdev, pairs, select);
+  // Capture rings for the process's lifetime (a capture can start at run time through the control socket).
+  const capture = new QueueCapture(pairs);
   const fe = new VhostUserFrontend({
     socket: o.socket, server: o.server, pairs, queueSize: o.queueSize, ring: o.ring, inOrder: o.inOrder, mrgRxbuf: o.mrgRxbuf,
     mac: o.mac ? parseMac(o.mac) : undefined, mode: o.mode, source: () => traffic.spec as SourceSpec | TapTrafficSpec,
     replyTimeoutMs: o.replyTimeout ?? 5000, connectTimeoutMs: (o.connectTimeout ?? 30) * 1000, reconnect: o.reconnect ?? true, log: env.log,
+    capture: capture.buffers,
   });
+  // --strict: a ring or num_buffers error the driver stops on is a device rule broken; reported once per rule.
+  const conformance = o.strict ? new ConformanceMonitor((r) => env.log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
+  if (conformance) fe.on('queue-error', (e) => void recordDeviceError(conformance, e.code, e.message, e.queue, fe.negotiated ? ringFormat(fe.negotiated) : o.ring));
   env.log(`attach: ${o.server ? 'listening on' : 'connecting to'} ${o.socket}, ${pairs} queue pairs, ${o.ring} rings, ${traffic.describe}`);
   try {
+    if (o.capture) {
+      capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
+      env.log(`attach: capturing ${o.captureQueue === undefined ? 'every queue pair' : `queue pair ${o.captureQueue}`} (${o.captureDir ?? 'both'}) to ${o.capture}`);
+    }
     await fe.start();
   } catch (e) {
     traffic.close?.();
+    if (capture.active) await capture.stop().catch(() => undefined);
     throw e;
   }
-  const observed = o.observe ? new AttachObserved(fe) : null;
+  const observed = o.observe ? new AttachObserved(fe, { capture, conformance }) : null;
   const observing = observed ? await startObserving(observed, o.observe!, env.log).catch(async (e) => {
     await fe.stop();
     traffic.close?.();
+    if (capture.active) await capture.stop().catch(() => undefined);
     throw e;
   }) : null;
+  if (observing) registerCaptureCommands(observing.control, capture, env.log);
   const drv = fe.driver;
   // A TAP queue no pair reads would strand the kernel's frames: detach the queues beyond the back-end's pairs.
   if (traffic.kind === 'tap') for (const fd of (traffic.spec as TapTrafficSpec).fds.slice(drv.pairs)) tunSetQueue(fd, false);
   const features = featureNames(fe.negotiated, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
-  env.log(`attach: negotiated with the back-end: ${features.join(' ')}`);
+  // One line per back-end connection with what it negotiated (the same on every reconnect: the rings keep their features).
+  const ring = ringFormat(fe.negotiated);
+  const connectionLine = (n: number) => env.log(
+    `attach: back-end connection ${n}: ${drv.activePairs} of ${drv.pairs} queue pairs, ${ring} rings, negotiated with the back-end: ${features.join(' ')}`,
+    { event: 'connection', connection: n, pairs: drv.pairs, activePairs: drv.activePairs, ring, features },
+  );
+  connectionLine(fe.connections);
+  fe.on('connected', connectionLine);
   if (o.rss) env.log('attach: the back-end does not offer VIRTIO_NET_F_RSS: --rss chooses transmit queues by the RSS hash; the back-end steers by its own');
   if (drv.pairs < pairs) env.log(`attach: the back-end has ${drv.pairs} queue pairs (asked for ${pairs})`);
   const s = fe.stats;
@@ -345,6 +390,7 @@ export async function attach(
   }
   const seconds = (Date.now() - t0) / 1000;
   const activePairs = drv.activePairs;
+  let captured: CaptureSummary | undefined;
   try {
     await env.beforeStop?.(fe);
   } finally {
@@ -352,6 +398,14 @@ export async function attach(
     await observing?.close();
     await fe.stop();
     traffic.close?.();
+    if (capture.active) {
+      try {
+        captured = await capture.stop();
+        env.log(`attach: ${describeCapture(captured)}`, { event: 'capture', ...captured });
+      } catch (e) {
+        problems.push((e as Error).message);
+      }
+    }
   }
 
   const tx = s.total(DrvStat.txPackets), rx = s.total(DrvStat.rxPackets);
@@ -371,6 +425,7 @@ export async function attach(
   return {
     ok: problems.length === 0, problems, pairs: drv.pairs, activePairs, features, seconds, connections: fe.connections,
     txPackets: tx, rxPackets: rx, drops: traffic.kind === 'sink' || traffic.kind === 'tap' ? 0 : Math.max(0, tx - rx), perPair, rssBytes: process.memoryUsage().rss, adaptiveChanges,
+    capture: captured, conformance: conformance?.report(),
   };
 }
 
@@ -380,6 +435,8 @@ function printSummary(r: AttachResult): void {
   console.log(`${'pair'.padStart(4)} ${'TX pkts'.padStart(10)} ${'RX pkts'.padStart(10)} ${'RX MB'.padStart(8)} ${'gaps'.padStart(8)} ${'kicks'.padStart(8)} ${'irqs'.padStart(8)}`);
   for (const p of r.perPair)
     console.log(`${String(p.pair).padStart(4)} ${String(p.txPackets).padStart(10)} ${String(p.rxPackets).padStart(10)} ${(p.rxBytes / 1e6).toFixed(1).padStart(8)} ${String(p.gaps).padStart(8)} ${String(p.kicks).padStart(8)} ${String(p.interrupts).padStart(8)}`);
+  if (r.capture) console.log(describeCapture(r.capture));
+  if (r.conformance) console.log(formatConformance(r.conformance));
   if (r.ok) console.log(r.drops > 0 ? `OK: every frame that came back was byte-exact and in order; ${r.drops} dropped` : 'OK: every frame that came back was byte-exact and in order');
   else for (const p of r.problems) console.log(`FAIL: ${p}`);
 }

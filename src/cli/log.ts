@@ -16,10 +16,14 @@ export type LogFn = (line: string, detail?: Record<string, unknown>, level?: Log
 /** Lines that report a failure are warnings; everything else is info. */
 const WARN = /\b(failed|error|closing connection|refus|abandoned|DEVICE_NEEDS_RESET|not supported|stopped: )/i;
 
-export function makeLogger(o: { json: boolean; level?: LogLevel }): { log: LogFn; logger: Logger } {
+/**
+ * A logger at `level` (default info). With `json`, JSON lines on `fd`
+ * (default 1, stdout); without, `TIME [LEVEL] line` on stderr.
+ */
+export function makeLogger(o: { json: boolean; level?: LogLevel; fd?: 1 | 2 }): { log: LogFn; logger: Logger } {
   const base = { level: o.level ?? 'info', messageKey: 'log', base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label: string) => ({ level: label }) } };
   const logger = o.json
-    ? pino(base, pino.destination({ dest: 1, sync: true }))
+    ? pino(base, pino.destination({ dest: o.fd ?? 1, sync: true }))
     : pino(base, new Writable({
         write(chunk: Buffer, _enc, cb) {
           try {

@@ -25,6 +25,7 @@ import { formatConformance, formatViolation, type ConformanceReport } from '../v
 import { QueueCapture, describeCapture, type CaptureDirection, type CaptureSummary } from '../transport/capture.js';
 import { NET_DRIVER_FEATURES } from '../net/driver.js';
 import { NET_OFFLOAD_FEATURES } from '../net/offloads.js';
+import { makeLogger, type LogFn, type LogLevel } from './log.js';
 
 export interface LoopbackOptions {
   queues: number;
@@ -63,6 +64,10 @@ export interface LoopbackOptions {
   observe?: ObserveOptions;
   /** Stop sending early when aborted (the command line: SIGINT, SIGTERM); the frames in flight are still checked. */
   signal?: AbortSignal;
+  /** Log lines at this level and above (pino, cli/log.ts; on stderr, JSON lines with --json). Default info. */
+  logLevel?: LogLevel;
+  /** Where log lines go (default: a pino logger on stderr at {@link logLevel}). */
+  log?: LogFn;
 }
 
 export interface LoopbackResult {
@@ -115,24 +120,32 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     spec = prepareGeneratorTraffic({ flows: o.flows, frameSize: o.size, proto: o.proto ?? 'udp', ipVersion: o.ipVersion ?? 4 });
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
+  // Log lines go to stderr (stdout carries the live table, or the one JSON summary with --json).
+  const log = o.log ?? makeLogger({ json: o.json, level: o.logLevel, fd: 2 }).log;
   const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,
     ring: o.ring, inOrder: o.inOrder, mtu: o.mtu, capture: capture.buffers, strict: o.strict,
     driverFeatures: o.offloads ? NET_DRIVER_FEATURES | NET_OFFLOAD_FEATURES : undefined,
   });
-  net.on('conformance', (r) => out(`\n${formatViolation(r)}\n`));
-  if (o.capture) capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
-  net.on('queue-error', (e) => out(`\nqueue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}\n`));
+  net.on('conformance', (r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values }));
+  if (o.capture) {
+    capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
+    log(`capturing ${o.captureQueue === undefined ? 'every queue pair' : `queue pair ${o.captureQueue}`} (${o.captureDir ?? 'both'}) to ${typeof o.capture === 'string' ? o.capture : '(stream)'}`);
+  }
+  net.on('queue-error', (e) => log(`queue error (${e.side} queue ${e.queue}): ${e.code}: ${e.message}`, { event: 'queue-error', ...e }, 'warn'));
   await net.start();
-  const observed = o.observe ? new LoopbackObserved(net) : null;
-  const observing = observed ? await startObserving(observed, o.observe!, (line) => process.stderr.write(`${line}\n`)).catch(async (e) => {
+  const observed = o.observe ? new LoopbackObserved(net, { capture }) : null;
+  const observing = observed ? await startObserving(observed, o.observe!, log).catch(async (e) => {
     await net.stop();
     throw e;
   }) : null;
-  if (observing) registerCaptureCommands(observing.control, capture);
+  if (observing) registerCaptureCommands(observing.control, capture, log);
   const features = featureNames(net.driver.features, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   out(`negotiated: ${features.join(' ')}\n`);
+  // The one "connection" of the local transport, as serve and attach log theirs.
+  log(`loopback: ${net.driver.activePairs} of ${pairs} queue pairs running, ${o.ring ?? 'split'} rings, negotiated: ${features.join(' ')}`,
+    { event: 'connection', pairs, activePairs: net.driver.activePairs, ring: o.ring ?? 'split', features });
   if (o.rss) await net.setRss({ ...rssCfg, maxTxVq: net.driver.activePairs });
   const drv = net.drvStats, dev = net.devStats;
   const inFlight = () => drv.total(DrvStat.txPackets) - drv.total(DrvStat.rxPackets) - dev.total(DevStat.rxDrops) - dev.total(DevStat.rxFiltered);

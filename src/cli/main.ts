@@ -93,10 +93,12 @@ observeOptions(program
   .option('--ring <format>', 'virtqueue format: split (§2.7) or packed (§2.8)', 'split')
   .option('--in-order', 'negotiate VIRTIO_F_IN_ORDER (buffers used in the order made available)', false)
   .option('--rx-buffer-size <bytes>', 'RX buffer size the driver posts (MRG_RXBUF spreads larger frames over several)', int('--rx-buffer-size', 64, 65536))
-  .option('--json', 'print the summary as JSON', false)
+  .option('--json', 'print the summary as JSON (log lines: JSON lines on stderr)', false)
+  .addOption(logLevelOption())
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .addOption(strictOption())
   .action(async (opts) => {
+    checkLogLevel(opts.logLevel);
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (!['udp', 'tcp', 'mixed'].includes(opts.proto)) throw new UsageError('--proto must be udp, tcp or mixed');
@@ -137,14 +139,14 @@ observeOptions(program
   .option('--mode <mode>', 'worker wait mode: notify (eventfd kicks, EVENT_IDX) or busy (poll)', 'notify')
   .option('--mtu <bytes>', 'MTU: config mtu (VIRTIO_NET_F_MTU) and the TAP\'s MTU; frames up to 14 + MTU bytes', int('--mtu', 68, 9714), 1500)
   .option('--json', 'log lines and per-second statistics as JSON lines', false)
-  .option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`, 'info')
+  .addOption(logLevelOption())
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .addOption(strictOption())
   .option('--group <name>', 'create the socket 0660 owned by this group (name or gid), for a front-end running as another user of it')
   .action(async (opts) => {
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
-    if (!LOG_LEVELS.includes(opts.logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+    checkLogLevel(opts.logLevel);
     checkControlPath(opts.control);
     if (opts.group !== undefined) {
       if (opts.client) throw new UsageError('--group: only for a listening socket (not with --client)');
@@ -163,7 +165,7 @@ observeOptions(program
 
 program
   .command('stats')
-  .description('show a running serve or loopback: per-queue counters (xstats names), features, rings, memory, connection, uptime')
+  .description('show a running serve, attach or loopback: per-queue counters (xstats names), features, rings, memory, connection, uptime')
   .option('--control <path>', 'its control socket (default: the only virtio-mq-PID.sock in $XDG_RUNTIME_DIR or the temp directory)')
   .option('-w, --watch', 'show again every second, with rates (Ctrl-C ends)', false)
   .option('--interval <seconds>', 'seconds between --watch snapshots', seconds('--interval', 3600), 1)
@@ -181,7 +183,7 @@ program
 
 program
   .command('capture')
-  .description('capture the queues of a running serve or loopback into a pcapng file (one interface per queue pair), until Ctrl-C or --duration')
+  .description('capture the queues of a running serve, attach or loopback into a pcapng file (one interface per queue pair), until Ctrl-C or --duration')
   .argument('<file>', 'pcapng file the running process writes')
   .option('--control <path>', 'its control socket (default: the only virtio-mq-PID.sock in $XDG_RUNTIME_DIR or the temp directory)')
   .option('--queue <n>', 'capture only this queue pair (0-based)', int('--queue', 0, 32767))
@@ -203,12 +205,20 @@ program
     }
   });
 
-/** Strict conformance (virtio/conformance.ts, net/conformance.ts), on serve and loopback. */
+/** --log-level (pino, cli/log.ts), on serve, loopback and attach. */
+function logLevelOption(): Option {
+  return new Option('--log-level <level>', `log lines at this level and above: ${LOG_LEVELS.join(', ')}`).default('info');
+}
+function checkLogLevel(level: string): void {
+  if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+}
+
+/** Strict conformance (virtio/conformance.ts, net/conformance.ts), on serve, loopback (the device checks the driver) and attach (the driver checks the device). */
 function strictOption(): Option {
   return new Option('--strict', 'report every spec rule the other end breaks (section, the spec\'s words, the values) once, and a summary at exit').default(false);
 }
 
-// Per-queue capture (transport/capture.ts), the same options on serve and loopback.
+// Per-queue capture (transport/capture.ts), the same options on serve, attach and loopback.
 function captureOption(): Option {
   return new Option('--capture <file>', 'write a pcapng capture of the queues: one interface per queue pair (qN), direction in each packet\'s flags');
 }
@@ -258,7 +268,12 @@ observeOptions(program
   .option('--connect-timeout <seconds>', 'how long to wait for the first connection', seconds('--connect-timeout', 86400), 30)
   .option('--no-reconnect', 'exit when the back-end goes away (default: hold the rings and resume on the next connection)')
   .option('--json', 'log lines and per-second statistics as JSON lines, the summary as JSON', false)
+  .addOption(logLevelOption())
+  .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
+  .addOption(strictOption())
   .action(async (opts) => {
+    checkLogLevel(opts.logLevel);
+    checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');
     if (opts.ring !== 'split' && opts.ring !== 'packed') throw new UsageError('--ring must be split or packed');
     const problem = queueSizeProblem(opts.ring, opts.queueSize);

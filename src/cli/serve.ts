@@ -60,7 +60,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
   }
   log(`serving ${o.queues} queue pairs on ${o.socket}${o.client ? ' (client)' : ''}, netdev ${netdev.describe}, ${o.mode} mode${rss ? ', RSS' : ''}`);
   // Observable before the back-end starts (with --client, start() waits for the first connection).
-  const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log });
+  const observed = new ServeObserved(backend, { socket: o.socket, client: o.client, log, capture, conformance });
   const observing = await startObserving(observed, { control: o.control, metrics: o.metrics, http: o.http } satisfies ObserveOptions, log).catch((e) => {
     netdev.close();
     throw e;

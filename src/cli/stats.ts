@@ -86,5 +86,17 @@ export function formatSnapshot(s: Snapshot, prev: { s: Snapshot; dt: number } | 
     }
     out += '(split avail: the device\'s next index / the driver\'s avail->idx; packed: position and wrap counter)\n';
   }
+  if (s.capture) {
+    const cap = s.capture.filter((c) => c.rxCaptured + c.txCaptured + c.rxDrops + c.txDrops > 0);
+    if (cap.length) {
+      out += `\n${'pair'.padStart(4)} ${'capture rx'.padStart(11)} ${'rx drops'.padStart(9)} ${'capture tx'.padStart(11)} ${'tx drops'.padStart(9)}\n`;
+      for (const c of cap) out += `${String(c.pair).padStart(4)} ${String(c.rxCaptured).padStart(11)} ${String(c.rxDrops).padStart(9)} ${String(c.txCaptured).padStart(11)} ${String(c.txDrops).padStart(9)}\n`;
+    }
+  }
+  if (s.conformance) {
+    const c = s.conformance;
+    out += `\nstrict: ${c.violations} violation${c.violations === 1 ? '' : 's'} of the spec\n`;
+    for (const r of c.rules) out += `  §${r.section} ${r.title} (${r.id}, by the ${r.by}): ${r.count}\n`;
+  }
   return out;
 }

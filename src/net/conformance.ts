@@ -6,14 +6,21 @@
  *
  * Checked by the device's control plane (the main thread), never on a data
  * path: each controlq command once, through {@link NetDevice.onCommand}.
+ *
+ * The other direction (attach --strict, the driver checks the device):
+ * `num_buffers` rules (§5.1.9.4.1), from the NumBuffersError a driver's
+ * receiveq stops on (driver-pair.ts), recorded with the ring rules a driver
+ * checks by {@link recordDeviceError}.
  */
 import type { ConformanceMonitor, SpecRule } from '../virtio/conformance.js';
 import { VIRTIO_STATUS_DRIVER_OK } from '../virtio/features.js';
 import { ringFormat } from '../virtio/ring.js';
+import type { RingFormat } from '../virtio/queue.js';
 import { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET } from './ctrl.js';
 import type { NetDevice } from './device.js';
 
 const AUTO_RX = 'Driver Requirements: Automatic receive steering in multiqueue mode';
+const INCOMING = 'Device Requirements: Processing of Incoming Packets';
 
 export const NET_RULES = {
   notifyBeforeDriverOk: {
@@ -28,7 +35,36 @@ export const NET_RULES = {
     id: 'net.vq-pairs-unconfigured', section: '5.1.9.5.6.1', title: AUTO_RX, by: 'driver', normative: true,
     words: 'The driver MUST configure the virtqueues before enabling them with the VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET command.',
   },
+  // ---- broken by the device, checked by the driver (attach --strict) ----
+  numBuffersBeyond: {
+    id: 'net.num-buffers', section: '5.1.9.4.1', title: INCOMING, by: 'device', normative: true,
+    words: 'If VIRTIO_NET_F_MRG_RXBUF has been negotiated, the device MUST set num_buffers to indicate the number of buffers the packet (including the header) is spread over.',
+  },
+  numBuffersTogether: {
+    id: 'net.num-buffers-together', section: '5.1.9.4.1', title: INCOMING, by: 'device', normative: true,
+    words: 'The device MUST use all buffers used by a single receive packet together, such that at least num_buffers are observed by driver as used.',
+  },
 } as const satisfies Record<string, SpecRule>;
+
+/** The device rule a driver-side virtio-net error (driver-pair.ts NumBuffersError) breaks; null for other codes. */
+export function netDeviceRuleFor(code: string): SpecRule | null {
+  if (code === 'NUM_BUFFERS_BEYOND_AVAILABLE') return NET_RULES.numBuffersBeyond;
+  if (code === 'NUM_BUFFERS_NOT_USED_TOGETHER') return NET_RULES.numBuffersTogether;
+  return null;
+}
+
+/**
+ * Record an error a driver's queue pair stopped on (attach --strict: the
+ * device broke a rule): virtio-net rules first, then the ring rules
+ * (USED_ID_INVALID, USED_LEN_INVALID, USED_IDX_JUMP). Returns the rule, or
+ * null when the code is no device rule's (nothing is counted then).
+ */
+export function recordDeviceError(monitor: ConformanceMonitor, code: string, message: string, queue: number, format: RingFormat): SpecRule | null {
+  const net = netDeviceRuleFor(code);
+  if (!net) return monitor.recordRingError(code, message, queue, format, 'driver');
+  monitor.record(net, queue, message.replace(/^queue -?\d+: /, ''));
+  return net;
+}
 
 /** A rule broken and the offending values. */
 export interface NetViolation {

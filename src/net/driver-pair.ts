@@ -20,6 +20,22 @@ import { copyBytes } from '../virtio/copy.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import type { DriverQueue } from '../virtio/queue.js';
 import { DrvStat } from './stats.js';
+import { VirtioError } from '../virtio/errors.js';
+
+/**
+ * A receiveq buffer's `num_buffers` (virtio_net_hdr with MRG_RXBUF) the
+ * driver cannot honour, checked on the driver side (src/net/conformance.ts
+ * names the device rule each code breaks, §5.1.9.4.1 of the repository's
+ * spec text):
+ * - `NUM_BUFFERS_BEYOND_AVAILABLE` more buffers than the driver has made available on the receiveq;
+ * - `NUM_BUFFERS_NOT_USED_TOGETHER` fewer used buffers published than num_buffers says.
+ * `queue` is the receiveq's virtqueue index.
+ */
+export class NumBuffersError extends VirtioError {
+  constructor(code: 'NUM_BUFFERS_BEYOND_AVAILABLE' | 'NUM_BUFFERS_NOT_USED_TOGETHER', readonly queue: number, message: string) {
+    super(code, `queue ${queue}: ${message}`);
+  }
+}
 
 /** Receives each frame (bytes [off, off+len) of src, no header); valid only during the call. */
 export type FrameConsumer = (src: Bytes, off: number, len: number) => void;
@@ -231,13 +247,18 @@ export class NetDriverPair {
   private mergeRx(o: number, len: number, nb: number): number {
     const q = this.rxq;
     const first = q.usedToken;
+    const made = q.size - q.numFree + 1; // buffers made available, this one included (just reclaimed)
+    if (nb > made) {
+      this.stats[this.statBase + DrvStat.rxBad]++;
+      throw new NumBuffersError('NUM_BUFFERS_BEYOND_AVAILABLE', q.index, `num_buffers ${nb}, but the driver made only ${made} buffers available`);
+    }
     let pos = len - this.hdrLen;
     copyBytes(this.merge, 0, this.rxBytes, o + this.hdrLen, pos);
     q.addOne(this.rxBufAddr + first * this.rxBufSize, this.rxBufSize, true, first);
     for (let i = 1; i < nb; i++) {
       if (q.usedPending() === 0) {
         this.stats[this.statBase + DrvStat.rxBad]++;
-        throw new Error(`num_buffers ${nb} but only ${i} used buffers`);
+        throw new NumBuffersError('NUM_BUFFERS_NOT_USED_TOGETHER', q.index, `num_buffers ${nb}, but only ${i} used buffers were published with it`);
       }
       q.popUsed();
       const buf = q.usedToken;

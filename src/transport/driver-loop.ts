@@ -19,6 +19,8 @@ import type { NetDriverPair } from '../net/driver-pair.js';
 import { DrvStat } from '../net/stats.js';
 import type { TrafficSource } from '../traffic/source.js';
 import { CTL_ACTIVE_PAIRS, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, type SharedControl } from './local/shared.js';
+import type { CaptureRing } from '../net/capture-ring.js';
+import { tapReceive, tapTransmit } from './driver-tap.js';
 
 /** How a driver worker notifies its device and waits for it. */
 export interface DriverNotify {
@@ -46,6 +48,8 @@ export interface DriverLoopOptions {
   onReady?: () => void;
   /** The pair stopped on a ring error (drv.error): called once. */
   onError: (e: Error) => void;
+  /** This pair's capture ring (driver-tap.ts): frames received and transmitted are copied there while a capture runs. */
+  capture?: CaptureRing;
 }
 
 /** Run until CTL_STOP. Stocks receiveqN first. */
@@ -54,13 +58,18 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
   const words = ctl.words;
   const pair = o.pair;
   const txAllowed = o.txAllowed ?? (() => true);
-  const consume = (src: Parameters<typeof source.consume>[0], off: number, len: number) => source.consume(src, off, len);
+  const plain = (src: Parameters<typeof source.consume>[0], off: number, len: number) => source.consume(src, off, len);
+  // Capture: chosen once here; without a ring the loop runs the untapped code.
+  const tap = o.capture ?? null;
+  if (tap !== null) tapTransmit(drv, tap);
+  const consume = tap !== null ? tapReceive(tap, plain) : plain;
   let pauseSeen = Atomics.load(words, CTL_PAUSE);
   let reported = false;
   drv.refillRx();
   if (drv.flushRx()) notify.kick(0);
   o.onReady?.();
   for (;;) {
+    if (tap !== null) tap.refresh();
     let work = drv.reclaimTx();
     const pause = Atomics.load(words, CTL_PAUSE);
     const paused = (pause & 1) === 1;

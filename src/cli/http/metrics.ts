@@ -4,8 +4,10 @@
  * labelled `pair` (0-based) and `direction` (rx = receiveqN, tx =
  * transmitqN; absent for pair-wide counters), the gauges (backlog, ring
  * fill, in flight, active pairs, connection), and prom-client's default
- * process metrics (CPU, memory, event loop lag, handles). Counters stay
- * monotonic across front-end reconnects (serve accumulates them).
+ * process metrics (CPU, memory, event loop lag, handles); capture frames
+ * and capture drops per pair and direction, and with --strict the
+ * violations per spec rule. Counters stay monotonic across front-end
+ * reconnects (serve accumulates them).
  */
 import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Observed, Snapshot } from '../observe/snapshot.js';
@@ -70,6 +72,29 @@ export function metricsRegistry(src: Observed): Registry {
     collect() {
       this.reset();
       for (const f of get().features) this.set({ name: f }, 1);
+    },
+  });
+  // Capture (transport/capture.ts): frames captured and capture drops per pair and direction, monotonic.
+  const captureCounter = (name: string, help: string, rx: 'rxCaptured' | 'rxDrops', tx: 'txCaptured' | 'txDrops') => new Counter({
+    name, help, labelNames: ['pair', 'direction'], registers: [reg],
+    collect() {
+      this.reset();
+      for (const c of get().capture ?? []) {
+        this.inc({ pair: String(c.pair), direction: 'rx' }, c[rx]);
+        this.inc({ pair: String(c.pair), direction: 'tx' }, c[tx]);
+      }
+    },
+  });
+  captureCounter('virtio_mq_capture_frames_total', 'frames copied into the capture (rx: taken from receiveqN, tx: made available on transmitqN)', 'rxCaptured', 'txCaptured');
+  captureCounter('virtio_mq_capture_drops_total', 'frames the capture dropped because its ring was full (the data path never waits for the capture)', 'rxDrops', 'txDrops');
+  // --strict (virtio/conformance.ts): violations per rule; every rule appears once broken.
+  new Gauge({ name: 'virtio_mq_strict', help: '1 when --strict conformance checking is on', registers: [reg], collect() { this.set(get().conformance ? 1 : 0); } });
+  new Counter({
+    name: 'virtio_mq_strict_violations_total', help: 'violations of the spec counted by --strict, per rule (id, section, the end that broke it)',
+    labelNames: ['rule', 'section', 'by'], registers: [reg],
+    collect() {
+      this.reset();
+      for (const r of get().conformance?.rules ?? []) this.inc({ rule: r.id, section: r.section, by: r.by }, r.count);
     },
   });
   return reg;

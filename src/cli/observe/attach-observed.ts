@@ -12,7 +12,7 @@ import { NET_FEATURE_NAMES } from '../../net/features.js';
 import { ringFormat } from '../../virtio/ring.js';
 import { viewRing } from '../../virtio/ring-view.js';
 import type { VhostUserFrontend } from '../../transport/vhost-user/front-end.js';
-import { buildXstats, queueName, type Observed, type RingEntry, type Snapshot, type StatDef } from './snapshot.js';
+import { buildXstats, extrasSnapshot, queueName, type ObserveExtras, type Observed, type RingEntry, type Snapshot, type StatDef } from './snapshot.js';
 
 /** Driver-side statistics of attach (kept in the front-end's StatsBlock). */
 export const ATTACH_STATS: readonly StatDef[] = [
@@ -38,7 +38,7 @@ export class AttachObserved implements Observed {
   private connectedAt: number | null = null;
   private stopping = false;
 
-  constructor(private readonly fe: VhostUserFrontend) {
+  constructor(private readonly fe: VhostUserFrontend, private readonly extras: ObserveExtras = {}) {
     this.pairs = fe.stats.pairs;
     if (fe.connected) this.connectedAt = Date.now();
     fe.on('connected', () => (this.connectedAt = Date.now()));
@@ -78,6 +78,7 @@ export class AttachObserved implements Observed {
       xstats: buildXstats(this.defs, this.pairs, fe.stats.counters, DRV_STAT_COUNT),
       rings,
       memory: fe.mem ? fe.mem.specs.map((r) => ({ guestAddr: r.guestPhysAddr, size: r.size })) : [],
+      ...extrasSnapshot(this.extras),
     };
   }
 }

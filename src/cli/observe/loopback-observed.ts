@@ -10,7 +10,7 @@ import { featureNames, VIRTIO_FEATURE_NAMES } from '../../virtio/features.js';
 import { NET_FEATURE_NAMES } from '../../net/features.js';
 import { ringFormat } from '../../virtio/ring.js';
 import { viewRing } from '../../virtio/ring-view.js';
-import { DEV_STATS, DRV_STATS, buildXstats, queueName, type Observed, type RingEntry, type Snapshot } from './snapshot.js';
+import { DEV_STATS, DRV_STATS, buildXstats, extrasSnapshot, queueName, type ObserveExtras, type Observed, type RingEntry, type Snapshot } from './snapshot.js';
 
 export class LoopbackObserved implements Observed {
   readonly kind = 'loopback';
@@ -19,7 +19,7 @@ export class LoopbackObserved implements Observed {
   private readonly started = Date.now();
   private stopping = false;
 
-  constructor(private readonly net: LocalNet) {
+  constructor(private readonly net: LocalNet, private readonly extras: ObserveExtras = {}) {
     this.pairs = net.devStats.pairs;
   }
 
@@ -49,6 +49,7 @@ export class LoopbackObserved implements Observed {
       xstats: buildXstats(this.defs, this.pairs, dev, DEV_STAT_COUNT, net.drvStats.counters, DRV_STAT_COUNT),
       rings,
       memory: net.mem.specs.map((r) => ({ guestAddr: r.guestPhysAddr, size: r.size })),
+      ...extrasSnapshot({ conformance: net.conformance, ...this.extras }),
     };
   }
 }

@@ -9,7 +9,7 @@ import type { Session } from '../../transport/vhost-user/session.js';
 import { DEV_STAT_COUNT, DevStat } from '../../net/stats.js';
 import { ringFormat } from '../../virtio/ring.js';
 import { viewRing } from '../../virtio/ring-view.js';
-import { DEV_STATS, buildXstats, queueName, type Observed, type RingEntry, type Snapshot } from './snapshot.js';
+import { DEV_STATS, buildXstats, extrasSnapshot, queueName, type ObserveExtras, type Observed, type RingEntry, type Snapshot } from './snapshot.js';
 
 export class ServeObserved implements Observed {
   readonly kind = 'serve';
@@ -26,7 +26,10 @@ export class ServeObserved implements Observed {
   /** Sessions whose negotiated features were logged (once per connection). */
   private logged = new WeakSet<Session>();
 
-  constructor(private readonly backend: VhostUserBackend, private readonly o: { socket: string; client: boolean; log?: (line: string, detail?: Record<string, unknown>) => void }) {
+  constructor(
+    private readonly backend: VhostUserBackend,
+    private readonly o: { socket: string; client: boolean; log?: (line: string, detail?: Record<string, unknown>) => void } & ObserveExtras,
+  ) {
     this.pairs = backend.stats.pairs;
     this.base = new Float64Array(this.pairs * DEV_STAT_COUNT);
     backend.on('session', () => {
@@ -95,6 +98,7 @@ export class ServeObserved implements Observed {
       xstats: buildXstats(this.defs, this.pairs, total, DEV_STAT_COUNT),
       rings,
       memory: view?.regions ?? [],
+      ...extrasSnapshot(this.o),
     };
   }
 }

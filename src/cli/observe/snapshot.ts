@@ -8,6 +8,8 @@
  */
 import { DevStat, DrvStat } from '../../net/stats.js';
 import type { RingView } from '../../virtio/ring-view.js';
+import type { QueueCapture } from '../../transport/capture.js';
+import type { ConformanceMonitor } from '../../virtio/conformance.js';
 
 /** One counter (or gauge) of a queue pair: where it is kept, its xstats name and its help text. */
 export interface StatDef {
@@ -94,6 +96,44 @@ export interface Snapshot {
   rings: RingEntry[];
   /** Guest memory regions (guest physical address, bytes, the front-end's user address). */
   memory: { guestAddr: number; size: number; userAddr?: number }[];
+  /**
+   * Capture counters per queue pair since the process started (monotonic;
+   * transport/capture.ts): frames captured and frames the capture dropped
+   * (its ring full), by direction. Absent when the process cannot capture.
+   */
+  capture?: CaptureStat[];
+  /** With --strict: violations of the spec counted so far, in total and per rule (virtio/conformance.ts). */
+  conformance?: ConformanceStat;
+}
+
+export interface CaptureStat {
+  pair: number;
+  rxCaptured: number;
+  txCaptured: number;
+  rxDrops: number;
+  txDrops: number;
+}
+
+export interface ConformanceStat {
+  violations: number;
+  rules: { id: string; section: string; title: string; by: 'driver' | 'device'; count: number }[];
+}
+
+/** What a process observes besides its queues: its capture rings and, with --strict, its conformance monitor. */
+export interface ObserveExtras {
+  capture?: QueueCapture | null;
+  conformance?: ConformanceMonitor | null;
+}
+
+/** The snapshot fields {@link ObserveExtras} give. */
+export function extrasSnapshot(e: ObserveExtras): Pick<Snapshot, 'capture' | 'conformance'> {
+  const out: Pick<Snapshot, 'capture' | 'conformance'> = {};
+  if (e.capture) out.capture = e.capture.counters();
+  if (e.conformance) {
+    const rep = e.conformance.report();
+    out.conformance = { violations: rep.violations, rules: rep.rules.map((r) => ({ id: r.id, section: r.section, title: r.title, by: r.by, count: r.count })) };
+  }
+  return out;
 }
 
 /** Anything a snapshot can be taken of: a running serve or loopback. */

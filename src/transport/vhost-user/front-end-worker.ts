@@ -25,6 +25,7 @@ import { TapSource, type TapTrafficSpec } from '../../traffic/tap-source.js';
 import type { DriverWorkerData } from '../local/driver-worker.js';
 import { runDriverLoop, type DriverNotify } from '../driver-loop.js';
 import { holdWord } from './front-end-link.js';
+import { CaptureRing } from '../../net/capture-ring.js';
 
 export interface FrontendWorkerData extends Omit<DriverWorkerData, 'source'> {
   /** What the pair sends and checks; 'tap': a TAP queue per pair (the kernel's traffic). */
@@ -37,12 +38,14 @@ export interface FrontendWorkerData extends Omit<DriverWorkerData, 'source'> {
   wakeFd: number;
   /** Int32 words: [0] hold epoch (odd: link down); per pair p at 1 + 3p: acked epoch, receiveq used, transmitq used. */
   link: SharedArrayBuffer;
+  /** This pair's capture ring (QueueCapture.buffers[pair], transport/capture.ts), if the process can capture. */
+  capture?: SharedArrayBuffer;
 }
 
 
 export type FrontendWorkerMessage =
   | { type: 'ready'; pair: number }
-  | { type: 'queue-error'; pair: number; code: string; message: string }
+  | { type: 'queue-error'; pair: number; queue: number; code: string; message: string }
   | { type: 'exit'; pair: number };
 
 const d = workerData as FrontendWorkerData;
@@ -102,9 +105,10 @@ runDriverLoop(drv, source, notify, {
     Atomics.store(link, w, epoch);
     Atomics.notify(link, w);
   },
+  capture: d.capture ? new CaptureRing(d.capture) : undefined,
   onReady: () => parentPort?.postMessage({ type: 'ready', pair: d.pair } satisfies FrontendWorkerMessage),
   onError: (e) => parentPort?.postMessage({
-    type: 'queue-error', pair: d.pair, code: (e as { code?: string }).code ?? 'ERROR', message: e.message,
+    type: 'queue-error', pair: d.pair, queue: (e as { queue?: number }).queue ?? -1, code: (e as { code?: string }).code ?? 'ERROR', message: e.message,
   } satisfies FrontendWorkerMessage),
 });
 parentPort?.postMessage({ type: 'exit', pair: d.pair } satisfies FrontendWorkerMessage);

@@ -129,6 +129,8 @@ export interface VhostUserFrontendOptions {
   /** Reconnect when the back-end goes away. Default true. */
   reconnect?: boolean;
   log?: (line: string) => void;
+  /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts): the pairs tap their frames (driver-tap.ts). */
+  capture?: SharedArrayBuffer[];
 }
 
 interface Connection {
@@ -147,6 +149,8 @@ export interface FrontendEvents {
   connected: [number];
   disconnected: [string];
   error: [VhostUserFrontendError];
+  /** A pair's ring error, as its worker reported it (before the front-end fails on it): virtqueue index, code, message. */
+  'queue-error': [{ pair: number; queue: number; code: string; message: string }];
 }
 
 export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
@@ -163,7 +167,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
   /** Features passed to the back-end with SET_FEATURES. */
   negotiated = 0n;
   backendQueuePairs = 1;
-  private readonly o: Required<Omit<VhostUserFrontendOptions, 'mac' | 'log'>> & Pick<VhostUserFrontendOptions, 'mac'>;
+  private readonly o: Required<Omit<VhostUserFrontendOptions, 'mac' | 'log' | 'capture'>> & Pick<VhostUserFrontendOptions, 'mac' | 'capture'>;
   private readonly log: (line: string) => void;
   private memFd = -1;
   private memSize = 0;
@@ -620,7 +624,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
         mode: this.o.mode, budget: this.o.budget, control: this.ctl.buffer, stats: this.stats.buffer,
         source: this.o.source(p),
         kickFds: [this.kickFds[2 * p], this.kickFds[2 * p + 1]], callFds: [this.callFds[2 * p], this.callFds[2 * p + 1]],
-        wakeFd: this.wakeFds[p], link: this.link.buffer as SharedArrayBuffer,
+        wakeFd: this.wakeFds[p], link: this.link.buffer as SharedArrayBuffer, capture: this.o.capture?.[p],
       };
       const w = new Worker(new URL('./front-end-worker.js', import.meta.url), { workerData: data });
       this.workerExits.push(new Promise((r) => w.once('exit', () => r())));
@@ -628,6 +632,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
         w.on('message', (m: FrontendWorkerMessage) => {
           if (m.type === 'ready') res();
           else if (m.type === 'queue-error') {
+            this.emit('queue-error', { pair: p, queue: m.queue, code: m.code, message: m.message });
             this.fail(new VhostUserFrontendError('QUEUE', `pair ${p}: ${m.code}: ${m.message}`));
           }
         });
