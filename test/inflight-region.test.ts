@@ -219,58 +219,92 @@ function finish(w: World, q: InflightDeviceQueue, chain: DescChain): void {
   q.publish();
 }
 
-function replay(format: RingFormat, mode: InflightMode, inOrder: boolean): number {
-  let crashes = 0;
-  for (let at = 0; ; at++) {
-    const w = world(format, inOrder);
-    const chain = new DescChain(w.mem);
-    const q1 = device(w, format, inOrder);
-    q1.setState({ avail: format === 'packed' ? 1 << 15 : 0, used: format === 'packed' ? 1 << 15 : 0 });
-    assert.equal(q1.restoreInflight(mode).fresh, true);
-    let crashed = false;
-    budget = at;
+/**
+ * One scenario: the device's lives, the i-th "killed" before its
+ * `budgets[i]`-th ordered store (-1: it runs to the end). Life 0 runs the
+ * script on a fresh region; each later one starts as a restarted back-end
+ * (SET_VRING_BASE at the driver's used position, then recovery) and
+ * processes what is pending. Returns the world and whether life 0 crashed.
+ */
+function lives(format: RingFormat, mode: InflightMode, inOrder: boolean, budgets: number[]): { w: World; crashed: boolean[]; last: InflightDeviceQueue } {
+  const w = world(format, inOrder);
+  const chain = new DescChain(w.mem);
+  const crashed: boolean[] = [];
+  let q = device(w, format, inOrder);
+  for (let i = 0; i < budgets.length; i++) {
+    if (i > 0) q = device(w, format, inOrder);
+    let c = false;
     try {
-      script(w, q1, chain);
+      if (i === 0) {
+        q.setState({ avail: format === 'packed' ? 1 << 15 : 0, used: format === 'packed' ? 1 << 15 : 0 });
+        assert.equal(q.restoreInflight(mode).fresh, true);
+      } else {
+        const base = w.drv.state().used;
+        q.setState({ avail: base, used: base });
+      }
+      budget = budgets[i];
+      if (i === 0) script(w, q, chain);
+      else {
+        // (A region found at version 0 here is one the previous life was laying out afresh, with nothing in flight.)
+        q.restoreInflight(mode);
+        finish(w, q, chain);
+      }
     } catch (e) {
       if (!(e instanceof Crash)) throw e;
-      crashed = true;
+      c = true;
     } finally {
       budget = -1;
     }
+    crashed.push(c);
     reclaim(w);
-    if (!crashed) {
-      assert.deepEqual(w.used, new Array(CHAINS).fill(1));
-      assert.ok(crashes > 10, `${crashes} crash points`);
-      return crashes;
+    if (!c) break;
+  }
+  return { w, crashed, last: q };
+}
+
+function check(format: RingFormat, mode: InflightMode, inOrder: boolean, budgets: number[]): boolean[] {
+  const { w, crashed, last } = lives(format, mode, inOrder, budgets);
+  const ctx = `${format} ${mode}${inOrder ? ' in-order' : ''}, crashes before stores ${budgets.join(', ')}: used ${w.used} processed ${w.processed}`;
+  assert.equal(crashed[crashed.length - 1], false, `the last life ran to the end (${ctx})`);
+  assert.deepEqual(w.used, new Array(CHAINS).fill(1), `every chain used exactly once (${ctx})`);
+  assert.equal(w.drv.numFree, SIZE, ctx);
+  if (mode === 'complete') {
+    assert.ok(w.processed.every((n) => n <= 1), `nothing processed twice (${ctx})`);
+  } else {
+    assert.ok(w.processed.every((n) => n >= 1), `every buffer filled (${ctx})`);
+    w.lens.forEach((len, t) => assert.equal(len, 10 + w.processed[t], `the driver sees the last fill (${ctx})`));
+  }
+  if (crashed.length > 1) {
+    // One more start on the region finds nothing in flight and leaves the ring where it stood.
+    const q = device(w, format, inOrder);
+    const s = last.state();
+    q.setState(s);
+    assert.deepEqual(q.restoreInflight(mode), { fresh: false, chains: 0, notify: false }, ctx);
+    assert.deepEqual(q.state(), s, ctx);
+  }
+  return crashed;
+}
+
+/** Crash before every store of the first life; for every 12th such point also before every store of the recovery after it. */
+function replay(format: RingFormat, mode: InflightMode, inOrder: boolean): number {
+  let scenarios = 0;
+  for (let at = 0; ; at++) {
+    const first = check(format, mode, inOrder, [at, -1]);
+    scenarios++;
+    if (!first[0]) {
+      assert.ok(at > 10, `${at} crash points`);
+      return scenarios;
     }
-    crashes++;
-    // The restarted back-end: SET_VRING_BASE at the driver's used position, then the region.
-    const base = w.drv.state().used;
-    const q2 = device(w, format, inOrder);
-    q2.setState({ avail: base, used: base });
-    const r = q2.restoreInflight(mode);
-    assert.equal(r.fresh, false);
-    finish(w, q2, chain);
-    reclaim(w);
-    const ctx = `${format} ${mode} crash before store ${at}: used ${w.used} processed ${w.processed}`;
-    assert.deepEqual(w.used, new Array(CHAINS).fill(1), `every chain used exactly once (${ctx})`);
-    assert.equal(w.drv.numFree, SIZE, ctx);
-    if (mode === 'complete') {
-      assert.ok(w.processed.every((n) => n <= 1), `nothing processed twice (${ctx})`);
-    } else {
-      assert.ok(w.processed.every((n) => n >= 1), `every buffer filled (${ctx})`);
-      w.lens.forEach((len, t) => assert.equal(len, 10 + w.processed[t], `the driver sees the last fill (${ctx})`));
+    if (at % 12 !== 5) continue;
+    for (let at2 = 0; ; at2++) {
+      const c = check(format, mode, inOrder, [at, at2, -1]);
+      scenarios++;
+      if (!c[1]) break;
     }
-    // A third start on the region finds nothing in flight.
-    const q3 = device(w, format, inOrder);
-    const s = q2.state();
-    q3.setState(s);
-    assert.deepEqual(q3.restoreInflight(mode), { fresh: false, chains: 0, notify: false }, ctx);
-    assert.deepEqual(q3.state(), s, ctx);
   }
 }
 
-describe('inflight tracking survives a crash before any store', () => {
+describe('inflight tracking survives a crash before any store, and a second one during the recovery', () => {
   for (const format of ['split', 'packed'] as const) {
     for (const mode of ['complete', 'requeue'] as const) {
       for (const inOrder of [false, true]) {
