@@ -7,7 +7,8 @@
  */
 import { GuestMemory, type RegionSpec } from '../virtio/memory.js';
 import type { DeviceQueue, QueueLayout, QueueState, RingFeatures } from '../virtio/queue.js';
-import { createDeviceQueue } from '../virtio/ring.js';
+import { createDeviceQueue, createInflightDeviceQueue } from '../virtio/ring.js';
+import type { InflightRestore } from '../virtio/inflight/restore.js';
 import { NetDevicePair, type PairNotifier } from '../net/device-pair.js';
 import { DEV_STAT_COUNT } from '../net/stats.js';
 import { DeviceSteering } from '../net/steering.js';
@@ -48,6 +49,12 @@ export interface DevicePairData {
   capture?: SharedArrayBuffer;
   /** --strict: the strict-only conformance checks (virtio/conformance.ts) in the device queues. */
   strict?: boolean;
+  /**
+   * Inflight I/O tracking (vhost-user INFLIGHT_SHMFD): the mapped inflight
+   * buffer, the queue_size its regions were made for, and the byte offsets
+   * of the receiveq's and transmitq's regions (virtio/inflight/region.ts).
+   */
+  inflight?: { buffer: SharedArrayBuffer; queueSize: number; rx: number; tx: number };
 }
 
 export interface BuiltDevicePair {
@@ -56,11 +63,14 @@ export interface BuiltDevicePair {
   txq: DeviceQueue;
   steering: DeviceSteering;
   netdev: Netdev;
+  /** With inflight tracking: what starting on the regions did (receiveq requeued, transmitq completed). */
+  inflight?: { rx: InflightRestore; tx: InflightRestore };
 }
 
 /**
  * @param bases ring positions to start from (vhost-user SET_VRING_BASE); default 0.
- * @throws QueueConfigError / GuestMemoryError when a ring does not fit guest memory.
+ * @throws QueueConfigError / GuestMemoryError when a ring does not fit guest memory;
+ *   InflightError when a ring does not fit its inflight region or the region is corrupt.
  */
 export function buildDevicePair(
   d: DevicePairData,
@@ -69,12 +79,20 @@ export function buildDevicePair(
   bases?: { rx: QueueState; tx: QueueState },
 ): BuiltDevicePair {
   const mem = new GuestMemory(d.regions);
-  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair, strict: d.strict });
-  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1, strict: d.strict });
+  const inf = d.inflight;
+  const rxOpts = { ...d.rings, index: 2 * d.pair, strict: d.strict }, txOpts = { ...d.rings, index: 2 * d.pair + 1, strict: d.strict };
+  const rxi = inf ? createInflightDeviceQueue(mem, d.rx, rxOpts, { buffer: inf.buffer, offset: inf.rx, queueSize: inf.queueSize }) : null;
+  const txi = inf ? createInflightDeviceQueue(mem, d.tx, txOpts, { buffer: inf.buffer, offset: inf.tx, queueSize: inf.queueSize }) : null;
+  const rxq = rxi ?? createDeviceQueue(mem, d.rx, rxOpts);
+  const txq = txi ?? createDeviceQueue(mem, d.tx, txOpts);
   if (bases) {
     rxq.setState(bases.rx);
     txq.setState(bases.tx);
   }
+  // After a restart the transmitq's chains in flight are completed unsent (a frame never goes out twice) and
+  // the receiveq's are offered again (the driver never saw them filled): vhost-user.rst "Inflight I/O tracking".
+  const restored = rxi && txi ? { rx: rxi.restoreInflight('requeue'), tx: txi.restoreInflight('complete') } : undefined;
+  if (restored?.tx.notify) notifier.notifyQueue(2 * d.pair + 1);
   const steering = new DeviceSteering(activePairs, d.afs);
   steering.setRss(d.rss);
   const netdev = makeNetdev(d.netdev, d.pair, d.maxPairs);
@@ -87,5 +105,5 @@ export function buildDevicePair(
   });
   dev.active = d.pair < activePairs;
   if (d.capture) dev.tap = new CaptureRing(d.capture);
-  return { dev, rxq, txq, steering, netdev };
+  return { dev, rxq, txq, steering, netdev, inflight: restored };
 }

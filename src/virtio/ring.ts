@@ -16,6 +16,10 @@ import { availRingBytes, descTableBytes, splitQueueBytes, usedRingBytes, MAX_QUE
 import { PackedDeviceQueue } from './packed/device.js';
 import { PackedDriverQueue } from './packed/driver.js';
 import { EVENT_SUPPRESS_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
+import { InflightSplitDeviceQueue } from './inflight/split-device.js';
+import { InflightPackedDeviceQueue } from './inflight/packed-device.js';
+import type { InflightSlot } from './inflight/region.js';
+import type { InflightDeviceQueue } from './inflight/restore.js';
 
 export { MAX_QUEUE_SIZE };
 
@@ -45,6 +49,18 @@ function splitLayout(l: QueueLayout): SplitQueueLayout {
 export function createDeviceQueue(mem: GuestMemory, layout: QueueLayout, opts: QueueOptions): DeviceQueue {
   if (layout.format === 'packed') return new PackedDeviceQueue(mem, layout, opts);
   return opts.strict ? new StrictSplitDeviceQueue(mem, splitLayout(layout), opts) : new SplitDeviceQueue(mem, splitLayout(layout), opts);
+}
+
+/**
+ * The device half for `layout.format` with inflight I/O tracking in `slot`
+ * (vhost-user VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD; inflight/region.ts).
+ * Picked once, like the others: a queue without tracking never pays for it.
+ * `opts.strict` is not combined with tracking.
+ * @throws QueueConfigError, GuestMemoryError, InflightError (the ring does not fit the slot)
+ */
+export function createInflightDeviceQueue(mem: GuestMemory, layout: QueueLayout, opts: QueueOptions, slot: InflightSlot): InflightDeviceQueue {
+  if (layout.format === 'packed') return new InflightPackedDeviceQueue(mem, layout, opts, slot);
+  return new InflightSplitDeviceQueue(mem, splitLayout(layout), opts, slot);
 }
 
 /**

@@ -61,6 +61,7 @@ import type { TapTrafficSpec } from '../../traffic/tap-source.js';
 import {
   decodeReply, encodeRequest, hasExplicitReply, VhostUserFramer, VhostUserProtocolError, VhostUserRequest,
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
+  VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, type VhostUserInflight,
   type VhostUserFrame, type VhostUserReply, type VhostUserRequestInit,
 } from './messages.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
@@ -72,7 +73,8 @@ export const FRONTEND_USER_ADDR = 0x7e0000000000;
 
 /** Protocol features this front-end uses (vhost-user.rst "Protocol features"). */
 export const FRONTEND_PROTOCOL_FEATURES =
-  (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS));
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
 
 /**
  * Virtio features this front-end may pass to a back-end: the ring and
@@ -128,6 +130,12 @@ export interface VhostUserFrontendOptions {
   connectTimeoutMs?: number;
   /** Reconnect when the back-end goes away. Default true. */
   reconnect?: boolean;
+  /**
+   * Negotiate VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD when offered: GET_INFLIGHT_FD
+   * on the first connection, the same fd back with SET_INFLIGHT_FD on every
+   * connection, so a restarted back-end knows what the dead one had in flight. Default true.
+   */
+  inflight?: boolean;
   log?: (line: string) => void;
   /** Capture rings by pair (QueueCapture.buffers, transport/capture.ts): the pairs tap their frames (driver-tap.ts). */
   capture?: SharedArrayBuffer[];
@@ -171,6 +179,9 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
   private readonly log: (line: string) => void;
   private memFd = -1;
   private memSize = 0;
+  /** The back-end's inflight buffer (GET_INFLIGHT_FD), kept across reconnects (-1: none yet). */
+  private inflightFd = -1;
+  private inflightDesc: VhostUserInflight | null = null;
   private device!: NetDevice;
   private kickFds: number[] = [];
   private callFds: number[] = [];
@@ -194,7 +205,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     if (!(opts.pairs >= 1 && opts.pairs <= 128)) throw new RangeError('pairs must be 1..128');
     this.o = {
       server: false, queueSize: 256, ring: 'split', inOrder: false, mrgRxbuf: false, eventIdx: true, indirect: true,
-      mode: 'notify', budget: 64, replyTimeoutMs: 5000, connectTimeoutMs: 10000, reconnect: true, ...opts,
+      mode: 'notify', budget: 64, replyTimeoutMs: 5000, connectTimeoutMs: 10000, reconnect: true, inflight: true, ...opts,
     };
     this.log = opts.log ?? ((l) => console.error(l));
     this.stats = new StatsBlock(opts.pairs, DRV_STAT_COUNT);
@@ -496,6 +507,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     if (features & VHOST_USER_F_PROTOCOL_FEATURES_MASK) {
       const offered = (await get({ type: 'GET_PROTOCOL_FEATURES' }, 'GET_PROTOCOL_FEATURES')).features;
       protocol = offered & FRONTEND_PROTOCOL_FEATURES;
+      if (!this.o.inflight) protocol &= ~(1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
       await this.request(c, { type: 'SET_PROTOCOL_FEATURES', features: protocol });
     }
     this.backendProtocolFeatures = protocol;
@@ -525,6 +537,16 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
       type: 'SET_MEM_TABLE',
       regions: [{ guestAddr: 0, size: this.memSize, userAddr: FRONTEND_USER_ADDR, mmapOffset: 0, fd: this.memFd }],
     });
+    if (this.hasProtocol(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) {
+      // As QEMU's vhost-user-blk: one buffer for the device's life, given to every back-end before its rings start.
+      if (this.inflightFd < 0) {
+        const r = await get({ type: 'GET_INFLIGHT_FD', numQueues: 2 * this.driver.pairs, queueSize: this.o.queueSize }, 'GET_INFLIGHT_FD');
+        this.inflightFd = r.fd;
+        this.inflightDesc = r.inflight;
+        this.log(`vhost-user front-end: inflight buffer from the back-end: ${r.inflight.numQueues} queues, ${r.inflight.mmapSize} bytes`);
+      }
+      await this.request(c, { type: 'SET_INFLIGHT_FD', ...this.inflightDesc!, fd: this.inflightFd });
+    }
     if (first) await this.startWorkers();
     const bases = await this.heldBases();
     const drv = this.driver;
@@ -780,6 +802,8 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     this.wakeFds = [];
     if (this.memFd >= 0) safeClose(this.memFd);
     this.memFd = -1;
+    if (this.inflightFd >= 0) safeClose(this.inflightFd);
+    this.inflightFd = -1;
   }
 }
 

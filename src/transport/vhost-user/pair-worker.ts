@@ -38,7 +38,9 @@ export interface PairWorkerData extends DevicePairData {
 /** What a worker posts: queue errors while running, its ring positions when stopped. */
 export type PairWorkerReport =
   | { type: 'queue-error'; pair: number; queue: number; code: string; message: string }
-  | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState };
+  | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState }
+  /** Started on a used inflight region: chains requeued on the receiveq, completed unsent on the transmitq, where the rings start. */
+  | { type: 'inflight'; pair: number; rxRequeued: number; txCompleted: number; rx: QueueState; tx: QueueState };
 
 const d = workerData as PairWorkerData;
 const stats = new Float64Array(d.stats);
@@ -72,7 +74,20 @@ const notifier: PairNotifier = {
     if (fd >= 0) eventfdWrite(fd, 1);
   },
 };
-const { dev, rxq, txq, steering, netdev } = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
+let built: ReturnType<typeof buildDevicePair>;
+try {
+  built = buildDevicePair(d, d.activePairs, notifier, { rx: d.rxBase, tx: d.txBase });
+} catch (e) {
+  // A ring that does not fit (or a corrupt inflight region): the pair does not start; the control plane faults it.
+  const err = e as { code?: string; message?: string };
+  parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue: 2 * d.pair, code: err.code ?? 'ERROR', message: err.message ?? String(e) } satisfies PairWorkerReport);
+  parentPort?.postMessage({ type: 'stopped', pair: d.pair, rx: d.rxBase, tx: d.txBase } satisfies PairWorkerReport);
+  process.exit(0);
+}
+const { dev, rxq, txq, steering, netdev } = built;
+if (built.inflight && !(built.inflight.rx.fresh && built.inflight.tx.fresh)) {
+  parentPort?.postMessage({ type: 'inflight', pair: d.pair, rxRequeued: built.inflight.rx.chains, txCompleted: built.inflight.tx.chains, rx: rxq.state(), tx: txq.state() } satisfies PairWorkerReport);
+}
 // Under vhost-user a worker runs only while its rings are enabled: it is active even when an
 // earlier pair is disabled (activePairs, up to the last enabled pair, is for steering).
 dev.active = true;

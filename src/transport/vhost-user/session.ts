@@ -45,6 +45,9 @@ import {
   type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
 } from './messages.js';
 import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
+import { encodeInflightFdReply, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD } from './messages.js';
+import { createInflightBuffer, inflightOffset, mapInflightBuffer, type InflightBuffer } from './inflight-region.js';
+import { InflightError } from '../../virtio/inflight/region.js';
 
 /** Virtio features the back-end offers (what NetDevicePair implements; the front-end keeps the controlq). */
 export const VHOST_NET_FEATURES =
@@ -61,7 +64,8 @@ export const VHOST_NET_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_RARP)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
-  (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS));
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
 
 /** Memory slots offered with CONFIGURE_MEM_SLOTS (GuestMemory's limit). */
 export const MAX_MEM_SLOTS = 509;
@@ -143,6 +147,8 @@ export class Session {
   private readonly tapDetached = new Set<number>();
   /** Enabled queue pairs as steering sees them (activePairCount). */
   private activePairs = 0;
+  /** The inflight buffer (GET/SET_INFLIGHT_FD), tracked into while INFLIGHT_SHMFD is negotiated. */
+  private inflight: InflightBuffer | null = null;
   /** Resolves when the connection is closed (by either side). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -300,6 +306,7 @@ export class Session {
         await this.stopAll();
         for (const v of this.vrings) Object.assign(v, { started: false, enabled: false, avail: 0, used: 0 });
         this.status = 0;
+        this.dropInflight(); // a reset device has nothing in flight (the spec: a new buffer after a VM reset)
         return;
       case 'GET_QUEUE_NUM':
         return encodeU64Reply(m.request, this.o.pairs);
@@ -429,6 +436,9 @@ export class Session {
         return;
       case 'GET_STATUS':
         return encodeStatusReply(this.status);
+      case 'GET_INFLIGHT_FD':
+      case 'SET_INFLIGHT_FD':
+        return this.inflightRequest(m);
       default: {
         for (const fd of m.fds) safeClose(fd);
         throw new RequestError(`${m.type} is not supported by this back-end`);
@@ -546,6 +556,8 @@ export class Session {
       control: new SharedArrayBuffer(4), port: undefined as never,
       capture: this.o.capture?.[pair], strict: this.o.strict,
     };
+    const inf = this.inflightFor(pair);
+    if (inf) data.inflight = inf;
     const { port1, port2 } = new MessageChannel();
     data.port = port2;
     const worker = new Worker(new URL('./pair-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
@@ -558,6 +570,12 @@ export class Session {
       if (r.type === 'queue-error') {
         this.o.onQueueError?.(r.queue, r.code, r.message, ringFormat(this.features));
         this.fault(r.queue, `${r.code}: ${r.message}`);
+      }
+      else if (r.type === 'inflight') {
+        const fmt = ringFormat(this.features);
+        const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
+        this.o.log(`vhost-user: queue pair ${pair} resumed from the inflight region: ${r.txCompleted} transmitq chains completed unsent, ${r.rxRequeued} receiveq chains offered again (avail ${pos(r.rx.avail)}/${pos(r.tx.avail)}, used ${pos(r.rx.used)}/${pos(r.tx.used)})`,
+          { event: 'inflight-resume', pair, txCompleted: r.txCompleted, rxRequeued: r.rxRequeued });
       }
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
@@ -574,6 +592,56 @@ export class Session {
     const fmt = ringFormat(this.features);
     const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
     this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)})`);
+  }
+
+  /**
+   * GET_INFLIGHT_FD (a new zeroed buffer: its fd goes back with the reply)
+   * and SET_INFLIGHT_FD (the front-end's buffer after a restart), with
+   * INFLIGHT_SHMFD negotiated. Running pairs are stopped and restarted on
+   * the new buffer. A bad description or fd is an InflightError (its code
+   * in the log line): a failure reply, or the connection ends.
+   */
+  private async inflightRequest(m: Extract<VhostUserMessage, { type: 'GET_INFLIGHT_FD' | 'SET_INFLIGHT_FD' }>): Promise<void> {
+    const fd = m.type === 'SET_INFLIGHT_FD' ? m.fd : -1;
+    if (!(this.protocolFeatures & (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)))) {
+      if (fd >= 0) safeClose(fd);
+      throw new RequestError(`${m.type} without VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD negotiated`);
+    }
+    let next: InflightBuffer;
+    let reply: { fd: number; desc: Parameters<typeof encodeInflightFdReply>[0] } | null = null;
+    try {
+      if (m.type === 'SET_INFLIGHT_FD') next = mapInflightBuffer(m, m.fd, 2 * this.o.pairs);
+      else {
+        const c = createInflightBuffer(m.numQueues, m.queueSize, 2 * this.o.pairs);
+        next = c.inflight;
+        reply = { fd: c.fd, desc: c.desc };
+      }
+    } catch (e) {
+      throw new RequestError(e instanceof InflightError ? `${e.code}: ${e.message}` : `inflight buffer: ${(e as Error).message}`);
+    }
+    const running = await this.stopAll();
+    this.dropInflight();
+    this.inflight = next;
+    this.o.log(`vhost-user: inflight buffer ${m.type === 'GET_INFLIGHT_FD' ? 'created' : 'from the front-end'}: ${next.numQueues} queues of ${next.queueSize} entries (${next.buffer.byteLength} bytes)`);
+    if (reply) {
+      this.send(encodeInflightFdReply(reply.desc, reply.fd));
+      safeClose(reply.fd); // the front-end has its own copy now; the mapping keeps the memory
+    }
+    for (const p of running) await this.maybeStart(p);
+  }
+
+  /** The inflight regions of pair `pair`'s rings for its worker, when tracking is on and the buffer has them. */
+  private inflightFor(pair: number): PairWorkerData['inflight'] {
+    const b = this.inflight;
+    if (!b || !(this.protocolFeatures & (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)))) return undefined;
+    const rx = inflightOffset(b, 2 * pair), tx = inflightOffset(b, 2 * pair + 1);
+    return rx < 0 || tx < 0 ? undefined : { buffer: b.buffer, queueSize: b.queueSize, rx, tx };
+  }
+
+  /** Unmap the inflight buffer (workers stopped): the front-end keeps its copy. */
+  private dropInflight(): void {
+    if (this.inflight) releaseShared(this.inflight.buffer);
+    this.inflight = null;
   }
 
   /**
@@ -722,6 +790,7 @@ export class Session {
       v.kick = v.call = v.err = -1;
     }
     for (const fd of this.wakeFds) safeClose(fd);
+    this.dropInflight();
     if (this.faultTimer) clearInterval(this.faultTimer);
     // The workers are stopped: drop the guest's pages now rather than when GC gets to the buffers (RSS grew per connection).
     for (const r of this.memRegions) releaseShared(r.spec.buffer as SharedArrayBuffer);

@@ -36,11 +36,11 @@ export class PackedDeviceQueue implements DeviceQueue {
   readonly inOrder: boolean;
   readonly indirect: boolean;
   /** Next ring position the device reads, and the Device Ring Wrap Counter for it (0/1, §2.8.1). */
-  private availPos = 0;
-  private availWrap = 1;
+  protected availPos = 0;
+  protected availWrap = 1;
   /** Next ring position the device writes a used descriptor at, and its wrap counter. Includes unpublished entries. */
-  private usedPos = 0;
-  private usedWrap = 1;
+  protected usedPos = 0;
+  protected usedWrap = 1;
   /** Descriptors the used position moved since the last publish (for event-index decisions). */
   private pubDelta = 0;
   /** Word index of word 3 of the first used descriptor of the unpublished batch, or -1; its deferred value. */
@@ -68,8 +68,8 @@ export class PackedDeviceQueue implements DeviceQueue {
   singleId = 0;
   singleOff = 0;
   singleLen = 0;
-  private readonly desc: Int32Array;
-  private readonly descW: number;
+  protected readonly desc: Int32Array;
+  protected readonly descW: number;
   private readonly drvEvt: Int32Array;
   private readonly drvEvtW: number;
   private readonly devEvt: Int32Array;

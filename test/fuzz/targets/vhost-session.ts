@@ -20,12 +20,13 @@ import { Session, VHOST_NET_FEATURES } from '../../../src/transport/vhost-user/s
 import {
   VhostUserFramer, VhostUserRequest, decodeReply, encodeHeader, encodeRequest, VHOST_USER_VERSION, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK,
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
-  type VhostUserRequestInit,
+  VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, type VhostUserRequestInit,
 } from '../../../src/transport/vhost-user/messages.js';
 import { StatsBlock, DEV_STAT_COUNT } from '../../../src/net/stats.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../../../src/virtio/features.js';
 import { VIRTIO_NET_F_MRG_RXBUF } from '../../../src/net/features.js';
 import { contiguousQueueLayout, queueBytes } from '../../../src/virtio/ring.js';
+import { inflightBufferBytes, inflightQueueBytes } from '../../../src/virtio/inflight/region.js';
 import { ByteSource, INTERESTING_U32 } from '../bytes.js';
 import { FuzzFinding } from '../guarded.js';
 import type { FuzzTarget } from '../target.js';
@@ -36,7 +37,7 @@ const UVA = 0x7f00_0000_0000;
 const GPA = 0x10_0000;
 const RING = 64;
 const CODES = Object.values(VhostUserRequest) as number[];
-const stats = { cases: 0, messages: 0, replies: 0, pairsStarted: 0, closedBySession: 0, shrinks: 0, memoryFaults: 0 };
+const stats = { cases: 0, messages: 0, replies: 0, pairsStarted: 0, closedBySession: 0, shrinks: 0, memoryFaults: 0, inflightResumes: 0, inflightErrors: 0 };
 
 /** Fds of every kind a front-end could send; the session owns them once sent. */
 type FdKind = 'eventfd' | 'memfd' | 'memfd-small' | 'devnull' | 'socket' | 'dir';
@@ -79,7 +80,9 @@ function handshake(s: ByteSource, plan: Plan, extra: number[]): void {
   const packed = s.u8() < 96;
   let features = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_NET_F_MRG_RXBUF | VHOST_USER_F_PROTOCOL_FEATURES_MASK | (packed ? VIRTIO_F_RING_PACKED : 0n);
   if (s.u8() < 16) features = VHOST_NET_FEATURES;
-  const protocol = (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS));
+  const inflight = s.u8() < 80;
+  const protocol = (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
+    (inflight ? 1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) : 0n);
   const add = (init: VhostUserRequestInit): void => {
     try {
       const m = encodeRequest(init);
@@ -101,6 +104,32 @@ function handshake(s: ByteSource, plan: Plan, extra: number[]): void {
   // a second fd on the same file, to shrink it later (a hostile front-end's ftruncate)
   if (s.u8() < 64 && memKind === 'memfd') plan.shrinkFds.push(fs.openSync(`/proc/self/fd/${memfd}`, 'r+'));
   add({ type: 'SET_MEM_TABLE', regions: [{ guestAddr: GPA, size: fieldU64(s, MEM), userAddr: fieldU64(s, UVA), mmapOffset: s.u8() < 250 ? 0 : s.pick([4096, MEM, 1]), fd: memfd }], needReply: s.bool() });
+  if (inflight) {
+    // INFLIGHT_SHMFD: a buffer from serve (GET), or one a "previous back-end" left, maybe with garbage in it
+    // (recovery must refuse or resolve any content: typed errors, no hang, no access outside the buffer).
+    const numQueues = fieldU32(s, 2 * PAIRS), queueSize = fieldU32(s, RING);
+    if (s.bool()) add({ type: 'GET_INFLIGHT_FD', numQueues, queueSize });
+    else {
+      const bytes = inflightBufferBytes(2 * PAIRS, RING);
+      const fd = s.u8() < 230 ? memfdCreate('vmq-fuzz-inflight', s.u8() < 240 ? bytes : s.below(bytes)) : makeFd(s.pick(FD_KINDS), extra);
+      if (s.u8() < 160) {
+        const header = s.bool();
+        const junk = s.bytes(header ? 16 + s.below(48) : s.below(64));
+        const at = s.below(2 * PAIRS) * inflightQueueBytes(RING) + (header ? 0 : s.below(inflightQueueBytes(RING)));
+        if (header && junk.length >= 16 && s.u8() < 200) {
+          junk[8] = 1; // version 1: a used region
+          junk[9] = 0;
+          if (s.u8() < 200) [junk[10], junk[11]] = [RING, 0]; // desc_num right
+        }
+        try {
+          fs.writeSync(fd, junk, 0, junk.length, at);
+        } catch {
+          // not a file
+        }
+      }
+      add({ type: 'SET_INFLIGHT_FD', mmapSize: fieldU64(s, bytes), mmapOffset: s.u8() < 240 ? 0 : s.pick([4096, 1, bytes]), numQueues, queueSize, fd, needReply: s.bool() });
+    }
+  }
   const format = packed ? 'packed' : 'split';
   for (let q = 0; q < 2 * PAIRS; q++) {
     const base = 0x1000 + q * 0x4000;
@@ -232,13 +261,15 @@ export const vhostSessionTarget: FuzzTarget = {
           if (r === null || r.bytes.length === 0) return;
           framer.push(new Uint8Array(r.bytes), r.fds);
           for (const f of framer.frames()) {
-            for (const fd of f.fds) close(fd);
             try {
-              if (CODES.includes(f.header.request)) decodeReply(f.header.request, f.header, f.payload, []);
+              // with its fds: a reply that must carry one (GET_INFLIGHT_FD) is checked for it; they are closed below
+              if (CODES.includes(f.header.request)) decodeReply(f.header.request, f.header, f.payload, f.fds);
               // an unknown request sent with NEED_REPLY gets a failing REPLY_ACK (session.ts failureAck)
               else if (f.header.flags !== (VHOST_USER_VERSION | VHOST_USER_REPLY_MASK) || f.payload.length !== 8) throw new Error(`flags 0x${f.header.flags.toString(16)}, ${f.payload.length} bytes`);
             } catch (e) {
               throw new FuzzFinding(`malformed reply to request ${f.header.request}: ${(e as Error).message}`);
+            } finally {
+              for (const fd of f.fds) close(fd);
             }
             replies++;
           }
@@ -269,6 +300,8 @@ export const vhostSessionTarget: FuzzTarget = {
       if (logs.some((l) => l.includes('closing connection') || l.includes('reply failed'))) stats.closedBySession++;
       if (logs.some((l) => l.includes('SIGBUS'))) stats.memoryFaults++;
       if (logs.some((l) => /queue pair \d started/.test(l))) stats.pairsStarted++;
+      if (logs.some((l) => /resumed from the inflight region/.test(l))) stats.inflightResumes++;
+      if (logs.some((l) => /INFLIGHT_[A-Z_]+:/.test(l))) stats.inflightErrors++;
       drain();
       stats.replies += replies;
     } finally {
