@@ -16,6 +16,7 @@ import type { NetdevSpec } from '../../netdev/spec.js';
 import type { RingFormat } from '../../virtio/queue.js';
 import { Session } from './session.js';
 import { listenForGroup } from './group.js';
+import { NetdevLink, type NetdevWatch } from './link.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 
 export interface VhostUserBackendOptions {
@@ -43,6 +44,10 @@ export interface VhostUserBackendOptions {
   /** --strict: strict-only ring checks in the workers, and every queue error reported here (virtio/conformance.ts). */
   strict?: boolean;
   onQueueError?: (queue: number, code: string, message: string, format: RingFormat) => void;
+  /** The netdev's device can go away and come back (a TAP): watched, re-opened, the link follows (link.ts). */
+  netdevWatch?: NetdevWatch;
+  /** Offer BACKEND_REQ + CONFIG and tell the front-end of link changes (CONFIG_CHANGE_MSG). */
+  configNotify?: boolean;
 }
 
 export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
@@ -55,16 +60,26 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   /** Resolves once the current (or last) session's socket and reader are gone. */
   private sessionEnded: Promise<void> = Promise.resolve();
   private readonly log: (line: string, detail?: Record<string, unknown>) => void;
+  /** The netdev now and whether its device is there (link.ts). */
+  readonly link: NetdevLink;
 
   constructor(private readonly o: VhostUserBackendOptions) {
     super();
     if (!(o.pairs >= 1 && o.pairs <= 256)) throw new RangeError('pairs must be 1..256');
     this.stats = new StatsBlock(o.pairs, DEV_STAT_COUNT);
     this.log = o.log ?? ((l) => console.error(l));
+    this.link = new NetdevLink(o.netdev, o.netdevWatch, this.log);
+    this.link.on('down', () => this.session?.setLink(false));
+    this.link.on('up', (spec, done) => {
+      const s = this.session;
+      if (!s) return done();
+      s.replaceNetdev(spec).catch((e: unknown) => this.log(`vhost-user: moving to the re-opened netdev failed: ${(e as Error).message}`)).finally(done);
+    });
   }
 
   /** Listen (or connect). Resolves once the socket exists (server) or the first connection is up (client). */
   async start(): Promise<void> {
+    this.link.start();
     if (this.o.client) {
       await this.connectLoop();
       return;
@@ -158,7 +173,8 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       wakeFd = eventfdCreate(0, { nonblock: true });
       new Float64Array(this.stats.buffer).fill(0);
       session = new Session(fd, {
-        pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
+        pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.link.spec,
+        linkUp: this.link.up, onNetdevGone: () => this.link.check(), configNotify: this.o.configNotify,
         mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
         mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
         capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
@@ -223,6 +239,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   /** Close the current session, stop listening, remove the socket. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.link.stop();
     if (this.session) await this.session.close();
     await this.sessionEnded;
     for (const fd of this.waiting.splice(0)) close(fd);
