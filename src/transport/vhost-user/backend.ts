@@ -220,7 +220,11 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     this.sessionEnded = ended;
   }
 
-  /** Client mode: connect, retrying with exponential back-off (50 ms .. 2 s). */
+  /**
+   * Client mode: connect, retrying with exponential back-off (50 ms .. 1 s,
+   * for ever): a front-end that comes back (QEMU restarted with
+   * `server=on`) waits at most about a second for serve.
+   */
   private async connectLoop(): Promise<void> {
     let delay = 50;
     while (!this.stopping) {
@@ -231,7 +235,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       } catch (e) {
         this.log(`vhost-user: connect ${this.o.socket}: ${(e as Error).message}; retrying in ${delay} ms`);
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(2000, delay * 2);
+        delay = Math.min(1000, delay * 2);
       }
     }
   }
