@@ -143,6 +143,7 @@ observeOptions(program
   .addOption(captureOption()).addOption(captureQueueOption()).addOption(captureDirOption()).addOption(captureSnaplenOption())
   .addOption(strictOption())
   .option('--group <name>', 'create the socket 0660 owned by this group (name or gid), for a front-end running as another user of it')
+  .option('--config-notify', 'offer VHOST_USER_PROTOCOL_F_BACKEND_REQ + CONFIG: link changes reach the front-end as CONFIG_CHANGE_MSG (QEMU 7.2 virtio-net does not take them, and warns)', false)
   .action(async (opts) => {
     checkCapture(opts, opts.queues);
     if (opts.mode !== 'busy' && opts.mode !== 'notify') throw new UsageError('--mode must be busy or notify');

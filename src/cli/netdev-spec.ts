@@ -11,12 +11,16 @@ import { execFileSync } from 'node:child_process';
 import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
 import { readPcapFile } from '../netdev/pcap.js';
 import type { NetdevSpec } from '../netdev/spec.js';
+import type { NetdevWatch } from '../transport/vhost-user/link.js';
+import { readFileSync } from 'node:fs';
 
 export interface OpenedNetdev {
   spec: NetdevSpec;
-  /** What to release at exit (TAP queue fds). */
+  /** What to release at exit (TAP queue fds: the ones open now). */
   close(): void;
   describe: string;
+  /** A TAP: watched while serve runs, re-opened when deleted and re-created (transport/vhost-user/link.ts). */
+  watch?: NetdevWatch;
 }
 
 /** Parse `kind,key=value,...`. @throws Error with a clear message for anything malformed. */
@@ -62,24 +66,57 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12, mtu?: numbe
     case 'tap': {
       const ifname = opts.get('ifname');
       if (!ifname) throw new Error('--netdev tap needs ifname=NAME');
-      const fds: number[] = [];
-      try {
-        for (let p = 0; p < pairs; p++) {
-          const t = tunOpen(ifname, { multiQueue: true, vnetHdr: true, nonblock: true });
-          fds.push(t.fd);
-          tunSetVnetHdrSize(t.fd, hdrLen);
-          tunSetOffload(t.fd, 0); // no GSO/csum offloads: every frame is a plain, checksummed frame
+      const open = (): number[] => {
+        const fds: number[] = [];
+        try {
+          for (let p = 0; p < pairs; p++) {
+            const t = tunOpen(ifname, { multiQueue: true, vnetHdr: true, nonblock: true });
+            fds.push(t.fd);
+            tunSetVnetHdrSize(t.fd, hdrLen);
+            tunSetOffload(t.fd, 0); // no GSO/csum offloads: every frame is a plain, checksummed frame
+          }
+          if (mtu !== undefined && mtu !== 1500) setLinkMtu(ifname, mtu);
+          linkSetUp(ifname, true);
+        } catch (e) {
+          for (const fd of fds) close(fd);
+          throw e;
         }
-        if (mtu !== undefined && mtu !== 1500) setLinkMtu(ifname, mtu);
-        linkSetUp(ifname, true);
-      } catch (e) {
-        for (const fd of fds) close(fd);
-        throw e;
-      }
-      return { spec: { kind: 'tap', fds, hdrLen }, close: () => fds.forEach((fd) => close(fd)), describe: `tap ${ifname} (${pairs} queues)` };
+        return fds;
+      };
+      // The queue fds open now: the first ones, or those of the TAP re-opened after it was re-created.
+      let fds = open();
+      const closeAll = (list: number[]) => list.forEach((fd) => {
+        try {
+          close(fd);
+        } catch {
+          /* already closed */
+        }
+      });
+      const watch: NetdevWatch = {
+        name: ifname,
+        identity: () => tapIfindex(ifname),
+        reopen: () => {
+          const next = open();
+          fds = next;
+          return { kind: 'tap', fds: next, hdrLen };
+        },
+        release: (spec) => {
+          if (spec.kind === 'tap' && spec.fds !== fds) closeAll(spec.fds);
+        },
+      };
+      return { spec: { kind: 'tap', fds, hdrLen }, close: () => closeAll(fds), describe: `tap ${ifname} (${pairs} queues)`, watch };
     }
     default:
       throw new Error(`--netdev ${kind}: unknown (tap, loopback, sink, generator, pcap)`);
+  }
+}
+
+/** The ifindex of interface `name` (sysfs), or null when there is none. */
+function tapIfindex(name: string): number | null {
+  try {
+    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8'));
+  } catch {
+    return null;
   }
 }
 

@@ -40,6 +40,8 @@ export interface ServeOptions {
   strict?: boolean;
   /** Group id the socket is shared with (0660), resolved from --group. */
   group?: number;
+  /** --config-notify: offer BACKEND_REQ + CONFIG, CONFIG_CHANGE_MSG on link changes. */
+  configNotify?: boolean;
 }
 
 export async function runServe(o: ServeOptions): Promise<void> {
@@ -51,7 +53,7 @@ export async function runServe(o: ServeOptions): Promise<void> {
   const conformance = o.strict ? new ConformanceMonitor((r) => log(formatViolation(r), { event: 'conformance', rule: r.id, section: r.section, queue: r.first.queue, values: r.first.values })) : null;
   const backend = new VhostUserBackend({
     socket: o.socket, client: o.client, group: o.group, pairs: o.queues, maxQueueSize: o.queueSize, netdev: netdev.spec, mode: o.mode, rss, log, mtu: o.mtu,
-    capture: capture.buffers, strict: o.strict,
+    capture: capture.buffers, strict: o.strict, netdevWatch: netdev.watch, configNotify: o.configNotify,
     onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });
   if (o.capture) {

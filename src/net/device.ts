@@ -18,7 +18,7 @@ import { DescChain } from '../virtio/chain.js';
 import { bytesOf } from '../virtio/copy.js';
 import type { DeviceQueue, QueueLayout } from '../virtio/queue.js';
 import { createDeviceQueue, queueSizeProblem, ringFeatures, ringFormat } from '../virtio/ring.js';
-import { defaultNetConfig, encodeNetConfig, type NetConfig } from './config.js';
+import { defaultNetConfig, encodeNetConfig, VIRTIO_NET_S_ANNOUNCE, VIRTIO_NET_S_LINK_UP, type NetConfig } from './config.js';
 import { applyControlCommand, createControlState, VIRTIO_NET_ERR, type ControlState } from './ctrl.js';
 import {
   VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ,
@@ -55,6 +55,8 @@ export interface NetDeviceEvents {
   'queue-error': [number, Error];
   'driver-ok': [];
   reset: [];
+  /** The config space changed (link status, an announcement asked): the transport raises the configuration change notification (§4.1.4.5 ISR bit 1 under PCI; §2.5). */
+  'config-change': [];
 }
 
 export class NetDevice extends EventEmitter<NetDeviceEvents> {
@@ -135,7 +137,35 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
     if (!wasOk && (s & VIRTIO_STATUS_DRIVER_OK)) this.emit('driver-ok');
   }
 
+  /**
+   * Link status (§5.1.4 VIRTIO_NET_S_LINK_UP in `status`): a change updates
+   * the config space and emits 'config-change'. Returns whether it changed.
+   */
+  setLink(up: boolean): boolean {
+    const s = up ? this.config.status | VIRTIO_NET_S_LINK_UP : this.config.status & ~VIRTIO_NET_S_LINK_UP;
+    if (s === this.config.status) return false;
+    this.config.status = s;
+    this.emit('config-change');
+    return true;
+  }
+
+  /**
+   * Ask the driver to announce itself (§5.1.6.5.4, after a migration or a
+   * reconnect): with VIRTIO_NET_F_GUEST_ANNOUNCE (and STATUS) negotiated,
+   * VIRTIO_NET_S_ANNOUNCE is set in `status` until the driver answers
+   * VIRTIO_NET_CTRL_ANNOUNCE_ACK, and 'config-change' is emitted. Returns
+   * false (nothing asked) when the feature was not negotiated.
+   */
+  announce(): boolean {
+    if (this.features <= 0n || !(this.features & VIRTIO_NET_F_GUEST_ANNOUNCE) || !(this.features & VIRTIO_NET_F_STATUS)) return false;
+    this.config.status |= VIRTIO_NET_S_ANNOUNCE;
+    this.ctrl.announcePending = true;
+    this.emit('config-change');
+    return true;
+  }
+
   reset(): void {
+    this.config.status &= ~VIRTIO_NET_S_ANNOUNCE;
     this.status = 0;
     this.features = 0n;
     this.layouts.fill(null);
@@ -200,6 +230,7 @@ export class NetDevice extends EventEmitter<NetDeviceEvents> {
         } else {
           const res = applyControlCommand(this.ctrl, this.features, this.config, cmd);
           ack = res.ack;
+          if (!this.ctrl.announcePending) this.config.status &= ~VIRTIO_NET_S_ANNOUNCE; // ANNOUNCE_ACK
           if (res.error) this.emit('control-error', res.error);
           if (res.changed) {
             this.config.mac = this.ctrl.mac.slice();

@@ -16,13 +16,13 @@ import type { GuestMemory } from '../virtio/memory.js';
 import type { DriverQueue, QueueLayout, RingFeatures, RingFormat } from '../virtio/queue.js';
 import { contiguousQueueLayout, createDriverQueue, queueBytes, ringFeatures, ringFormat } from '../virtio/ring.js';
 import type { VirtioTransport } from '../virtio/transport.js';
-import { decodeNetConfig, type NetConfig } from './config.js';
+import { decodeNetConfig, VIRTIO_NET_S_ANNOUNCE, VIRTIO_NET_S_LINK_UP, type NetConfig } from './config.js';
 import {
-  encodeMqVqPairsSet, encodeRssConfig, VIRTIO_NET_OK, type RssConfigCommand,
+  encodeAnnounceAck, encodeMqVqPairsSet, encodeRssConfig, VIRTIO_NET_OK, type RssConfigCommand,
 } from './ctrl.js';
 import {
   sanitizeDriverFeatures, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
-  VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_RX,
+  VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_GUEST_ANNOUNCE,
 } from './features.js';
 import { netHdrSize } from './hdr.js';
 
@@ -50,7 +50,7 @@ export interface NetDriverOptions {
 export const NET_DRIVER_FEATURES =
   VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_RING_PACKED | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MTU |
   VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX |
-  VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS;
+  VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS | VIRTIO_NET_F_GUEST_ANNOUNCE;
 
 /** What a driver-side worker needs to run one pair. */
 export interface PairSetup {
@@ -178,6 +178,30 @@ export class NetDriver {
     const ack = await this.command(encodeMqVqPairsSet(n));
     if (ack !== VIRTIO_NET_OK) throw new DriverInitError(`device refused VQ_PAIRS_SET ${n}`);
     this.activePairs = n;
+  }
+
+  /** VIRTIO_NET_S_LINK_UP in the config read last (§5.1.4; always up without VIRTIO_NET_F_STATUS). */
+  get linkUp(): boolean {
+    return (this.config.status & VIRTIO_NET_S_LINK_UP) !== 0;
+  }
+
+  /**
+   * The configuration change notification (§2.5): read the config space
+   * again (link status), and when the device asks for an announcement
+   * (VIRTIO_NET_S_ANNOUNCE, with VIRTIO_NET_F_GUEST_ANNOUNCE) acknowledge it
+   * with VIRTIO_NET_CTRL_ANNOUNCE_ACK (§5.1.6.5.4), which clears the bit.
+   * (This driver sends no gratuitous frames of its own: it has no IP
+   * address; the acknowledgement is what the device waits for.)
+   * Returns the link status and whether an announcement was acknowledged.
+   * @throws Error when the controlq does not answer.
+   */
+  async configChanged(): Promise<{ linkUp: boolean; announced: boolean }> {
+    this.config = decodeNetConfig(this.t.readConfig(), this.features);
+    let announced = false;
+    if ((this.features & VIRTIO_NET_F_GUEST_ANNOUNCE) && (this.config.status & VIRTIO_NET_S_ANNOUNCE) && this.ctrlq) {
+      announced = (await this.command(encodeAnnounceAck())) === VIRTIO_NET_OK;
+    }
+    return { linkUp: this.linkUp, announced };
   }
 
   /** VIRTIO_NET_CTRL_MQ_RSS_CONFIG (§5.1.6.5.7.1). @throws DriverInitError when refused. */

@@ -97,4 +97,8 @@ export interface Netdev {
   /** True while poll() has more to offer right now (the worker must not sleep). */
   busy(): boolean;
   close?(): void;
+  /** True once the device behind this netdev went away (a deleted TAP): leave waitFds out of poll(2). */
+  readonly gone?: boolean;
+  /** Called once when {@link gone} turns true (a worker reports it to the control plane). */
+  onGone?: () => void;
 }

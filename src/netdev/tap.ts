@@ -59,6 +59,16 @@ export class TapNetdev implements Netdev {
   /** Frames read straight into guest buffers, and frames that went through the private buffer. */
   rxDirect = 0;
   rxCopied = 0;
+  /**
+   * The TAP device went away under this queue fd (`ip link del`: the kernel
+   * answers EBADFD on read and write, POLLERR on poll): from then on TX
+   * frames are dropped (counted in txErrors), poll() offers nothing, and
+   * the worker leaves the fd out of its poll set. Serve re-opens the TAP
+   * when it is back (transport/vhost-user/link.ts).
+   */
+  gone = false;
+  /** Called once when {@link gone} turns true. */
+  onGone?: () => void;
 
   /** `fd`: this pair's TAP queue fd (non-blocking, vnet header size `hdrLen`). */
   constructor(private readonly fd: number, private readonly hdrLen: number) {
@@ -105,6 +115,10 @@ export class TapNetdev implements Netdev {
     const n = this.txCount;
     this.txCount = 0;
     this.txSegs = 0;
+    if (this.gone) {
+      this.txErrors += n;
+      return;
+    }
     while (start < n) {
       try {
         const wrote = writevFramesSg(this.fd, this.txBuf as SharedArrayBuffer, this.segOffs, this.segLens, this.segCounts, n - start, start);
@@ -116,6 +130,11 @@ export class TapNetdev implements Netdev {
         start += wrote;
       } catch (e) {
         if (!(e instanceof HostError)) throw e;
+        if (isGoneError(e)) {
+          this.markGone();
+          this.txErrors += n - start;
+          return;
+        }
         this.txErrors++; // this frame was refused (e.g. a malformed vnet header); go on with the next
         start++;
       }
@@ -124,7 +143,24 @@ export class TapNetdev implements Netdev {
 
   poll(rx: RxPort, budget: number): number {
     let done = this.deliverPending(rx);
-    if (this.rxNext < this.rxEnd) return done; // the receiveq is full: the rest waits
+    if (this.rxNext < this.rxEnd || this.gone) return done; // the receiveq is full: the rest waits
+    try {
+      return done + this.read(rx, budget);
+    } catch (e) {
+      if (!(e instanceof HostError) || !isGoneError(e)) throw e;
+      this.markGone();
+      return done;
+    }
+  }
+
+  private markGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.onGone?.();
+  }
+
+  private read(rx: RxPort, budget: number): number {
+    let done = 0;
     let want = budget < BATCH ? budget : BATCH;
     const room = rx.room();
     if (room === 0) return done; // leave frames in the kernel's queue until the guest posts buffers
@@ -204,4 +240,9 @@ export class TapNetdev implements Netdev {
   busy(): boolean {
     return this.rxNext < this.rxEnd;
   }
+}
+
+/** EBADFD: the queue fd lost its device (the TAP was deleted; tun.c answers EBADFD once detached). */
+function isGoneError(e: HostError): boolean {
+  return e.code === 'EBADFD';
 }

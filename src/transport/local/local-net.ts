@@ -83,9 +83,15 @@ export interface QueueErrorReport {
   message: string;
 }
 
-export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 'control-error': [string]; conformance: [RuleReport] }> {
+export class LocalNet extends EventEmitter<{
+  'queue-error': [QueueErrorReport]; 'control-error': [string]; conformance: [RuleReport];
+  /** The driver handled a configuration change notification: the link status it read, whether it acknowledged an announcement. */
+  'config-change': [{ linkUp: boolean; announced: boolean }];
+}> {
   readonly device: NetDevice;
   readonly driver: NetDriver;
+  /** Configuration change notifications, delivered in order (setLink, announce). */
+  private configIrq: Promise<void> = Promise.resolve();
   readonly mem: GuestMemory;
   readonly ctl: SharedControl;
   readonly devStats: StatsBlock;
@@ -119,6 +125,12 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
     this.drvStats = new StatsBlock(pairs, DRV_STAT_COUNT);
     this.device.on('control', (s) => this.pushControl(s));
     this.device.on('control-error', (m) => this.emit('control-error', m));
+    // The configuration change interrupt: delivered to the driver after the device's change (never inside it).
+    this.device.on('config-change', () => {
+      const run = () => new Promise<void>((r) => setImmediate(r)).then(() => this.driver.configChanged()).then((r) => void this.emit('config-change', r));
+      this.configIrq = this.configIrq.then(run, run);
+      this.configIrq.catch((e: unknown) => this.emit('control-error', `configuration change: ${(e as Error).message}`));
+    });
     this.conformance = opts.strict ? new ConformanceMonitor((r) => this.emit('conformance', r)) : null;
     if (this.conformance) attachNetConformance(this.device, this.conformance);
   }
@@ -255,6 +267,29 @@ export class LocalNet extends EventEmitter<{ 'queue-error': [QueueErrorReport]; 
         await this.settled();
       },
     });
+  }
+
+  /**
+   * Link status as the device reports it (§5.1.4 VIRTIO_NET_S_LINK_UP): the
+   * driver gets the configuration change notification and reads it.
+   * Resolves once the driver has handled it; returns the status it read.
+   */
+  async setLink(up: boolean): Promise<boolean> {
+    this.device.setLink(up);
+    await this.configIrq.catch(() => undefined);
+    return this.driver.linkUp;
+  }
+
+  /**
+   * VIRTIO_NET_F_GUEST_ANNOUNCE (§5.1.6.5.4): the device sets
+   * VIRTIO_NET_S_ANNOUNCE and notifies; the driver answers
+   * VIRTIO_NET_CTRL_ANNOUNCE_ACK. Resolves true once acknowledged (the bit
+   * is clear again), false when GUEST_ANNOUNCE was not negotiated.
+   */
+  async announce(): Promise<boolean> {
+    if (!this.device.announce()) return false;
+    await this.configIrq.catch(() => undefined);
+    return !this.device.ctrl.announcePending;
   }
 
   /** Program RSS through the controlq (the driver side of §5.1.6.5.7.1). */

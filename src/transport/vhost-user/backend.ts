@@ -17,6 +17,7 @@ import type { RingFormat } from '../../virtio/queue.js';
 import { claimSocketPath } from '../socket-path.js';
 import { Session } from './session.js';
 import { listenForGroup } from './group.js';
+import { NetdevLink, type NetdevWatch } from './link.js';
 import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 
 export interface VhostUserBackendOptions {
@@ -44,6 +45,10 @@ export interface VhostUserBackendOptions {
   /** --strict: strict-only ring checks in the workers, and every queue error reported here (virtio/conformance.ts). */
   strict?: boolean;
   onQueueError?: (queue: number, code: string, message: string, format: RingFormat) => void;
+  /** The netdev's device can go away and come back (a TAP): watched, re-opened, the link follows (link.ts). */
+  netdevWatch?: NetdevWatch;
+  /** Offer BACKEND_REQ + CONFIG and tell the front-end of link changes (CONFIG_CHANGE_MSG). */
+  configNotify?: boolean;
 }
 
 export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
@@ -56,16 +61,26 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   /** Resolves once the current (or last) session's socket and reader are gone. */
   private sessionEnded: Promise<void> = Promise.resolve();
   private readonly log: (line: string, detail?: Record<string, unknown>) => void;
+  /** The netdev now and whether its device is there (link.ts). */
+  readonly link: NetdevLink;
 
   constructor(private readonly o: VhostUserBackendOptions) {
     super();
     if (!(o.pairs >= 1 && o.pairs <= 256)) throw new RangeError('pairs must be 1..256');
     this.stats = new StatsBlock(o.pairs, DEV_STAT_COUNT);
     this.log = o.log ?? ((l) => console.error(l));
+    this.link = new NetdevLink(o.netdev, o.netdevWatch, this.log);
+    this.link.on('down', () => this.session?.setLink(false));
+    this.link.on('up', (spec, done) => {
+      const s = this.session;
+      if (!s) return done();
+      s.replaceNetdev(spec).catch((e: unknown) => this.log(`vhost-user: moving to the re-opened netdev failed: ${(e as Error).message}`)).finally(done);
+    });
   }
 
   /** Listen (or connect). Resolves once the socket exists (server) or the first connection is up (client). */
   async start(): Promise<void> {
+    this.link.start();
     if (this.o.client) {
       await this.connectLoop();
       return;
@@ -126,7 +141,8 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       wakeFd = eventfdCreate(0, { nonblock: true });
       new Float64Array(this.stats.buffer).fill(0);
       session = new Session(fd, {
-        pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.o.netdev,
+        pairs: this.o.pairs, maxQueueSize: this.o.maxQueueSize ?? 32768, netdev: this.link.spec,
+        linkUp: this.link.up, onNetdevGone: () => this.link.check(), configNotify: this.o.configNotify,
         mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
         mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
         capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
@@ -172,7 +188,11 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
     this.sessionEnded = ended;
   }
 
-  /** Client mode: connect, retrying with exponential back-off (50 ms .. 2 s). */
+  /**
+   * Client mode: connect, retrying with exponential back-off (50 ms .. 1 s,
+   * for ever): a front-end that comes back (QEMU restarted with
+   * `server=on`) waits at most about a second for serve.
+   */
   private async connectLoop(): Promise<void> {
     let delay = 50;
     while (!this.stopping) {
@@ -183,7 +203,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
       } catch (e) {
         this.log(`vhost-user: connect ${this.o.socket}: ${(e as Error).message}; retrying in ${delay} ms`);
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(2000, delay * 2);
+        delay = Math.min(1000, delay * 2);
       }
     }
   }
@@ -191,6 +211,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
   /** Close the current session, stop listening, remove the socket. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.link.stop();
     if (this.session) await this.session.close();
     await this.sessionEnded;
     for (const fd of this.waiting.splice(0)) close(fd);

@@ -40,7 +40,9 @@ export type PairWorkerReport =
   | { type: 'queue-error'; pair: number; queue: number; code: string; message: string }
   | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState }
   /** Started on a used inflight region: chains requeued on the receiveq, completed unsent on the transmitq, where the rings start. */
-  | { type: 'inflight'; pair: number; rxRequeued: number; txCompleted: number; rx: QueueState; tx: QueueState };
+  | { type: 'inflight'; pair: number; rxRequeued: number; txCompleted: number; rx: QueueState; tx: QueueState }
+  /** The netdev's device went away (a deleted TAP): link.ts re-opens it when it is back. */
+  | { type: 'netdev-gone'; pair: number };
 
 const d = workerData as PairWorkerData;
 const stats = new Float64Array(d.stats);
@@ -95,6 +97,8 @@ dev.onQueueError = (queue, err) => {
   parentPort?.postMessage({ type: 'queue-error', pair: d.pair, queue, code: (err as { code?: string }).code ?? 'ERROR', message: err.message } satisfies PairWorkerReport);
 };
 
+netdev.onGone = () => parentPort?.postMessage({ type: 'netdev-gone', pair: d.pair } satisfies PairWorkerReport);
+
 // poll(2) sets: kick fds, wake fd, then the netdev's fds, which are left out
 // while the receiveq has no buffers (else a readable TAP would spin us).
 const kicks: number[] = [];
@@ -140,7 +144,7 @@ for (;;) {
   armed = true;
   if (dev.hasWork()) continue;
   publishRingState(stats, statBase, rxq, txq);
-  const fds = dev.room() > 0 ? fdsAll : fdsNoNet;
+  const fds = dev.room() > 0 && !netdev.gone ? fdsAll : fdsNoNet;
   const n = pollFdsInto(fds, 100, revents);
   if (n > 0) {
     for (let i = 0; i < nKicks; i++) {

@@ -13,7 +13,8 @@
  * replaced or at the end) or closed at once.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { close, eventfdCreate, eventfdWrite, guestMappingFaults, mmapShared, releaseShared, sendmsg, setNonblock, tunSetQueue } from '../../host/index.js';
+import { close, eventfdCreate, eventfdWrite, guestMappingFaults, mmapShared, releaseShared, sendmsg, setNonblock, tunSetQueue, writevFrames } from '../../host/index.js';
+import { makeRarpFrame } from '../../net/rarp.js';
 import { GuestMemory, type RegionSpec } from '../../virtio/memory.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, featureNames, VIRTIO_FEATURE_NAMES,
@@ -22,7 +23,7 @@ import {
 import type { QueueLayout, QueueState, RingFormat } from '../../virtio/queue.js';
 
 import { MAX_QUEUE_SIZE, queuePartBytes, queueSizeProblem, ringFeatures, ringFormat } from '../../virtio/ring.js';
-import { defaultNetConfig, encodeNetConfig } from '../../net/config.js';
+import { defaultNetConfig, encodeNetConfig, VIRTIO_NET_S_LINK_UP } from '../../net/config.js';
 import {
   NET_FEATURE_NAMES, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
@@ -42,6 +43,7 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_RARP, VHOST_USER_PROTOCOL_F_REPLY_ACK,
   VHOST_USER_PROTOCOL_F_STATUS, requestName,
+  VHOST_USER_PROTOCOL_F_BACKEND_REQ, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG,
   type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
 } from './messages.js';
 import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
@@ -67,6 +69,14 @@ export const VHOST_NET_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
 
+/**
+ * Offered as well with `configNotify` (serve --config-notify): BACKEND_REQ and
+ * CONFIG, so that a front-end that takes them hears of link changes
+ * (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, then GET_CONFIG's status).
+ */
+export const VHOST_NET_CONFIG_NOTIFY_FEATURES =
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_BACKEND_REQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIG));
+
 /** Memory slots offered with CONFIGURE_MEM_SLOTS (GuestMemory's limit). */
 export const MAX_MEM_SLOTS = 509;
 
@@ -89,6 +99,12 @@ export interface SessionOptions {
   strict?: boolean;
   /** Every queue error a pair worker reports (code as errors.ts names it), with the negotiated ring format: conformance checks. */
   onQueueError?: (queue: number, code: string, message: string, format: RingFormat) => void;
+  /** Whether the netdev's device is there now (link.ts); default true. */
+  linkUp?: boolean;
+  /** A pair worker found the netdev's device gone (EBADFD on a TAP queue): check the link now. */
+  onNetdevGone?: () => void;
+  /** Offer BACKEND_REQ + CONFIG and send CONFIG_CHANGE_MSG on link changes (VHOST_NET_CONFIG_NOTIFY_FEATURES). */
+  configNotify?: boolean;
 }
 
 /** What {@link Session.inspect} returns. */
@@ -149,12 +165,20 @@ export class Session {
   private activePairs = 0;
   /** The inflight buffer (GET/SET_INFLIGHT_FD), tracked into while INFLIGHT_SHMFD is negotiated. */
   private inflight: InflightBuffer | null = null;
+  /** The netdev the pairs run on (replaced when a deleted TAP is re-opened: replaceNetdev). */
+  private netdev: NetdevSpec;
+  /** VIRTIO_NET_S_LINK_UP as GET_CONFIG reports it (§5.1.4): the netdev's device is there. */
+  private linkUp: boolean;
+  /** The back-end channel (SET_BACKEND_REQ_FD), -1 none. */
+  private backendReqFd = -1;
   /** Resolves when the connection is closed (by either side). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
 
   constructor(readonly fd: number, private readonly o: SessionOptions) {
     this.mtu = o.mtu;
+    this.netdev = o.netdev;
+    this.linkUp = o.linkUp ?? true;
     this.vrings = Array.from({ length: 2 * o.pairs }, () => ({
       num: 0, avail: 0, used: 0, addr: null, kick: -1, call: -1, err: -1, started: false, enabled: false,
     }));
@@ -289,14 +313,14 @@ export class Session {
           const names = this.featureNames();
           this.o.log(`vhost-user: front-end features: ${names.join(' ')}`, { event: 'features', ring: ringFormat(this.features), features: names });
         }
-        if (changed) applyTapOffloads(this.o.netdev, this.features, this.o.log);
+        if (changed) applyTapOffloads(this.netdev, this.features, this.o.log);
         if (changed) await this.restartRunning();
         return;
       }
       case 'GET_PROTOCOL_FEATURES':
-        return encodeU64Reply(m.request, VHOST_NET_PROTOCOL_FEATURES);
+        return encodeU64Reply(m.request, this.offeredProtocolFeatures());
       case 'SET_PROTOCOL_FEATURES':
-        if (m.features & ~VHOST_NET_PROTOCOL_FEATURES) throw new RequestError('protocol features not offered');
+        if (m.features & ~this.offeredProtocolFeatures()) throw new RequestError('protocol features not offered');
         this.protocolFeatures = m.features;
         return;
       case 'SET_OWNER':
@@ -416,14 +440,19 @@ export class Session {
         return;
       }
       case 'SEND_RARP':
-        this.o.log(`vhost-user: SEND_RARP for ${[...m.mac].map((b) => b.toString(16).padStart(2, '0')).join(':')} (the netdev announces nothing)`);
+        this.sendRarp(m.mac);
+        return;
+      case 'SET_BACKEND_REQ_FD':
+        if (!this.keepFd(m.fd)) return;
+        if (this.backendReqFd >= 0) safeClose(this.backendReqFd);
+        this.backendReqFd = m.fd;
         return;
       case 'NET_SET_MTU':
         if (m.mtu < 68 || m.mtu > 65535) throw new RequestError(`MTU ${m.mtu} out of range 68..65535`);
         this.mtu = m.mtu;
         return;
       case 'GET_CONFIG': {
-        const cfg = encodeNetConfig(defaultNetConfig({ mac: this.o.mac, maxVirtqueuePairs: this.o.pairs, mtu: this.mtu }));
+        const cfg = encodeNetConfig(defaultNetConfig({ mac: this.o.mac, maxVirtqueuePairs: this.o.pairs, mtu: this.mtu, status: this.linkUp ? VIRTIO_NET_S_LINK_UP : 0 }));
         const data = new Uint8Array(m.size);
         data.set(cfg.subarray(Math.min(m.offset, cfg.length), Math.min(m.offset + m.size, cfg.length)));
         return encodeGetConfigReply({ offset: m.offset, flags: m.flags, data });
@@ -443,6 +472,97 @@ export class Session {
         for (const fd of m.fds) safeClose(fd);
         throw new RequestError(`${m.type} is not supported by this back-end`);
       }
+    }
+  }
+
+  // ---- link status, RARP ----------------------------------------------------
+
+  private offeredProtocolFeatures(): bigint {
+    return this.o.configNotify ? VHOST_NET_PROTOCOL_FEATURES | VHOST_NET_CONFIG_NOTIFY_FEATURES : VHOST_NET_PROTOCOL_FEATURES;
+  }
+
+  /** VIRTIO_NET_S_LINK_UP as the front-end reads it now (GET_CONFIG). */
+  get link(): boolean {
+    return this.linkUp;
+  }
+
+  /**
+   * The netdev's device went away (false) or is back (true): GET_CONFIG's
+   * status follows (§5.1.4), and a front-end that negotiated BACKEND_REQ and
+   * CONFIG and gave a back-end channel gets VHOST_USER_BACKEND_CONFIG_CHANGE_MSG
+   * (no payload, no reply asked), after which it reads the config again
+   * and raises the guest's configuration change notification (§5.1.6.x).
+   */
+  setLink(up: boolean): void {
+    if (this.closed || up === this.linkUp) return;
+    this.linkUp = up;
+    const want = VHOST_NET_CONFIG_NOTIFY_FEATURES;
+    const notify = (this.protocolFeatures & want) === want && this.backendReqFd >= 0;
+    this.o.log(`vhost-user: link ${up ? 'up' : 'down'}${notify ? ' (CONFIG_CHANGE_MSG sent)' : ''}`, { event: 'link', up, notified: notify });
+    if (!notify) return;
+    const bytes = new Uint8Array(VHOST_USER_HEADER_SIZE);
+    encodeHeader({ request: VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, flags: VHOST_USER_VERSION, size: 0 }, bytes, 0);
+    try {
+      if (sendmsg(this.backendReqFd, bytes) === null) this.o.log('vhost-user: back-end channel full: CONFIG_CHANGE_MSG not sent');
+    } catch (e) {
+      this.o.log(`vhost-user: back-end channel: ${(e as Error).message}; closed`);
+      safeClose(this.backendReqFd);
+      this.backendReqFd = -1;
+    }
+  }
+
+  /**
+   * The netdev's device is back, opened as `spec` (link.ts): the running
+   * pairs stop, move to the new queue fds (with the offloads the driver
+   * negotiated) and start again where their rings stood; the link is up.
+   * Resolves once no worker uses the previous spec any more.
+   */
+  async replaceNetdev(spec: NetdevSpec): Promise<void> {
+    const run = () => this.restartWith(spec);
+    // In order with the front-end's requests (a handler may be starting a pair right now).
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => undefined);
+    await p;
+  }
+
+  private async restartWith(spec: NetdevSpec): Promise<void> {
+    if (this.closed) return;
+    const running = await this.stopAll();
+    this.netdev = spec;
+    this.tapDetached.clear();
+    if (this.features) applyTapOffloads(spec, this.features, this.o.log);
+    for (const p of running) await this.maybeStart(p);
+    // Pairs the front-end disabled keep their new TAP queue detached too.
+    for (let p = 0; p < this.o.pairs; p++) if (!this.runners[p] && !this.vrings[2 * p].enabled) this.setTapQueue(p, false);
+    this.setLink(true);
+  }
+
+  /**
+   * SEND_RARP (vhost-user.rst, with VHOST_USER_PROTOCOL_F_RARP): send the
+   * RARP announcement of `mac` (net/rarp.ts, as DPDK's vhost does) out of the
+   * netdev, as if the guest had sent it, so that switches and bridges
+   * learn where the guest's MAC is. A TAP gets it on its first queue (with a
+   * zero virtio_net_hdr); other netdevs have no wire to announce on.
+   */
+  private sendRarp(mac: Uint8Array): void {
+    const text = [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    const nd = this.netdev;
+    if (nd.kind !== 'tap' || nd.fds.length === 0) {
+      this.o.log(`vhost-user: SEND_RARP for ${text}: netdev ${nd.kind} has no wire to announce on`);
+      return;
+    }
+    if (!this.linkUp) {
+      this.o.log(`vhost-user: SEND_RARP for ${text}: the TAP is gone; not sent`);
+      return;
+    }
+    const frame = makeRarpFrame(mac);
+    const buf = new SharedArrayBuffer(nd.hdrLen + frame.length);
+    new Uint8Array(buf).set(frame, nd.hdrLen); // virtio_net_hdr all zero: no offload asked
+    try {
+      const n = writevFrames(nd.fds[0], buf, Float64Array.of(0), Uint32Array.of(buf.byteLength), 1, 0);
+      this.o.log(`vhost-user: SEND_RARP for ${text}: ${n === 1 ? 'RARP announcement sent on the TAP' : 'the TAP queue is full; not sent'}`, { event: 'rarp', mac: text, sent: n === 1 });
+    } catch (e) {
+      this.o.log(`vhost-user: SEND_RARP for ${text}: ${(e as Error).message}`);
     }
   }
 
@@ -552,7 +672,7 @@ export class Session {
       wakeFd: this.wakeFds[pair], wakeFds: this.wakeFds,
       mode: this.o.mode, budget: this.o.budget, stats: this.o.stats, afs: this.afs,
       inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
-      netdev: this.o.netdev, rss: this.o.rss,
+      netdev: this.netdev, rss: this.o.rss,
       control: new SharedArrayBuffer(4), port: undefined as never,
       capture: this.o.capture?.[pair], strict: this.o.strict,
     };
@@ -577,6 +697,7 @@ export class Session {
         this.o.log(`vhost-user: queue pair ${pair} resumed from the inflight region: ${r.txCompleted} transmitq chains completed unsent, ${r.rxRequeued} receiveq chains offered again (avail ${pos(r.rx.avail)}/${pos(r.tx.avail)}, used ${pos(r.rx.used)}/${pos(r.tx.used)})`,
           { event: 'inflight-resume', pair, txCompleted: r.txCompleted, rxRequeued: r.rxRequeued });
       }
+      else if (r.type === 'netdev-gone') this.o.onNetdevGone?.();
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
         Object.assign(this.vrings[2 * pair + 1], { avail: r.tx.avail, used: r.tx.used });
@@ -652,7 +773,7 @@ export class Session {
    * attached queue), and they would wait there until the pair came back.
    */
   private setTapQueue(pair: number, attach: boolean): void {
-    const nd = this.o.netdev;
+    const nd = this.netdev;
     if (nd.kind !== 'tap' || nd.fds[pair] === undefined || this.tapDetached.has(pair) !== attach) return;
     try {
       tunSetQueue(nd.fds[pair], attach);
@@ -791,6 +912,8 @@ export class Session {
     }
     for (const fd of this.wakeFds) safeClose(fd);
     this.dropInflight();
+    if (this.backendReqFd >= 0) safeClose(this.backendReqFd);
+    this.backendReqFd = -1;
     if (this.faultTimer) clearInterval(this.faultTimer);
     // The workers are stopped: drop the guest's pages now rather than when GC gets to the buffers (RSS grew per connection).
     for (const r of this.memRegions) releaseShared(r.spec.buffer as SharedArrayBuffer);
