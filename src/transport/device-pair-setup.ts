@@ -8,6 +8,7 @@
 import { GuestMemory, type RegionSpec } from '../virtio/memory.js';
 import type { DeviceQueue, QueueLayout, QueueState, RingFeatures } from '../virtio/queue.js';
 import { createDeviceQueue } from '../virtio/ring.js';
+import { DirtyLog } from '../virtio/dirty-log.js';
 import { NetDevicePair, type PairNotifier } from '../net/device-pair.js';
 import { DEV_STAT_COUNT } from '../net/stats.js';
 import { DeviceSteering } from '../net/steering.js';
@@ -48,6 +49,13 @@ export interface DevicePairData {
   capture?: SharedArrayBuffer;
   /** --strict: the strict-only conformance checks (virtio/conformance.ts) in the device queues. */
   strict?: boolean;
+  /**
+   * Live migration (vhost-user VHOST_F_LOG_ALL with a SET_LOG_BASE log): the
+   * shared dirty log (`size` bytes from `offset` in `buffer`) and, per ring,
+   * where used-ring byte 0 is logged (log_guest_addr with VHOST_VRING_F_LOG,
+   * or -1: the ring's guest address). The queues become logging ones.
+   */
+  dirtyLog?: { buffer: SharedArrayBuffer; offset: number; size: number; rxUsedLogAddr: number; txUsedLogAddr: number };
 }
 
 export interface BuiltDevicePair {
@@ -69,8 +77,9 @@ export function buildDevicePair(
   bases?: { rx: QueueState; tx: QueueState },
 ): BuiltDevicePair {
   const mem = new GuestMemory(d.regions);
-  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair, strict: d.strict });
-  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1, strict: d.strict });
+  const log = d.dirtyLog ? new DirtyLog(d.dirtyLog.buffer, d.dirtyLog.offset, d.dirtyLog.size) : undefined;
+  const rxq = createDeviceQueue(mem, d.rx, { ...d.rings, index: 2 * d.pair, strict: d.strict, dirtyLog: log && { log, usedLogAddr: d.dirtyLog!.rxUsedLogAddr } });
+  const txq = createDeviceQueue(mem, d.tx, { ...d.rings, index: 2 * d.pair + 1, strict: d.strict, dirtyLog: log && { log, usedLogAddr: d.dirtyLog!.txUsedLogAddr } });
   if (bases) {
     rxq.setState(bases.rx);
     txq.setState(bases.tx);
