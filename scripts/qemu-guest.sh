@@ -40,6 +40,10 @@
 #                             iperf3 -P P receiver lines per stream (and SUM) (vmq_iperf=SECONDS)
 #   GUEST-LIPERF phase=... / dir=rx rc=R ...  iperf3 -R -P 4 while `ethtool -L` changes
 #                             the channel count (vmq_iperf_channels=SECONDS,N,M)
+#   GUEST-MIG-LISTEN / GUEST-MIG-RX sha256=H / GUEST-MIG-TX-END / GUEST-MIG-END
+#                             vmq_mig=PATTERN: receive a stream on port 5001 (sha256 of it at
+#                             EOF), send `yes PATTERN` to PEER:5002 until the peer closes
+#                             (the live-migration test, test/interop/serve-migrate.test.ts)
 #   GUEST-PING-OK | GUEST-PING-FAIL
 #   GUEST-DONE                then `poweroff -f`
 # (GUEST-FAIL reason: when eth0 never appears.) It is configured from the kernel
@@ -202,6 +206,19 @@ tx=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)
 echo "GUEST-QUEUES rx=$rx tx=$tx ($(ls /sys/class/net/eth0/queues | tr '\n' ' '))"
 echo "GUEST-LINK $(cat /sys/class/net/eth0/operstate) mac=$(cat /sys/class/net/eth0/address) mtu=$(cat /sys/class/net/eth0/mtu)"
 echo "GUEST-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
+if [ -n "${vmq_mig:-}" ]; then
+  # Live migration (test/interop/serve-migrate.test.ts): while QEMU moves this guest, receive a
+  # stream on port 5001 (its sha256 printed at EOF) and send `yes $vmq_mig` to PEER:5002 until
+  # the peer closes; both connections outlive the migration.
+  echo "GUEST-MIG-LISTEN"
+  ( nc -l -p 5001 </dev/null | sha256sum | sed 's/ .*//; s/^/GUEST-MIG-RX sha256=/' ) &
+  rxpid=$!
+  i=0
+  until yes "$vmq_mig" | nc "$peer" 5002; do i=$((i + 1)); [ $i -lt 20 ] || break; sleep 0.5; done
+  echo "GUEST-MIG-TX-END tries=$i"
+  wait $rxpid
+  echo "GUEST-MIG-END uptime=$(cut -d' ' -f1 /proc/uptime)"
+fi
 ok=1
 cpu=0
 while [ $cpu -lt "$(nproc)" ]; do

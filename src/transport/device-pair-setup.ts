@@ -7,8 +7,9 @@
  */
 import { GuestMemory, type RegionSpec } from '../virtio/memory.js';
 import type { DeviceQueue, QueueLayout, QueueState, RingFeatures } from '../virtio/queue.js';
-import { createDeviceQueue, createInflightDeviceQueue } from '../virtio/ring.js';
+import { createDeviceQueue, createInflightDeviceQueue, withDirtyLog } from '../virtio/ring.js';
 import type { InflightRestore } from '../virtio/inflight/restore.js';
+import { DirtyLog } from '../virtio/dirty-log.js';
 import { NetDevicePair, type PairNotifier } from '../net/device-pair.js';
 import { DEV_STAT_COUNT } from '../net/stats.js';
 import { DeviceSteering } from '../net/steering.js';
@@ -55,6 +56,13 @@ export interface DevicePairData {
    * of the receiveq's and transmitq's regions (virtio/inflight/region.ts).
    */
   inflight?: { buffer: SharedArrayBuffer; queueSize: number; rx: number; tx: number };
+  /**
+   * Live migration (vhost-user VHOST_F_LOG_ALL with a SET_LOG_BASE log): the
+   * shared dirty log (`size` bytes from `offset` in `buffer`) and, per ring,
+   * where used-ring byte 0 is logged (log_guest_addr with VHOST_VRING_F_LOG,
+   * or -1: the ring's guest address). The queues become logging ones.
+   */
+  dirtyLog?: { buffer: SharedArrayBuffer; offset: number; size: number; rxUsedLogAddr: number; txUsedLogAddr: number };
 }
 
 export interface BuiltDevicePair {
@@ -80,11 +88,14 @@ export function buildDevicePair(
 ): BuiltDevicePair {
   const mem = new GuestMemory(d.regions);
   const inf = d.inflight;
-  const rxOpts = { ...d.rings, index: 2 * d.pair, strict: d.strict }, txOpts = { ...d.rings, index: 2 * d.pair + 1, strict: d.strict };
+  // Live migration: every write the queues make is marked in the shared dirty log (a wrapper, picked once).
+  const log = d.dirtyLog ? new DirtyLog(d.dirtyLog.buffer, d.dirtyLog.offset, d.dirtyLog.size) : undefined;
+  const rxOpts = { ...d.rings, index: 2 * d.pair, strict: d.strict, dirtyLog: log && { log, usedLogAddr: d.dirtyLog!.rxUsedLogAddr } };
+  const txOpts = { ...d.rings, index: 2 * d.pair + 1, strict: d.strict, dirtyLog: log && { log, usedLogAddr: d.dirtyLog!.txUsedLogAddr } };
   const rxi = inf ? createInflightDeviceQueue(mem, d.rx, rxOpts, { buffer: inf.buffer, offset: inf.rx, queueSize: inf.queueSize }) : null;
   const txi = inf ? createInflightDeviceQueue(mem, d.tx, txOpts, { buffer: inf.buffer, offset: inf.tx, queueSize: inf.queueSize }) : null;
-  const rxq = rxi ?? createDeviceQueue(mem, d.rx, rxOpts);
-  const txq = txi ?? createDeviceQueue(mem, d.tx, txOpts);
+  const rxq = rxi ? withDirtyLog(rxi, mem, d.rx, rxOpts) : createDeviceQueue(mem, d.rx, rxOpts);
+  const txq = txi ? withDirtyLog(txi, mem, d.tx, txOpts) : createDeviceQueue(mem, d.tx, txOpts);
   if (bases) {
     rxq.setState(bases.rx);
     txq.setState(bases.tx);

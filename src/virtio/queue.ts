@@ -14,6 +14,7 @@
  * when it writes the used descriptor, §2.8.6).
  */
 import type { DescChain } from './chain.js';
+import type { QueueDirtyLog } from './logged-queue.js';
 
 /** §2.7 split virtqueue, §2.8 packed virtqueue. */
 export type RingFormat = 'split' | 'packed';
@@ -71,6 +72,8 @@ export interface QueueOptions extends Omit<RingFeatures, 'packed'> {
   index?: number;
   /** Device side: add the strict-only conformance checks (conformance.ts); picks another class, so hot paths without it are unchanged. */
   strict?: boolean;
+  /** Device side, live migration (VHOST_F_LOG_ALL): mark every write into guest memory in this log (logged-queue.ts); picks another class, so hot paths without it are unchanged. */
+  dirtyLog?: QueueDirtyLog;
 }
 
 /**

@@ -14,6 +14,7 @@ import { StrictSplitDeviceQueue } from './split/strict-device.js';
 import { SplitDriverQueue } from './split/driver.js';
 import { availRingBytes, descTableBytes, splitQueueBytes, usedRingBytes, MAX_QUEUE_SIZE, type SplitQueueLayout } from './split/layout.js';
 import { PackedDeviceQueue } from './packed/device.js';
+import { LoggedDeviceQueue } from './logged-queue.js';
 import { PackedDriverQueue } from './packed/driver.js';
 import { EVENT_SUPPRESS_BYTES, packedDescBytes, packedQueueBytes, contiguousPackedLayout } from './packed/layout.js';
 import { InflightSplitDeviceQueue } from './inflight/split-device.js';
@@ -43,12 +44,23 @@ function splitLayout(l: QueueLayout): SplitQueueLayout {
 }
 
 /**
- * The device half for `layout.format`.
+ * The device half for `layout.format`; with `opts.dirtyLog` (live migration)
+ * wrapped in the {@link LoggedDeviceQueue} that marks every write in the log.
  * @throws QueueConfigError (size, alignment), GuestMemoryError (a part outside guest memory).
  */
 export function createDeviceQueue(mem: GuestMemory, layout: QueueLayout, opts: QueueOptions): DeviceQueue {
+  if (opts.dirtyLog) return withDirtyLog(createDeviceQueue(mem, layout, { ...opts, dirtyLog: undefined }), mem, layout, opts);
   if (layout.format === 'packed') return new PackedDeviceQueue(mem, layout, opts);
   return opts.strict ? new StrictSplitDeviceQueue(mem, splitLayout(layout), opts) : new SplitDeviceQueue(mem, splitLayout(layout), opts);
+}
+
+/**
+ * `q` (any device queue of `layout`, inflight-tracking ones included) wrapped
+ * in the {@link LoggedDeviceQueue} that marks its writes in `opts.dirtyLog`;
+ * `q` itself without one.
+ */
+export function withDirtyLog(q: DeviceQueue, mem: GuestMemory, layout: QueueLayout, opts: QueueOptions): DeviceQueue {
+  return opts.dirtyLog ? new LoggedDeviceQueue(q, mem, layout, opts.eventIdx, opts.dirtyLog) : q;
 }
 
 /**

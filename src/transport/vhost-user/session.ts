@@ -44,18 +44,24 @@ import {
   VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_RARP, VHOST_USER_PROTOCOL_F_REPLY_ACK,
   VHOST_USER_PROTOCOL_F_STATUS, requestName,
   VHOST_USER_PROTOCOL_F_BACKEND_REQ, VHOST_USER_PROTOCOL_F_CONFIG, VHOST_USER_BACKEND_CONFIG_CHANGE_MSG,
+  encodeSetLogBaseReply, VHOST_F_LOG_ALL, VHOST_USER_PROTOCOL_F_LOG_SHMFD,
   type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
 } from './messages.js';
 import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
 import { encodeInflightFdReply, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD } from './messages.js';
 import { createInflightBuffer, inflightOffset, mapInflightBuffer, type InflightBuffer } from './inflight-region.js';
 import { InflightError } from '../../virtio/inflight/region.js';
+import { mapDirtyLog, type MappedLog } from './log.js';
+
+/** VHOST_F_LOG_ALL as a feature mask: the front-end is migrating the guest; every device write is logged. */
+export const LOG_ALL_MASK = 1n << BigInt(VHOST_F_LOG_ALL);
 
 /** Virtio features the back-end offers (what NetDevicePair implements; the front-end keeps the controlq). */
 export const VHOST_NET_FEATURES =
   VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_IN_ORDER | VIRTIO_F_RING_PACKED |
   VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
-  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | NET_OFFLOAD_FEATURES | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
+  VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_CTRL_RX | NET_OFFLOAD_FEATURES | VHOST_USER_F_PROTOCOL_FEATURES_MASK |
+  (1n << BigInt(VHOST_F_LOG_ALL));
 
 /**
  * Protocol features offered (vhost-user.rst "Protocol features"). Not CONFIG:
@@ -65,7 +71,7 @@ export const VHOST_NET_FEATURES =
 export const VHOST_NET_PROTOCOL_FEATURES =
   (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_RARP)) |
-  (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) |
+  (1n << BigInt(VHOST_USER_PROTOCOL_F_STATUS)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_LOG_SHMFD)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) |
   (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
 
@@ -125,6 +131,8 @@ interface Vring {
   avail: number;
   used: number;
   addr: { desc: number; avail: number; used: number } | null; // front-end user addresses
+  /** log_guest_addr when SET_VRING_ADDR set VHOST_VRING_F_LOG, else -1 (dirty logging, log.ts). */
+  logAddr: number;
   kick: number; // eventfd, -1 none, -2 NOFD (poll the ring)
   call: number;
   err: number;
@@ -171,6 +179,9 @@ export class Session {
   private linkUp: boolean;
   /** The back-end channel (SET_BACKEND_REQ_FD), -1 none. */
   private backendReqFd = -1;
+  /** The dirty log of SET_LOG_BASE (live migration), and SET_LOG_FD's eventfd (kept, unused: the log is shared memory). */
+  private dirtyLog: MappedLog | null = null;
+  private logFd = -1;
   /** Resolves when the connection is closed (by either side). */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -180,7 +191,7 @@ export class Session {
     this.netdev = o.netdev;
     this.linkUp = o.linkUp ?? true;
     this.vrings = Array.from({ length: 2 * o.pairs }, () => ({
-      num: 0, avail: 0, used: 0, addr: null, kick: -1, call: -1, err: -1, started: false, enabled: false,
+      num: 0, avail: 0, used: 0, addr: null, logAddr: -1, kick: -1, call: -1, err: -1, started: false, enabled: false,
     }));
     this.runners = new Array(o.pairs).fill(null);
     // Out of fds part-way (EMFILE) throws with none of ours left open.
@@ -308,12 +319,15 @@ export class Session {
         const extra = m.features & ~VHOST_NET_FEATURES;
         if (extra) throw new RequestError(`features not offered: ${featureNames(extra, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
         const changed = m.features !== this.features;
+        // VHOST_F_LOG_ALL alone (a migration starts or ends): the device features are the same; the pairs restart with or without logging queues.
+        const logOnly = (m.features ^ this.features) === LOG_ALL_MASK;
         this.features = m.features;
-        if (changed) {
+        if (changed && !logOnly) {
           const names = this.featureNames();
           this.o.log(`vhost-user: front-end features: ${names.join(' ')}`, { event: 'features', ring: ringFormat(this.features), features: names });
         }
-        if (changed) applyTapOffloads(this.netdev, this.features, this.o.log);
+        if (logOnly || (changed && (this.features & LOG_ALL_MASK))) this.logLogging();
+        if (changed && !logOnly) applyTapOffloads(this.netdev, this.features, this.o.log);
         if (changed) await this.restartRunning();
         return;
       }
@@ -369,8 +383,8 @@ export class Session {
       }
       case 'SET_VRING_ADDR': {
         const v = this.vring(m.index);
-        if (m.flags !== 0) throw new RequestError(`vring ${m.index}: dirty logging is not supported`);
         v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
+        v.logAddr = (m.flags & 1) !== 0 ? m.logGuestAddr : -1; // VHOST_VRING_F_LOG
         if (this.mem && v.num > 0) this.layoutOf(m.index); // check now: throws when outside every region
         // A running ring moves to the new addresses; a ring that was waiting for valid ones starts.
         if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
@@ -439,6 +453,26 @@ export class Session {
         this.postActivePairs();
         return;
       }
+      case 'SET_LOG_BASE': {
+        let log: MappedLog;
+        try {
+          log = mapDirtyLog(m.fd, m.mmapSize, m.mmapOffset);
+        } finally {
+          safeClose(m.fd); // the mapping keeps the log
+        }
+        const top = this.memRegions.reduce((x, r) => Math.max(x, r.desc.guestAddr + r.desc.size), 0);
+        this.o.log(`vhost-user: dirty log: ${log.size} bytes (covers ${Math.round(log.coverage / 2 ** 20)} MiB of guest memory)`, { event: 'dirty-log', bytes: log.size });
+        if (top > log.coverage) this.o.log(`vhost-user: dirty log covers [0, 0x${log.coverage.toString(16)}) but guest memory reaches 0x${top.toString(16)}: writes above are not logged`);
+        this.dirtyLog = log;
+        // Workers marking the old log stop (and finish marking) before the reply: the front-end syncs the old log after it.
+        if (this.features & LOG_ALL_MASK) await this.restartRunning();
+        return encodeSetLogBaseReply();
+      }
+      case 'SET_LOG_FD':
+        if (!this.keepFd(m.fd)) return;
+        if (this.logFd >= 0) safeClose(this.logFd);
+        this.logFd = m.fd;
+        return;
       case 'SEND_RARP':
         this.sendRarp(m.mac);
         return;
@@ -644,9 +678,16 @@ export class Session {
     };
   }
 
+  /** One line when VHOST_F_LOG_ALL goes on or off (the front-end starts or ends a migration). */
+  private logLogging(): void {
+    const on = (this.features & LOG_ALL_MASK) !== 0n;
+    if (on && !this.dirtyLog) this.o.log('vhost-user: VHOST_F_LOG_ALL without a SET_LOG_BASE log: device writes are NOT logged', { event: 'dirty-logging', on, log: false });
+    else this.o.log(`vhost-user: dirty logging ${on ? 'on (live migration)' : 'off'}`, { event: 'dirty-logging', on });
+  }
+
   /** The negotiated virtio features by their spec names (the protocol-features bit left out). */
   featureNames(): string[] {
-    return featureNames(this.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
+    return featureNames(this.features & ~VHOST_USER_F_PROTOCOL_FEATURES_MASK & ~LOG_ALL_MASK, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES);
   }
 
   private ready(index: number): boolean {
@@ -675,6 +716,9 @@ export class Session {
       netdev: this.netdev, rss: this.o.rss,
       control: new SharedArrayBuffer(4), port: undefined as never,
       capture: this.o.capture?.[pair], strict: this.o.strict,
+      dirtyLog: (this.features & LOG_ALL_MASK) && this.dirtyLog
+        ? { buffer: this.dirtyLog.buffer, offset: 0, size: this.dirtyLog.size, rxUsedLogAddr: rx.logAddr, txUsedLogAddr: tx.logAddr }
+        : undefined,
     };
     const inf = this.inflightFor(pair);
     if (inf) data.inflight = inf;
@@ -712,7 +756,7 @@ export class Session {
     this.runners[pair] = runner;
     const fmt = ringFormat(this.features);
     const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
-    this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)})`);
+    this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)}${data.dirtyLog ? ', dirty logging' : ''})`);
   }
 
   /**
@@ -914,6 +958,9 @@ export class Session {
     this.dropInflight();
     if (this.backendReqFd >= 0) safeClose(this.backendReqFd);
     this.backendReqFd = -1;
+    if (this.logFd >= 0) safeClose(this.logFd);
+    this.logFd = -1;
+    this.dirtyLog = null;
     if (this.faultTimer) clearInterval(this.faultTimer);
     // The workers are stopped: drop the guest's pages now rather than when GC gets to the buffers (RSS grew per connection).
     for (const r of this.memRegions) releaseShared(r.spec.buffer as SharedArrayBuffer);
