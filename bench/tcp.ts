@@ -35,6 +35,7 @@ const opt = (name: string, dflt: number) => {
 const seconds = opt('--seconds', 5);
 const rounds = opt('--rounds', 1);
 const json = args.includes('--json');
+const verbose = args.includes('--verbose');
 const sopt = (name: string, dflt: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] ?? dflt : dflt;
@@ -42,6 +43,18 @@ const sopt = (name: string, dflt: string) => {
 /** Extra testpmd app options. */
 const dpdkApp = sopt('--dpdk-app', '').split(' ').filter(Boolean);
 const only = sopt('--only', '');
+/**
+ * testpmd's set-up for the DPDK column. The `csum` engine with the GSO
+ * library on the TAP port (port 1): the vhost PMD hands the guest's TSO
+ * frames over as 64 KiB mbufs (RX_LRO, tso_segsz), which io forwarding would
+ * pass to net_tap unsegmented (the TAP PMD has no vnet header, the kernel
+ * drops them); the csum engine marks them TX_TCP_SEG and segments them to
+ * 1514-byte frames with checksums filled by net_tap's TX checksum offload.
+ */
+const dpdkFwd = sopt('--dpdk-fwd', 'csum');
+const dpdkCmds = sopt('--dpdk-cmds', dpdkFwd === 'csum'
+  ? 'port stop all;csum mac-swap off 0;csum mac-swap off 1;csum set ip sw 1;csum set tcp hw 1;csum set udp hw 1;port config 1 tx_offload multi_segs on;set port 1 gso on;set gso segsz 1514;port start all;start'
+  : 'start').split(';').map((c) => c.trim()).filter(Boolean);
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -130,14 +143,15 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
       backendPid = leafPid(serve.pid);
     } else {
       tp = await Testpmd.start({
-        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS, forwardMode: 'io',
+        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS,
         vdevs: [`net_vhost0,iface=${socket},queues=${PAIRS},tso=1`, `net_tap0,iface=${tap}`],
-        extraApp: ['--total-num-mbufs=65536', ...dpdkApp], timeoutMs: 600_000,
+        extraApp: ['--total-num-mbufs=65536', `--forward-mode=${dpdkFwd}`, ...dpdkApp], timeoutMs: 600_000,
       });
-      // The guest's 64 KiB TSO frames leave through net_tap (port 1): it must segment them (DPDK's GSO library).
-      for (const c of ['port stop 1', 'port config 1 tx_offload multi_segs on', 'port config 1 tx_offload tcp_cksum on', 'port config 1 tx_offload tcp_tso on', 'port start 1'])
-        await tp.cmd(c);
-      await tp.start();
+      for (const c of dpdkCmds) {
+        const r = await tp.cmd(c);
+        if (/error|invalid|not supported|bad arguments/i.test(r)) throw new Error(`testpmd '${c}': ${r.trim()}`);
+        if (verbose) process.stderr.write(`testpmd> ${c}\n${r}`);
+      }
       const until = Date.now() + 15_000;
       while (!existsSync(socket) && Date.now() < until) await sleep(50);
       backendPid = leafPid(tp.pid);
@@ -179,6 +193,8 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
       runs.push({ backend, round, streams, dir, mbps });
       gbit += (mbps * seconds) / 1000;
     }
+    if (verbose) process.stderr.write(`${backend} guest output:\n${out.split('\n').filter((l) => /GUEST|ping|iperf|Mbits/i.test(l)).join('\n')}\n`);
+    if (verbose && tp) process.stderr.write(`${await tp.cmd('show port stats all')}\n`);
     if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
     if (startMark && endMark) {
       const dt = endMark.sys.total - startMark.sys.total;
