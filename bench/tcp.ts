@@ -1,8 +1,8 @@
 /**
  * `npm run bench:tcp`: a Linux guest's TCP throughput through `virtio-mq
  * serve --netdev tap` and through DPDK testpmd's vhost PMD (`net_vhost`
- * with `tso=1`, io forwarding to its `net_tap`), side by side on the same
- * guest and host:
+ * with `tso=1`, the `csum` forwarding engine with the GSO library towards
+ * its `net_tap`), side by side on the same guest and host:
  *
  *   guest (QEMU 7.2 TCG, 2 vCPUs, 4 pairs) ══ vhost-user ══ (a) serve ── TAP  ┐
  *                                                          (b) testpmd ── TAP ┴ host namespace: iperf3 -s
@@ -15,10 +15,21 @@
  * processes took meanwhile (the machine is shared: rows with a large share
  * are noise). (a) and (b) alternate; --rounds N repeats.
  *
+ * Why the csum engine: the vhost PMD hands the guest's 64 KiB TSO frames
+ * over as big mbufs flagged RX_LRO; io forwarding passes them to net_tap
+ * as they are, and DPDK's TAP PMD (no vnet header) writes them whole, which
+ * the kernel drops (1-5 Mbit/s guest→host). The csum engine marks them for
+ * segmentation and testpmd's GSO library (`set port 1 gso on`, segments of
+ * 1514 bytes) cuts them, net_tap filling the TCP/UDP checksums (`csum set
+ * tcp hw 1`). `csum mac-swap off` on both ports is needed: by default
+ * testpmd 22.11's csum engine rewrites both MAC addresses of every frame, so
+ * nothing reaches the guest or the kernel. Host→guest stays 1514-byte
+ * frames (the vhost PMD offers no TSO towards the guest).
+ *
  * Options: --seconds S (default 5), --rounds N (default 1), --only serve|dpdk,
- * --dpdk-app 'OPTS' (more testpmd app options), --json. testpmd's net_tap port
- * gets multi_segs, tcp_cksum and tcp_tso TX offloads, so the guest's TSO
- * frames are segmented on their way into the TAP.
+ * --dpdk-app 'OPTS' (more testpmd app options), --dpdk-fwd MODE and
+ * --dpdk-cmds 'CMD;CMD;...' (testpmd's set-up, ending with `start`),
+ * --verbose (testpmd's answers, the guest's lines, port stats), --json.
  * Needs root, QEMU + the guest image (scripts/qemu-guest.sh), iperf3 and
  * dpdk-testpmd (scripts/install-peers.sh); prints why and exits 0 without.
  */
@@ -35,6 +46,7 @@ const opt = (name: string, dflt: number) => {
 const seconds = opt('--seconds', 5);
 const rounds = opt('--rounds', 1);
 const json = args.includes('--json');
+const verbose = args.includes('--verbose');
 const sopt = (name: string, dflt: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] ?? dflt : dflt;
@@ -42,6 +54,18 @@ const sopt = (name: string, dflt: string) => {
 /** Extra testpmd app options. */
 const dpdkApp = sopt('--dpdk-app', '').split(' ').filter(Boolean);
 const only = sopt('--only', '');
+/**
+ * testpmd's set-up for the DPDK column. The `csum` engine with the GSO
+ * library on the TAP port (port 1): the vhost PMD hands the guest's TSO
+ * frames over as 64 KiB mbufs (RX_LRO, tso_segsz), which io forwarding would
+ * pass to net_tap unsegmented (the TAP PMD has no vnet header, the kernel
+ * drops them); the csum engine marks them TX_TCP_SEG and segments them to
+ * 1514-byte frames with checksums filled by net_tap's TX checksum offload.
+ */
+const dpdkFwd = sopt('--dpdk-fwd', 'csum');
+const dpdkCmds = sopt('--dpdk-cmds', dpdkFwd === 'csum'
+  ? 'port stop all;csum mac-swap off 0;csum mac-swap off 1;csum set ip sw 1;csum set tcp hw 1;csum set udp hw 1;port config 1 tx_offload multi_segs on;set port 1 gso on;set gso segsz 1514;port start all;start'
+  : 'start').split(';').map((c) => c.trim()).filter(Boolean);
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -130,14 +154,15 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
       backendPid = leafPid(serve.pid);
     } else {
       tp = await Testpmd.start({
-        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS, forwardMode: 'io',
+        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS,
         vdevs: [`net_vhost0,iface=${socket},queues=${PAIRS},tso=1`, `net_tap0,iface=${tap}`],
-        extraApp: ['--total-num-mbufs=65536', ...dpdkApp], timeoutMs: 600_000,
+        extraApp: ['--total-num-mbufs=65536', `--forward-mode=${dpdkFwd}`, ...dpdkApp], timeoutMs: 600_000,
       });
-      // The guest's 64 KiB TSO frames leave through net_tap (port 1): it must segment them (DPDK's GSO library).
-      for (const c of ['port stop 1', 'port config 1 tx_offload multi_segs on', 'port config 1 tx_offload tcp_cksum on', 'port config 1 tx_offload tcp_tso on', 'port start 1'])
-        await tp.cmd(c);
-      await tp.start();
+      for (const c of dpdkCmds) {
+        const r = await tp.cmd(c);
+        if (/error|invalid|not supported|bad arguments/i.test(r)) throw new Error(`testpmd '${c}': ${r.trim()}`);
+        if (verbose) process.stderr.write(`testpmd> ${c}\n${r}`);
+      }
       const until = Date.now() + 15_000;
       while (!existsSync(socket) && Date.now() < until) await sleep(50);
       backendPid = leafPid(tp.pid);
@@ -179,6 +204,8 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
       runs.push({ backend, round, streams, dir, mbps });
       gbit += (mbps * seconds) / 1000;
     }
+    if (verbose) process.stderr.write(`${backend} guest output:\n${out.split('\n').filter((l) => /GUEST|ping|iperf|Mbits/i.test(l)).join('\n')}\n`);
+    if (verbose && tp) process.stderr.write(`${await tp.cmd('show port stats all')}\n`);
     if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
     if (startMark && endMark) {
       const dt = endMark.sys.total - startMark.sys.total;
@@ -230,7 +257,7 @@ async function main(): Promise<void> {
   }
   const best = (b: Backend, streams: number, dir: string) => Math.max(0, ...runs.filter((x) => x.backend === b && x.streams === streams && x.dir === dir).map((x) => x.mbps));
   console.log(`Linux guest (QEMU TCG, 2 vCPUs, ${PAIRS} pairs) TCP through vhost-user, iperf3 ${seconds} s, best of ${rounds} round(s), Mbit/s:`);
-  console.log(`${'run'.padEnd(22)} ${'serve'.padStart(8)} ${'DPDK tso=1'.padStart(11)} ${'ratio'.padStart(7)}`);
+  console.log(`${'run'.padEnd(22)} ${'serve'.padStart(8)} ${'DPDK'.padStart(11)} ${'ratio'.padStart(7)}`);
   for (const streams of [1, 4]) {
     for (const dir of ['tx', 'rx']) {
       const s = best('serve', streams, dir), d = best('dpdk', streams, dir);

@@ -9,7 +9,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostAvailable } from '../src/host/index.js';
-import { encodeHeader, encodeReplyAck, encodeU64Reply, VhostUserRequest, type VhostUserMessage } from '../src/transport/vhost-user/messages.js';
+import {
+  encodeHeader, encodeReplyAck, encodeU64Reply, VhostUserRequest, VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_NET_MTU,
+  VHOST_USER_PROTOCOL_F_REPLY_ACK, type VhostUserMessage,
+} from '../src/transport/vhost-user/messages.js';
+import { VIRTIO_NET_F_MTU } from '../src/net/features.js';
+import { VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
 import { VhostUserFrontend, VhostUserFrontendError } from '../src/transport/vhost-user/front-end.js';
 import { FakeBackend, type Reply } from './support/fake-backend.js';
 
@@ -76,4 +81,36 @@ test('a used id the driver never made available: QUEUE error (USED_ID_INVALID), 
 
 test('a used length beyond the buffer: QUEUE error (USED_LEN_INVALID), disconnect', { skip, timeout: 30_000 }, async () => {
   await expectFailure(() => 'ack', 'QUEUE', /USED_LEN_INVALID/, (be) => be.use(0, 0, 100_000));
+});
+
+test('--mtu: NET_SET_MTU (REPLY_ACK) before SET_FEATURES to a back-end with VIRTIO_NET_F_MTU and the NET_MTU protocol feature; config mtu for the driver', { skip, timeout: 30_000 }, async () => {
+  for (const mtu of [9000, undefined]) {
+    const seen: VhostUserMessage[] = [];
+    const be = new FakeBackend((m) => {
+      seen.push(m);
+      if (m.type === 'GET_FEATURES') return encodeU64Reply(m.request, VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MTU | VHOST_USER_F_PROTOCOL_FEATURES_MASK).bytes;
+      if (m.type === 'GET_PROTOCOL_FEATURES') return encodeU64Reply(m.request, (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU))).bytes;
+      return 'ack';
+    });
+    const fe = new VhostUserFrontend({ socket: be.path, pairs: 1, source: () => ({ kind: 'none' }), mtu, log: () => {} });
+    try {
+      await fe.start();
+      const types = seen.map((m) => m.type);
+      const set = seen.find((m) => m.type === 'NET_SET_MTU');
+      const proto = seen.find((m) => m.type === 'SET_PROTOCOL_FEATURES') as Extract<VhostUserMessage, { type: 'SET_PROTOCOL_FEATURES' }>;
+      if (mtu) {
+        assert.ok(set && set.type === 'NET_SET_MTU' && set.mtu === mtu && set.needReply, `NET_SET_MTU ${mtu} asking for a reply: ${types.join(' ')}`);
+        assert.ok(types.indexOf('NET_SET_MTU') < types.indexOf('SET_FEATURES'));
+        assert.ok(proto.features & (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)));
+        assert.ok(fe.negotiated & VIRTIO_NET_F_MTU);
+        assert.equal(fe.driver.config.mtu, mtu);
+      } else {
+        assert.equal(set, undefined, 'no NET_SET_MTU without --mtu');
+        assert.equal(proto.features & (1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU)), 0n);
+      }
+    } finally {
+      await fe.stop();
+      be.stop();
+    }
+  }
 });

@@ -46,6 +46,10 @@ import { ConformanceMonitor, formatConformance, formatViolation, type Conformanc
 import { recordDeviceError } from '../net/conformance.js';
 import { ringFormat } from '../virtio/ring.js';
 import { makeLogger, type LogLevel } from './log.js';
+import { setLinkMtu } from './netdev-spec.js';
+import { setTapOffloads } from '../netdev/tap-offload.js';
+import { GUEST_OFFLOAD_FEATURES, HOST_OFFLOAD_FEATURES, hostOffloadBits, rxOffloadNames } from '../net/offloads.js';
+import { VIRTIO_NET_F_MTU } from '../net/features.js';
 
 export interface AttachOptions {
   socket: string;
@@ -59,6 +63,16 @@ export interface AttachOptions {
   mac?: string;
   rss: boolean;
   netdev: string;
+  /**
+   * Negotiate the checksum and segmentation offloads the back-end offers
+   * (offloads.ts): HOST_ ones always, GUEST_ ones only with `--netdev tap`
+   * (its vnet header takes partial checksums and GSO frames; MRG_RXBUF is
+   * then asked for too). The TAP's TUNSETOFFLOAD follows the HOST_ offloads
+   * negotiated. Default false.
+   */
+  offloads?: boolean;
+  /** Device MTU, 68..9714 (config mtu, NET_SET_MTU, the TAP's MTU). Default 1500. */
+  mtu?: number;
   duration: number;
   /** Halfway through, change the active pair count (SET_VRING_ENABLE on the back-end). */
   resize?: number;
@@ -120,7 +134,7 @@ export function parseMac(text: string): Uint8Array {
 }
 
 /** What `--netdev` means for attach: the traffic each pair sends and checks. */
-export function attachTraffic(text: string, pairs: number, select: (f: Uint8Array, pairs: number) => number, open = true): {
+export function attachTraffic(text: string, pairs: number, select: (f: Uint8Array, pairs: number) => number, open = true, mtu = 1500): {
   kind: 'generator' | 'pcap' | 'sink' | 'tap'; spec: GeneratorTrafficSpec | PcapTrafficSpec | TapTrafficSpec | BenchTrafficSpec | { kind: 'none' }; describe: string;
   close?: () => void;
 } {
@@ -168,7 +182,7 @@ export function attachTraffic(text: string, pairs: number, select: (f: Uint8Arra
       const ifname = opts.get('ifname');
       if (!ifname) throw new Error('--netdev tap needs ifname=NAME');
       if (!open) return { kind, spec: { kind: 'tap', fds: [], hdrLen: 12 }, describe: `tap ${ifname}` };
-      // One queue per pair, vnet header of 12 bytes (VIRTIO_F_VERSION_1), no offloads: plain frames both ways.
+      // One queue per pair, vnet header of 12 bytes (VIRTIO_F_VERSION_1), no offloads until negotiated (attach sets them).
       const fds: number[] = [];
       try {
         for (let p = 0; p < pairs; p++) {
@@ -177,6 +191,7 @@ export function attachTraffic(text: string, pairs: number, select: (f: Uint8Arra
           tunSetVnetHdrSize(t.fd, 12);
           tunSetOffload(t.fd, 0);
         }
+        if (mtu !== 1500) setLinkMtu(ifname, mtu);
         linkSetUp(ifname, true);
       } catch (e) {
         for (const fd of fds) close(fd);
@@ -231,11 +246,14 @@ export async function attach(
     }
     return selector.select(f, 0, f.length, n);
   };
-  const traffic = attachTraffic(o.netdev, pairs, select);
+  const traffic = attachTraffic(o.netdev, pairs, select, true, o.mtu ?? 1500);
+  const tap = traffic.kind === 'tap';
+  const offloads = o.offloads ? HOST_OFFLOAD_FEATURES | (tap ? GUEST_OFFLOAD_FEATURES : 0n) : 0n;
   // Capture rings for the process's lifetime (a capture can start at run time through the control socket).
   const capture = new QueueCapture(pairs);
   const fe = new VhostUserFrontend({
-    socket: o.socket, server: o.server, pairs, queueSize: o.queueSize, ring: o.ring, inOrder: o.inOrder, mrgRxbuf: o.mrgRxbuf,
+    socket: o.socket, server: o.server, pairs, queueSize: o.queueSize, ring: o.ring, inOrder: o.inOrder, mrgRxbuf: o.mrgRxbuf || (tap && !!o.offloads),
+    offloads, mtu: o.mtu !== undefined && o.mtu !== 1500 ? o.mtu : undefined,
     mac: o.mac ? parseMac(o.mac) : undefined, mode: o.mode, source: () => traffic.spec as SourceSpec | TapTrafficSpec,
     replyTimeoutMs: o.replyTimeout ?? 5000, connectTimeoutMs: (o.connectTimeout ?? 30) * 1000, reconnect: o.reconnect ?? true, log: env.log,
     capture: capture.buffers,
@@ -275,6 +293,13 @@ export async function attach(
   );
   connectionLine(fe.connections);
   fe.on('connected', connectionLine);
+  if (tap && o.offloads) {
+    // What the kernel may hand this TAP reader: exactly what the driver may send (HOST_ offloads accepted).
+    const bits = hostOffloadBits(fe.negotiated);
+    const flags = setTapOffloads((traffic.spec as TapTrafficSpec).fds, bits);
+    env.log(`attach: TAP offloads 0x${flags.toString(16)} (the back-end accepts: ${rxOffloadNames(bits).join(' ') || 'none'})`);
+  }
+  if (o.mtu !== undefined && o.mtu !== 1500 && !(fe.negotiated & VIRTIO_NET_F_MTU)) env.log(`attach: the back-end does not offer VIRTIO_NET_F_MTU: --mtu ${o.mtu} sizes the buffers${tap ? ' and the TAP' : ''} only`);
   if (o.rss) env.log('attach: the back-end does not offer VIRTIO_NET_F_RSS: --rss chooses transmit queues by the RSS hash; the back-end steers by its own');
   if (drv.pairs < pairs) env.log(`attach: the back-end has ${drv.pairs} queue pairs (asked for ${pairs})`);
   const s = fe.stats;

@@ -259,6 +259,8 @@ observeOptions(program
   .option('--mrg-rxbuf', 'negotiate VIRTIO_NET_F_MRG_RXBUF when offered', false)
   .option('--queue-size <n>', 'descriptors per receiveq/transmitq (split: a power of two)', int('--queue-size', 1, 32768), 256)
   .option('--mac <mac>', 'MAC address in the config space (aa:bb:cc:dd:ee:ff)')
+  .option('--offloads', 'negotiate the checksum and segmentation offloads the back-end offers (HOST_*; GUEST_* too with --netdev tap, which then also asks for MRG_RXBUF)', false)
+  .option('--mtu <bytes>', 'MTU: config mtu (VIRTIO_NET_F_MTU), NET_SET_MTU to the back-end, the TAP\'s MTU; frames up to 14 + MTU bytes', int('--mtu', 68, 9714), 1500)
   .option('--rss', 'choose transmit queues by the RSS hash (default key, 128 entries), so an RSS-steering back-end returns each flow on its pair', false)
   .option('--netdev <spec>', 'generator[,flows=F][,size=S][,proto=udp|tcp|mixed] | pcap,file=F | sink | txonly[,size=S] | tap,ifname=NAME', 'generator')
   .option('-d, --duration <seconds>', 'how long to send (seconds, fractions allowed)', seconds('--duration', 864000), 10)
@@ -283,7 +285,9 @@ observeOptions(program
       throw new UsageError(`--resize ${opts.resize}: at most --queues (${opts.queues}) pairs exist`);
     if (opts.adaptive && opts.resize !== undefined) throw new UsageError('--adaptive and --resize both change the pair count: choose one');
     if (opts.adaptive && !String(opts.netdev).startsWith('generator')) throw new UsageError('--adaptive works with generated flows (--netdev generator)');
-    const memMiB = (opts.queues * 2 * opts.queueSize * 2048) / 2 ** 20;
+    const { frontendBufSizes } = await import('../transport/vhost-user/front-end.js');
+    const buf = frontendBufSizes({ mtu: opts.mtu, offloads: opts.offloads ? 1n : 0n /* VIRTIO_NET_F_CSUM: any HOST_ offload */, mrgRxbuf: opts.mrgRxbuf });
+    const memMiB = Math.ceil((opts.queues * opts.queueSize * (buf.tx + buf.rx)) / 2 ** 20);
     if (memMiB > 1024) throw new UsageError(`--queues ${opts.queues} × --queue-size ${opts.queueSize} need ${memMiB} MiB of guest memory (at most 1024 MiB)`);
     if (opts.server) {
       const dir = dirname(resolve(opts.socket));

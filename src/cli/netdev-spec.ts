@@ -121,7 +121,7 @@ function tapIfindex(name: string): number | null {
 }
 
 /** The interface's MTU (`ip link set dev NAME mtu N`). @throws Error with ip's message. */
-function setLinkMtu(ifname: string, mtu: number): void {
+export function setLinkMtu(ifname: string, mtu: number): void {
   try {
     execFileSync('ip', ['link', 'set', 'dev', ifname, 'mtu', String(mtu)], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {

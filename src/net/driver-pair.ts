@@ -37,7 +37,12 @@ export class NumBuffersError extends VirtioError {
   }
 }
 
-/** Receives each frame (bytes [off, off+len) of src, no header); valid only during the call. */
+/**
+ * Receives each frame: bytes [off, off+len) of src, the frame without its
+ * header; src[off - hdrLen, off) holds the frame's virtio_net_hdr (§5.1.6.1,
+ * little-endian fields as the device wrote them: flags, gso_type, hdr_len,
+ * gso_size, csum_start, csum_offset, num_buffers). Valid only during the call.
+ */
 export type FrameConsumer = (src: Bytes, off: number, len: number) => void;
 
 export interface DriverPairOptions {
@@ -90,7 +95,8 @@ export class NetDriverPair {
     r = mem.translate(opts.rxBufAddr, opts.rxBufSize * rxq.size);
     this.rxBytes = mem.bytes[r];
     this.rxOff = mem.off;
-    const m = new ArrayBuffer(65536 + 64);
+    // Shared so a consumer can hand it to the addon's writev (a TAP) without a copy.
+    const m = new SharedArrayBuffer(65536 + 64);
     this.merge = { u8: new Uint8Array(m), i32: new Int32Array(m) };
   }
 
@@ -209,7 +215,7 @@ export class NetDriverPair {
             frameLen = this.mergeRx(o, len, nb);
             pending = q.usedPending();
             if (frameLen >= 0) {
-              consume(this.merge, 0, frameLen);
+              consume(this.merge, hdrLen, frameLen);
               st[b + DrvStat.rxPackets]++;
               st[b + DrvStat.rxBytes] += frameLen;
             }
@@ -241,8 +247,10 @@ export class NetDriverPair {
 
   /**
    * Gather an MRG_RXBUF frame of `nb` buffers (the first at byte offset o)
-   * into {@link merge}. The device publishes a whole frame at once
-   * (§5.1.6.4.2), so all `nb` buffers must be there.
+   * into {@link merge}: the first buffer's header at 0, the frame behind
+   * it. The device publishes a whole frame at once (§5.1.6.4.2), so all
+   * `nb` buffers must be there. Returns the frame length (without header),
+   * -1 when it exceeds the merge buffer.
    */
   private mergeRx(o: number, len: number, nb: number): number {
     const q = this.rxq;
@@ -252,8 +260,8 @@ export class NetDriverPair {
       this.stats[this.statBase + DrvStat.rxBad]++;
       throw new NumBuffersError('NUM_BUFFERS_BEYOND_AVAILABLE', q.index, `num_buffers ${nb}, but the driver made only ${made} buffers available`);
     }
-    let pos = len - this.hdrLen;
-    copyBytes(this.merge, 0, this.rxBytes, o + this.hdrLen, pos);
+    let pos = len;
+    copyBytes(this.merge, 0, this.rxBytes, o, Math.min(len, this.merge.u8.length));
     q.addOne(this.rxBufAddr + first * this.rxBufSize, this.rxBufSize, true, first);
     for (let i = 1; i < nb; i++) {
       if (q.usedPending() === 0) {
@@ -267,7 +275,7 @@ export class NetDriverPair {
       pos += l;
       q.addOne(this.rxBufAddr + buf * this.rxBufSize, this.rxBufSize, true, buf);
     }
-    return pos <= this.merge.u8.length ? pos : -1;
+    return pos <= this.merge.u8.length ? pos - this.hdrLen : -1;
   }
 
   /** Ask for (or suppress) used-buffer notifications on both queues. */

@@ -55,6 +55,27 @@ export function rxOffloadBits(guestOffloads: bigint): number {
   return b;
 }
 
+const TX_MAP: readonly [bigint, number][] = [
+  [VIRTIO_NET_F_CSUM, RX_OFFLOAD_CSUM],
+  [VIRTIO_NET_F_HOST_TSO4, RX_OFFLOAD_TSO4],
+  [VIRTIO_NET_F_HOST_TSO6, RX_OFFLOAD_TSO6],
+  [VIRTIO_NET_F_HOST_ECN, RX_OFFLOAD_ECN],
+  [VIRTIO_NET_F_HOST_UFO, RX_OFFLOAD_UFO],
+  [VIRTIO_NET_F_HOST_USO, RX_OFFLOAD_USO4 | RX_OFFLOAD_USO6],
+];
+
+/**
+ * The same bits for the driver's side of a TAP (`attach --netdev tap`):
+ * what the driver may send, i.e. the HOST_ offloads and CSUM among the
+ * negotiated features (§5.1.6.2), as the offloads a TAP may hand its reader
+ * (TUNSETOFFLOAD, tap-offload.ts).
+ */
+export function hostOffloadBits(features: bigint): number {
+  let b = 0;
+  for (const [f, bit] of TX_MAP) if (features & f) b |= bit;
+  return b;
+}
+
 /** Names of the RX_OFFLOAD_* bits set in `b` (for logs). */
 export function rxOffloadNames(b: number): string[] {
   const n: string[] = [];

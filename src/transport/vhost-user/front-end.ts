@@ -50,9 +50,10 @@ import type { VirtioTransport } from '../../virtio/transport.js';
 import { NetDevice } from '../../net/device.js';
 import { NetDriver } from '../../net/driver.js';
 import {
-  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 } from '../../net/features.js';
 import { DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
+import { GUEST_OFFLOAD_FEATURES, HOST_OFFLOAD_FEATURES } from '../../net/offloads.js';
 import { CTL_ACTIVE_PAIRS, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
 import { changeActivePairs } from '../pair-change.js';
 import { claimSocketPath } from '../socket-path.js';
@@ -60,7 +61,7 @@ import type { SourceSpec } from '../local/sources.js';
 import type { TapTrafficSpec } from '../../traffic/tap-source.js';
 import {
   decodeReply, encodeRequest, hasExplicitReply, VhostUserFramer, VhostUserProtocolError, VhostUserRequest,
-  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
+  VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_MQ, VHOST_USER_PROTOCOL_F_NET_MTU, VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_STATUS,
   VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, type VhostUserInflight,
   type VhostUserFrame, type VhostUserReply, type VhostUserRequestInit,
 } from './messages.js';
@@ -83,7 +84,21 @@ export const FRONTEND_PROTOCOL_FEATURES =
  */
 export const FRONTEND_BACKEND_FEATURES =
   VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC | VIRTIO_F_RING_PACKED | VIRTIO_F_IN_ORDER |
-  VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ;
+  VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MQ |
+  HOST_OFFLOAD_FEATURES | GUEST_OFFLOAD_FEATURES;
+
+/**
+ * Bytes per driver TX / RX buffer (header + frame) for a front-end's options:
+ * 2048 for 1514-byte frames; room for 14 + 4 + `mtu` bytes of frame above
+ * that; 65600 for TX when the driver may send GSO frames (HOST_ offloads:
+ * up to 64 KiB + Ethernet header in one buffer). RX buffers stay 2048 with
+ * MRG_RXBUF (a big frame spans several) and hold a whole frame without it.
+ */
+export function frontendBufSizes(o: { mtu?: number; offloads?: bigint; mrgRxbuf?: boolean }): { tx: number; rx: number } {
+  const frame = Math.max(2048, Math.ceil((20 + 14 + 4 + (o.mtu || 1500)) / 64) * 64);
+  const tx = (o.offloads ?? 0n) & HOST_OFFLOAD_FEATURES ? 65600 : frame;
+  return { tx, rx: o.mrgRxbuf ? 2048 : frame };
+}
 
 /**
  * Why the front-end gave up on a back-end:
@@ -120,6 +135,20 @@ export interface VhostUserFrontendOptions {
   eventIdx?: boolean;
   indirect?: boolean;
   mac?: Uint8Array;
+  /**
+   * Offload features (offloads.ts: HOST_ and GUEST_ checksum/segmentation
+   * bits, spec §5.1.3) the driver negotiates when the back-end offers them.
+   * Default 0n: none. GUEST_ segmentation (TSO/UFO/USO) needs MRG_RXBUF and
+   * is dropped without it (no big-buffer RX here).
+   */
+  offloads?: bigint;
+  /**
+   * Device MTU (68..9714): config `mtu` of the emulated device
+   * (VIRTIO_NET_F_MTU where the back-end offers it) and, where the back-end
+   * has VHOST_USER_PROTOCOL_F_NET_MTU, NET_SET_MTU to it (as QEMU's
+   * `host_mtu` does). Buffers are sized for 14 + 4 + mtu bytes. Default: 0 (1500, no NET_SET_MTU).
+   */
+  mtu?: number;
   mode?: 'busy' | 'notify';
   budget?: number;
   /** What each pair sends and checks ('tap': the kernel's traffic through a TAP queue per pair). */
@@ -205,7 +234,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     if (!(opts.pairs >= 1 && opts.pairs <= 128)) throw new RangeError('pairs must be 1..128');
     this.o = {
       server: false, queueSize: 256, ring: 'split', inOrder: false, mrgRxbuf: false, eventIdx: true, indirect: true,
-      mode: 'notify', budget: 64, replyTimeoutMs: 5000, connectTimeoutMs: 10000, reconnect: true, inflight: true, ...opts,
+      mode: 'notify', budget: 64, replyTimeoutMs: 5000, connectTimeoutMs: 10000, reconnect: true, inflight: true, offloads: 0n, mtu: 0, ...opts,
     };
     this.log = opts.log ?? ((l) => console.error(l));
     this.stats = new StatsBlock(opts.pairs, DRV_STAT_COUNT);
@@ -226,8 +255,8 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
    */
   async start(): Promise<void> {
     const { pairs, queueSize } = this.o;
-    const bufBytes = 2048;
-    const bytes = pairs * (2 * queueSize * bufBytes + 2 * (queueSize * 24 + 8192)) + (1 << 20);
+    const buf = frontendBufSizes(this.o);
+    const bytes = pairs * (queueSize * (buf.tx + buf.rx + 128) + 2 * (queueSize * 24 + 8192)) + (1 << 20);
     this.memSize = Math.ceil(bytes / (2 << 20)) * (2 << 20);
     this.memFd = memfdCreate('virtio-mq-attach', this.memSize);
     const sab = mmapShared(this.memFd, this.memSize);
@@ -506,7 +535,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     let protocol = 0n;
     if (features & VHOST_USER_F_PROTOCOL_FEATURES_MASK) {
       const offered = (await get({ type: 'GET_PROTOCOL_FEATURES' }, 'GET_PROTOCOL_FEATURES')).features;
-      protocol = offered & FRONTEND_PROTOCOL_FEATURES;
+      protocol = offered & (FRONTEND_PROTOCOL_FEATURES | (this.o.mtu ? 1n << BigInt(VHOST_USER_PROTOCOL_F_NET_MTU) : 0n));
       if (!this.o.inflight) protocol &= ~(1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD));
       await this.request(c, { type: 'SET_PROTOCOL_FEATURES', features: protocol });
     }
@@ -529,6 +558,10 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
       this.backendFeatures = features;
     }
     const status = this.hasProtocol(VHOST_USER_PROTOCOL_F_STATUS);
+    // QEMU's host_mtu: the MTU goes to a back-end that takes it, when the driver accepted VIRTIO_NET_F_MTU.
+    if (this.o.mtu && (this.negotiated & VIRTIO_NET_F_MTU) && this.hasProtocol(VHOST_USER_PROTOCOL_F_NET_MTU)) {
+      await this.request(c, { type: 'NET_SET_MTU', mtu: this.o.mtu });
+    }
     await this.request(c, { type: 'SET_FEATURES', features: this.negotiated | (features & VHOST_USER_F_PROTOCOL_FEATURES_MASK) });
     if (status) {
       await this.request(c, { type: 'SET_STATUS', status: VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK });
@@ -595,7 +628,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     let devFeatures = offer | VIRTIO_NET_F_CTRL_VQ | VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS;
     if (pairs > 1 && (offer & VIRTIO_NET_F_MQ)) devFeatures |= VIRTIO_NET_F_MQ;
     else devFeatures &= ~VIRTIO_NET_F_MQ;
-    this.device = new NetDevice({ maxPairs: pairs, mac: this.o.mac, maxQueueSize: 32768, features: devFeatures });
+    this.device = new NetDevice({ maxPairs: pairs, mac: this.o.mac, maxQueueSize: 32768, features: devFeatures, mtu: this.o.mtu || undefined });
     this.device.on('control', (s) => {
       const n = s.activePairs;
       this.ctrlWork = this.ctrlWork.then(async () => {
@@ -608,6 +641,10 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     if (!this.o.mrgRxbuf) wanted &= ~VIRTIO_NET_F_MRG_RXBUF;
     if (!this.o.eventIdx) wanted &= ~VIRTIO_F_EVENT_IDX;
     if (!this.o.indirect) wanted &= ~VIRTIO_F_INDIRECT_DESC;
+    let offloads = this.o.offloads & (HOST_OFFLOAD_FEATURES | GUEST_OFFLOAD_FEATURES);
+    if (!this.o.mrgRxbuf) offloads &= ~GUEST_OFFLOAD_FEATURES | VIRTIO_NET_F_GUEST_CSUM;
+    wanted &= ~(HOST_OFFLOAD_FEATURES | GUEST_OFFLOAD_FEATURES) | offloads;
+    const buf = frontendBufSizes(this.o);
     const dev = this.device;
     const t: VirtioTransport = {
       deviceFeatures: () => dev.offered,
@@ -623,7 +660,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
       },
     };
     this.driver = new NetDriver(t, this.mem, alloc, {
-      pairs, queueSize: this.o.queueSize, wanted, ring: this.o.ring, inOrder: this.o.inOrder,
+      pairs, queueSize: this.o.queueSize, wanted, ring: this.o.ring, inOrder: this.o.inOrder, txBufSize: buf.tx, rxBufSize: buf.rx,
     });
     try {
       await this.driver.init();
