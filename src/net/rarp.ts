@@ -5,8 +5,8 @@
  * a migration or reconnect when the guest cannot announce itself, i.e.
  * without VIRTIO_NET_F_GUEST_ANNOUNCE): a broadcast frame from the guest's
  * MAC, so that switches (and Linux bridges) learn where that MAC is now.
- * The layout is the one DPDK's vhost library and QEMU's self-announce use
- * (RFC 903 over RFC 826's ARP header):
+ * The layout is the one DPDK's vhost library sends (QEMU's self-announce
+ * has the same fields, padded to 60 bytes): RFC 903 over RFC 826's ARP header:
  *
  * | offset | bytes | field                                  |
  * |--------|-------|----------------------------------------|

@@ -4,8 +4,9 @@
  * through serve into a persistent TAP while the test stops serve with
  * SIGTERM and starts it again, then kills it with SIGKILL and starts it
  * again; the new serve connects, virtio-user replays the setup, and frames
- * reach the TAP again. The time without frames (the TAP's rx_packets
- * sampled every 20 ms) is printed for each restart.
+ * reach the TAP again, with split rings and with packed rings. The time
+ * without frames (the TAP's rx_packets sampled every 20 ms) is printed for
+ * each restart.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,7 +44,7 @@ async function stopProc(p: ChildProcess, sig: NodeJS.Signals): Promise<void> {
   }
 }
 
-test('DPDK virtio-user server=1 keeps its device through serve --client restarts (SIGTERM, SIGKILL): frames reach the TAP again, time without frames printed', { skip: interopSkipReason(), timeout: 120_000 }, async () => {
+for (const packed of [false, true]) test(`DPDK virtio-user server=1${packed ? ' packed_vq=1' : ''} keeps its device through serve --client restarts (SIGTERM, SIGKILL): frames reach the TAP again, time without frames printed`, { skip: interopSkipReason(), timeout: 120_000 }, async () => {
   const id = `${process.pid % 10000}${randomBytes(2).toString('hex')}`;
   const ns = `vmqRd${id}`, tap = `vmqd${id}`;
   const socket = tmpSocketPath('rcdpdk');
@@ -66,7 +67,7 @@ test('DPDK virtio-user server=1 keeps its device through serve --client restarts
     // virtio-user (server=1) listens and waits for its back-end before testpmd's prompt.
     const starting = Testpmd.start({
       name: `rcd${id}`, lcores: '0@1,1@0', forwardMode: 'txonly', txpkts: 64,
-      vdevs: [`net_virtio_user0,path=${socket},queues=1,server=1`], timeoutMs: 110_000, startTimeoutMs: 40_000,
+      vdevs: [`net_virtio_user0,path=${socket},queues=1,server=1${packed ? ',packed_vq=1' : ''}`], timeoutMs: 110_000, startTimeoutMs: 40_000,
     });
     starting.catch(() => undefined);
     await waitUntil(() => existsSync(socket), 'virtio-user to listen', 30_000, diag);
@@ -108,7 +109,7 @@ test('DPDK virtio-user server=1 keeps its device through serve --client restarts
     assert.ok(tp.alive, `testpmd still runs${diag()}`);
     const st = await tp.portStats(0);
     assert.ok(st.tx_packets > 0, `testpmd sent frames${diag()}`);
-    console.log(`# DPDK virtio-user server=1 / serve --client (txonly 64 B into a TAP): ${figures.join('; ')}`);
+    console.log(`# DPDK virtio-user server=1${packed ? ' packed_vq=1' : ''} / serve --client (txonly 64 B into a TAP): ${figures.join('; ')}`);
   } finally {
     if (sampler) await stopProc(sampler, 'SIGKILL');
     if (tp) await tp.quit().catch(() => tp!.kill());

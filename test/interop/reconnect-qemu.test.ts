@@ -239,6 +239,8 @@ async function runReconnect(t: TestContext, client: boolean, seconds: number, ev
     }
     // iperf3 finishes without error, having received data.
     await waitUntil(() => /GUEST-IPERF-DONE dir=tx/.test(qout.text), 'the guest\'s iperf3 to finish', (seconds + 60) * 1000, diag);
+    // Its receiver line follows on the (slow) serial console.
+    await waitUntil(() => /GUEST-IPERF dir=tx .*receiver/.test(qout.text) || /GUEST-IPERF-DONE dir=tx streams=\d+ rc=[1-9]/.test(qout.text), 'the guest\'s iperf3 receiver line', 15_000, diag);
     const done = /GUEST-IPERF-DONE dir=tx streams=\d+ rc=(\d+)/.exec(qout.text)!;
     assert.equal(Number(done[1]), 0, `iperf3 exit status${diag()}`);
     const recv = /GUEST-IPERF dir=tx streams=1 rc=0 \[\s*\d+\]\s+[\d.]+-([\d.]+)\s+sec\s+([\d.]+ [KMG]?Bytes)\s+([\d.]+ [KMG]?bits\/sec)\s+receiver/.exec(qout.text);

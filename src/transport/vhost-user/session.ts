@@ -32,6 +32,7 @@ import { netHdrSize } from '../../net/hdr.js';
 import { NET_OFFLOAD_FEATURES } from '../../net/offloads.js';
 import { offloadOptions, applyTapOffloads } from './net-offloads.js';
 import { activePairCount } from './active-pairs.js';
+import { splitResumeBase } from './split-resume.js';
 import { DeviceSteering } from '../../net/steering.js';
 import type { RssConfig } from '../../net/rss.js';
 import { FrameRing } from '../../net/frame-ring.js';
@@ -699,6 +700,7 @@ export class Session {
     if (this.closed || this.runners[pair] || !this.ready(2 * pair) || !this.ready(2 * pair + 1)) return;
     this.setTapQueue(pair, true);
     const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
+    if (ringFormat(this.features) === 'split') for (const i of [2 * pair, 2 * pair + 1]) this.checkSplitBase(i);
     const data: PairWorkerData = {
       pair, maxPairs: this.o.pairs, activePairs: activePairCount(this.vrings),
       ...offloadOptions(this.features, this.mtu),
@@ -807,6 +809,17 @@ export class Session {
   private dropInflight(): void {
     if (this.inflight) releaseShared(this.inflight.buffer);
     this.inflight = null;
+  }
+
+  /** A split ring's base that cannot be right resumes from its used index (split-resume.ts). */
+  private checkSplitBase(index: number): void {
+    const v = this.vrings[index];
+    const base = { avail: v.avail, used: v.used };
+    const next = splitResumeBase(this.mem!, this.layoutOf(index), base);
+    if (next === base) return;
+    this.o.log(`vhost-user: vring ${index}: base ${v.avail} does not fit the ring (used index ${next.used}): resuming from the used index`, { event: 'vring-resume', vring: index, base: v.avail, used: next.used });
+    v.avail = next.avail;
+    v.used = next.used;
   }
 
   /**
