@@ -14,8 +14,10 @@
  *   pairs' rings (no vhost-user back-end for net serves a controlq ring).
  *   CTRL_VQ / CTRL_RX are never passed to the back-end.
  * - Messages, in the order virtio-user sends them: GET_FEATURES,
- *   GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, STATUS where offered),
- *   GET_QUEUE_NUM, SET_OWNER, SET_FEATURES, SET_STATUS, SET_MEM_TABLE, per
+ *   GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, STATUS where offered; NET_MTU
+ *   with the `mtu` option), GET_QUEUE_NUM, SET_OWNER, NET_SET_MTU (with
+ *   `mtu`, when VIRTIO_NET_F_MTU and NET_MTU were negotiated, as QEMU's
+ *   host_mtu), SET_FEATURES, SET_STATUS, SET_MEM_TABLE, per
  *   ring SET_VRING_CALL/NUM/BASE/ADDR/KICK, SET_VRING_ENABLE for the active
  *   pairs, SET_STATUS with DRIVER_OK. With REPLY_ACK every request without
  *   an explicit reply asks for one and a refusal is an error.
