@@ -114,7 +114,7 @@ test('GET_INFLIGHT_FD / SET_INFLIGHT_FD: a zeroed memfd of the right size; bad d
   }
 });
 
-test('a corrupt inflight region handed to a restarted serve faults that ring with INFLIGHT_CORRUPT; the process and the other rings go on', { skip, timeout: 30_000 }, async () => {
+test('a corrupt inflight region handed to a restarted serve faults that queue pair (INFLIGHT_CORRUPT, DEVICE_NEEDS_RESET); the process and the connection go on', { skip, timeout: 30_000 }, async () => {
   const socket = join(tmpdir(), `vmq-inflight-corrupt-${process.pid}.sock`);
   const logs: string[] = [];
   const mk = () => new VhostUserBackend({ socket, pairs: 1, netdev: { kind: 'loopback' }, log: (l) => logs.push(l) });
