@@ -6,7 +6,10 @@
  * description, a num_queues the device does not have, a queue_size of 0,
  * the requests without the protocol feature. Each gets a failure REPLY_ACK
  * (NEED_REPLY) or ends that connection, with the InflightError's code in
- * the log; serve goes on serving the next front-end.
+ * the log; serve goes on serving the next front-end. And a region that no
+ * ring of this size can have written, handed to a restarted serve by
+ * `attach`'s front-end: that ring is faulted (DEVICE_NEEDS_RESET), nothing
+ * else stops.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +20,10 @@ import { close, hostAvailable, memfdCreate, mmapShared } from '../src/host/index
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
 import { VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, VHOST_USER_PROTOCOL_F_REPLY_ACK, VhostUserRequest } from '../src/transport/vhost-user/messages.js';
 import { inflightBufferBytes } from '../src/virtio/inflight/region.js';
-import { VhostFrontend } from './support/vhost-frontend.js';
+import { VhostFrontend, waitFor } from './support/vhost-frontend.js';
+import { VhostUserFrontend } from '../src/transport/vhost-user/front-end.js';
+import { DrvStat } from '../src/net/stats.js';
+import { prepareGeneratorTraffic, assignFlows } from '../src/traffic/generator-source.js';
 
 const skip = hostAvailable() ? false : 'the native addon (src/host) is not built';
 const PROTO = (1n << BigInt(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK));
@@ -104,6 +110,37 @@ test('GET_INFLIGHT_FD / SET_INFLIGHT_FD: a zeroed memfd of the right size; bad d
     if (again.type === 'GET_INFLIGHT_FD') close(again.fd);
     fe.close();
   } finally {
+    await be.stop();
+  }
+});
+
+test('a corrupt inflight region handed to a restarted serve faults that queue pair (INFLIGHT_CORRUPT, DEVICE_NEEDS_RESET); the process and the connection go on', { skip, timeout: 30_000 }, async () => {
+  const socket = join(tmpdir(), `vmq-inflight-corrupt-${process.pid}.sock`);
+  const logs: string[] = [];
+  const mk = () => new VhostUserBackend({ socket, pairs: 1, netdev: { kind: 'loopback' }, log: (l) => logs.push(l) });
+  let be = mk();
+  await be.start();
+  const spec = prepareGeneratorTraffic({ flows: 4, frameSize: 128, proto: 'udp', ipVersion: 4 });
+  assignFlows(spec, () => 0);
+  const fe = new VhostUserFrontend({ socket, pairs: 1, source: () => spec, log: (l) => logs.push(`FE ${l}`) });
+  try {
+    await fe.start();
+    await waitFor(() => fe.stats.total(DrvStat.rxPackets) > 1000, 'traffic');
+    await be.stop();
+    await waitFor(() => !fe.connected, 'the front-end to see serve go');
+    // The front-end's buffer (GET_INFLIGHT_FD on the first connection): the receiveq's region now claims 7 descriptors.
+    const fd = (fe as unknown as { inflightFd: number }).inflightFd;
+    assert.ok(fd >= 0, 'the front-end kept the inflight fd');
+    const region = new DataView(mmapShared(fd, inflightBufferBytes(2, 256)));
+    assert.equal(region.getUint16(8, true), 1, 'the receiveq region is in use (version 1)');
+    region.setUint16(10, 7, true);
+    be = mk();
+    await be.start();
+    await waitFor(() => logs.some((l) => /queue 0 stopped: INFLIGHT_CORRUPT: inflight region for 7 descriptors, the ring has 256/.test(l)), `the fault\n${logs.join('\n')}`);
+    assert.ok(logs.some((l) => /DEVICE_NEEDS_RESET/.test(l)), 'the device asks for a reset');
+    assert.ok(fe.connected && fe.failure === null, 'the connection stays');
+  } finally {
+    await fe.stop();
     await be.stop();
   }
 });
