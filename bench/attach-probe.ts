@@ -81,17 +81,17 @@ try {
       const key = fwd === 'rxonly' ? 'rx_packets' : 'tx_packets';
       const a = (await dev.portStats(0))[key], t0 = Date.now();
       const pids = [...tree(p.pid!), ...tree(dev.pid ?? p.pid!)];
-      const c0 = cpuTimes(), j0 = pidJiffies(pids);
+      const c0 = cpuTimes(), j0 = pidJiffies(pids), a0 = pidJiffies(tree(p.pid!));
       let perf = '';
       if (process.env.PROBE_PERF) {
         const r = spawnSync('perf', ['stat', '-e', process.env.PROBE_PERF, '-p', String(p.pid), '--', 'sleep', String(seconds)], { encoding: 'utf8' });
         perf = r.stderr.split('\n').filter((l) => /\d/.test(l) && !l.includes('Performance')).map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
       } else await sleep(seconds * 1000);
-      const c1 = cpuTimes(), j1 = pidJiffies(pids);
+      const c1 = cpuTimes(), j1 = pidJiffies(pids), a1 = pidJiffies(tree(p.pid!));
       const b = (await dev.portStats(0))[key], t1 = Date.now();
       await stop(p);
       if (process.env.PROBE_VERBOSE) console.log(out.slice(-1500));
-      console.log(`${ring} [${v}] ${((b - a) / ((t1 - t0) / 1000) / 1e6).toFixed(2)} Mpps, others took ${(100 * Math.max(0, c1.busy - c0.busy - (j1 - j0)) / (c1.total - c0.total)).toFixed(0)} % of the CPUs ${perf}`);
+      console.log(`${ring} [${v}] ${((b - a) / ((t1 - t0) / 1000) / 1e6).toFixed(2)} Mpps, per attach CPU-second ${((b - a) / ((a1 - a0) / 100) / 1e6).toFixed(2)} Mpps, others took ${(100 * Math.max(0, c1.busy - c0.busy - (j1 - j0)) / (c1.total - c0.total)).toFixed(0)} % of the CPUs ${perf}`);
       await sleep(500);
     }
   }

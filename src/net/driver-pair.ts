@@ -4,16 +4,10 @@
  * received frames to a consumer. Owned by one worker (the seeds' "RX task
  * per queue pair"): no locks.
  *
- * Buffers live at fixed guest addresses (TX buffer i and RX buffer i at a
- * fixed stride), one per descriptor, so the hot path writes a frame and one
- * descriptor, and publishes in batches. The rings are {@link DriverQueue}s,
- * split or packed. RX buffer i is tied to the id the receiveq hands out; TX
- * buffers come from a LIFO stack of free buffers, independent of the
- * descriptor id (the chain's token names the buffer): with VIRTIO_F_IN_ORDER
- * the ids cycle through the whole ring, and tying buffers to them made every
- * frame land in a buffer last touched a ring ago (out of cache; 2 KiB strides
- * also alias in the caches), while the stack reuses the few buffers the
- * device just returned (as DPDK's mempool cache does for virtio-user).
+ * Buffers are tied to buffer ids (split: descriptor heads): TX buffer i and
+ * RX buffer i live at fixed guest addresses, so the hot path writes a
+ * frame and one descriptor, and publishes in batches. The rings are
+ * {@link DriverQueue}s, split or packed.
  *
  * TX (§5.1.6.2): virtio_net_hdr (all zero: no offloads) followed by the
  * frame in one device-readable descriptor (VIRTIO_F_VERSION_1 lets header
@@ -54,11 +48,8 @@ export class NetDriverPair {
   private readonly rxBufSize: number;
   private readonly rxBufAddr: number;
   private readonly merge: Bytes; // reassembly buffer for MRG_RXBUF frames
-  /** Free TX buffer indexes (a stack: the most recently returned on top) and their count. */
-  private readonly txFree: Uint16Array;
-  private txFreeCount: number;
-  /** TX buffer reserveTx() handed out, for commitTx(). */
-  private txBuf = -1;
+  /** Descriptor head reserveTx() handed out, for commitTx(). */
+  private txHead = -1;
   /** Set when a ring error stopped this pair; the message is in {@link error}. */
   error: Error | null = null;
 
@@ -83,10 +74,6 @@ export class NetDriverPair {
     r = mem.translate(opts.rxBufAddr, opts.rxBufSize * rxq.size);
     this.rxBytes = mem.bytes[r];
     this.rxOff = mem.off;
-    this.txFree = new Uint16Array(txq.size);
-    // Buffer 0 on top: the first frames go out in buffers 0, 1, 2, ...
-    for (let i = 0; i < txq.size; i++) this.txFree[i] = txq.size - 1 - i;
-    this.txFreeCount = txq.size;
     const m = new ArrayBuffer(65536 + 64);
     this.merge = { u8: new Uint8Array(m), i32: new Int32Array(m) };
   }
@@ -112,13 +99,13 @@ export class NetDriverPair {
    * when the transmitq is full. Then call {@link commitTx} with its length.
    */
   reserveTx(): number {
-    if (this.txq.numFree === 0 || this.txFreeCount === 0) {
+    const head = this.txq.peekFreeId();
+    if (head < 0) {
       this.stats[this.statBase + DrvStat.txRingFull]++;
       return -1;
     }
-    const buf = this.txFree[this.txFreeCount - 1];
-    this.txBuf = buf;
-    const o = this.txOff + buf * this.txBufSize;
+    this.txHead = head;
+    const o = this.txOff + head * this.txBufSize;
     const i32 = this.txBytes.i32;
     const w = o >>> 2;
     i32[w] = 0; // virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_*, num_buffers all 0
@@ -135,9 +122,8 @@ export class NetDriverPair {
 
   /** Make the frame written after {@link reserveTx} available (not published until {@link flushTx}). */
   commitTx(len: number): void {
-    const buf = this.txBuf;
-    this.txFreeCount--;
-    this.txq.addOne(this.txBufAddr + buf * this.txBufSize, this.hdrLen + len, false, buf);
+    const head = this.txHead;
+    this.txq.addOne(this.txBufAddr + head * this.txBufSize, this.hdrLen + len, false, head);
     const st = this.stats, b = this.statBase;
     st[b + DrvStat.txPackets]++;
     st[b + DrvStat.txBytes] += len;
@@ -167,8 +153,6 @@ export class NetDriverPair {
       for (let pending = q.usedPending(); pending > 0; pending = q.usedPending()) {
         for (; pending > 0; pending--) {
           q.popUsed();
-          // Only after a completion the queue accepted: a refused one returns no buffer.
-          this.txFree[this.txFreeCount++] = q.usedToken;
           n++;
         }
       }
