@@ -281,3 +281,23 @@ for (const ring of ['split', 'packed'] as const) {
     }
   });
 }
+
+/*
+ * Note: testpmd (DPDK 22.11) started with `client=1` while attach --server is
+ * already listening stalled before its first prompt (3 of 4 runs of one cell
+ * once); started first, it never did. Why, from DPDK 22.11's source: net_vhost
+ * calls rte_vhost_driver_start() from eth_dev_configure(), i.e. on testpmd's
+ * main thread inside start_port(), and in client mode vhost_user_start_client()
+ * connects synchronously there; when the connect succeeds at once it adds the
+ * connection right away (vhost_user_add_connection), so the whole vhost-user
+ * handshake (SET_VRING_* handled with every virtqueue's access lock held,
+ * vring_state_changed and new_device raising QUEUE_STATE/LSC events into the
+ * ethdev) runs on the vhost-events thread while the main thread is still
+ * setting up queues and starting the port (queue_setup() in eth_dev_start()
+ * takes the same virtqueue locks through rte_vhost_enable_guest_notification).
+ * When the connect fails instead, the reconnect thread retries once a second,
+ * and the handshake happens with the port started and testpmd at its prompt.
+ * DPDK 24.07 added RTE_VHOST_USER_ASYNC_CONNECT (commit ff8989c46a) to take
+ * that first connect off the caller's thread. So: start testpmd first (as the
+ * matrix does), or make attach --server listen after testpmd's ports started.
+ */
