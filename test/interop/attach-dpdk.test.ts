@@ -293,9 +293,12 @@ for (const ring of ['split', 'packed'] as const) {
  * handshake (SET_VRING_* handled with every virtqueue's access lock held,
  * vring_state_changed and new_device raising QUEUE_STATE/LSC events into the
  * ethdev) runs on the vhost-events thread while the main thread is still
- * setting up queues and starting the port (queue_setup() in eth_dev_start()
- * takes the same virtqueue locks through rte_vhost_enable_guest_notification).
- * When the connect fails instead, the reconnect thread retries once a second,
+ * setting up queues and starting the port: new_device() can run before the
+ * queues exist ("RX/TX queues not exist yet") and races eth_dev_start() on
+ * `started`/`dev_attached`. Which wait the main thread is stuck in was not
+ * confirmed (no backtrace of a stalled testpmd yet; to get one: start
+ * attach --server, then testpmd client=1, then `gdb -p PID -batch -ex
+ * "thread apply all bt"`). When the connect fails instead, the reconnect thread retries once a second,
  * and the handshake happens with the port started and testpmd at its prompt.
  * DPDK 24.07 added RTE_VHOST_USER_ASYNC_CONNECT (commit ff8989c46a) to take
  * that first connect off the caller's thread. So: start testpmd first (as the
