@@ -168,8 +168,9 @@ interface FrontRow {
   othersCpu: number;
 }
 
+/** attach with the ring features testpmd's virtio-user negotiates by default (in_order=1). */
 async function startAttach(socket: string, netdev: string, ring: string, queues = 1): Promise<ChildProcess> {
-  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--ring', ring,
+  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--ring', ring, '--in-order',
     '--queue-size', '1024', '--netdev', netdev, '--mode', 'busy', '--duration', '600', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   p.stdout!.on('data', (b: Buffer) => (out += b.toString()));

@@ -227,6 +227,8 @@ export async function attach(
     stopSignal?: Promise<void>;
     /** Called after TX stopped and the rings drained, before the front-end disconnects (tests read the peer's counters here). */
     beforeStop?: (fe: VhostUserFrontend) => Promise<void>;
+    /** Called once the front-end is up, before traffic is sampled (tests stop TX mid-run with fe.stopTx()). */
+    onStarted?: (fe: VhostUserFrontend) => void;
   } = { log: () => {} },
 ): Promise<AttachResult> {
   const pairs = o.queues;
@@ -338,6 +340,7 @@ export async function attach(
     await fe.setActivePairs(1, inFlight, reassign(1));
     env.log('attach: adaptive pair count: starting with 1 active pair');
   }
+  env.onStarted?.(fe);
   const t0 = Date.now();
   let last = s.snapshot();
   let lastT = t0;

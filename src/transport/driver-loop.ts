@@ -68,16 +68,25 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
   drv.refillRx();
   if (drv.flushRx()) notify.kick(0);
   o.onReady?.();
+  const txq = drv.txq;
+  let sent = 0; // frames the last round put on the transmitq
   for (;;) {
     if (tap !== null) tap.refresh();
-    let work = drv.reclaimTx();
+    // Reclaim transmitted buffers when the transmitq cannot take a whole
+    // budget, or when the last round sent nothing (idle, paused, paced):
+    // while sending, the used ring is read in large batches instead of
+    // every round (as DPDK's virtio_xmit_pkts does), so the device's core
+    // keeps its used-ring lines instead of losing them to our reads.
+    let work = sent === 0 || txq.numFree < budget ? drv.reclaimTx() : 0;
+    sent = 0;
     const pause = Atomics.load(words, CTL_PAUSE);
     const paused = (pause & 1) === 1;
     if (pause !== pauseSeen && !paused) source.reassign();
     pauseSeen = pause;
     const active = pair < Atomics.load(words, CTL_ACTIVE_PAIRS);
     if (!paused && active && Atomics.load(words, CTL_TX_STOP) === 0 && !drv.error && txAllowed()) {
-      work += source.fill(drv, budget);
+      sent = source.fill(drv, budget);
+      work += sent;
       if (drv.flushTx()) notify.kick(1);
     }
     const r = drv.pollRx(budget, consume);

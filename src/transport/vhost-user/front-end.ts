@@ -71,6 +71,16 @@ import type { SocketWorkerData, SocketWorkerEvent } from './socket-worker.js';
 import type { FrontendWorkerData, FrontendWorkerMessage } from './front-end-worker.js';
 import { holdWord, linkWords } from './front-end-link.js';
 
+/** Receive buffer size (bytes, one per receiveq descriptor). */
+const RX_BUF_BYTES = 2048;
+/**
+ * Transmit buffer size and stride (bytes): 2048 + 128, as DPDK's mbufs. With
+ * a 2048-byte stride every buffer's first lines fall in the same few cache
+ * sets (the ring's 1024 buffers then miss the cache on every frame); the
+ * extra 128 bytes spread them over the sets.
+ */
+const TX_BUF_BYTES = 2048 + 128;
+
 /** User address of guest physical address 0 in SET_MEM_TABLE (any page-aligned value works: it is a translation base). */
 export const FRONTEND_USER_ADDR = 0x7e0000000000;
 
@@ -91,15 +101,15 @@ export const FRONTEND_BACKEND_FEATURES =
 
 /**
  * Bytes per driver TX / RX buffer (header + frame) for a front-end's options:
- * 2048 for 1514-byte frames; room for 14 + 4 + `mtu` bytes of frame above
+ * TX_BUF_BYTES (2176) / RX_BUF_BYTES (2048) for 1514-byte frames; room for 14 + 4 + `mtu` bytes of frame above
  * that; 65600 for TX when the driver may send GSO frames (HOST_ offloads:
  * up to 64 KiB + Ethernet header in one buffer). RX buffers stay 2048 with
  * MRG_RXBUF (a big frame spans several) and hold a whole frame without it.
  */
 export function frontendBufSizes(o: { mtu?: number; offloads?: bigint; mrgRxbuf?: boolean }): { tx: number; rx: number } {
-  const frame = Math.max(2048, Math.ceil((20 + 14 + 4 + (o.mtu || 1500)) / 64) * 64);
-  const tx = (o.offloads ?? 0n) & HOST_OFFLOAD_FEATURES ? 65600 : frame;
-  return { tx, rx: o.mrgRxbuf ? 2048 : frame };
+  const frame = Math.ceil((20 + 14 + 4 + (o.mtu || 1500)) / 64) * 64;
+  const tx = (o.offloads ?? 0n) & HOST_OFFLOAD_FEATURES ? 65600 : Math.max(TX_BUF_BYTES, frame);
+  return { tx, rx: o.mrgRxbuf ? RX_BUF_BYTES : Math.max(RX_BUF_BYTES, frame) };
 }
 
 /**

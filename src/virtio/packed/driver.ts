@@ -141,9 +141,13 @@ export class PackedDriverQueue implements DriverQueue {
     const d = this.desc;
     const w = this.descW + this.availPos * 4;
     const hi = Math.floor(addr / TWO32);
-    d[w] = addr - hi * TWO32; // not addr % TWO32: a float modulo is an fmod call per packet
-    d[w + 1] = hi;
-    d[w + 2] = len;
+    const lo = addr - hi * TWO32; // not addr % TWO32: a float modulo is an fmod call per packet
+    // Write only what changed (a caller that ties buffers to Buffer IDs puts
+    // the same address and length in a slot lap after lap; the device wrote
+    // len only for a device-writable buffer). Word 3 changes every lap.
+    if (d[w] !== (lo | 0)) d[w] = lo;
+    if (d[w + 1] !== hi) d[w + 1] = hi;
+    if (d[w + 2] !== (len | 0)) d[w + 2] = len;
     const word3 = id | mark | (this.availWrap !== 0 ? AVAIL_MARK_1 : AVAIL_MARK_0);
     if (this.firstW < 0) {
       this.firstW = w + 3;

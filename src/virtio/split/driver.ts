@@ -151,16 +151,26 @@ export class SplitDriverQueue implements DriverQueue {
     const w = this.descW + head * 4;
     const d = this.desc;
     const hi = Math.floor(addr / TWO32);
-    d[w] = addr - hi * TWO32; // not addr % TWO32: a float modulo is a call to fmod (~10 ns) per packet
-    d[w + 1] = hi;
-    d[w + 2] = len;
-    d[w + 3] = writable ? VIRTQ_DESC_F_WRITE : 0;
+    const lo = addr - hi * TWO32; // not addr % TWO32: a float modulo is a call to fmod (~10 ns) per packet
+    // Write only the words that change (DPDK's vq_update_avail_ring does the
+    // same for the ring): a caller that ties buffers to heads rewrites the
+    // same address, length and flags every time, and a store, even of an
+    // equal value, takes the cache line away from the device's core, which
+    // reads it for every chain. The (int32) views hold lo and len as signed.
+    if (d[w] !== (lo | 0)) d[w] = lo;
+    if (d[w + 1] !== hi) d[w + 1] = hi;
+    if (d[w + 2] !== (len | 0)) d[w + 2] = len;
+    const flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+    if (d[w + 3] !== flags) d[w + 3] = flags;
     this.chainLen[head] = 1;
     this.writableLen[head] = writable ? len : 0;
     this.tokens[head] = token;
     this.outstanding++;
     if (this.inOrder) this.enqueue(head);
-    this.avail[this.availH + 2 + (this.availIdx & this.mask)] = head;
+    // With in-order the heads go round the ring in ring order: after the first
+    // lap every slot already holds its head.
+    const slot = this.availH + 2 + (this.availIdx & this.mask);
+    if (this.avail[slot] !== head) this.avail[slot] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
     return head;
   }
