@@ -35,7 +35,7 @@ test('live page: loads, charts drawn, features and pairs shown, numbers move whi
   try {
     const deadline = Date.now() + 15_000;
     let url: string | undefined;
-    while (!(url = /live page: (http:\/\/\S+)/.exec(err)?.[1])) {
+    while (!(url = /live page: (http:\/\/[^\s"]+)/.exec(err)?.[1])) { // a JSON log line with --json
       if (Date.now() > deadline) throw new Error(`no "live page:" line: ${err}`);
       await sleep(20);
     }

@@ -47,7 +47,7 @@ test('loopback --json --log-level: JSON log lines on stderr (one "connection" li
   assert.deepEqual(jsonLines(warn.err).filter((l) => l.level === 'info'), [], 'no info lines at --log-level warn');
 });
 
-test('attach --json: pino JSON lines on stdout, one per back-end connection with the negotiated features; --log-level warn drops them', { skip: hostAvailable() ? false : 'the native addon (src/host) is not built', timeout: 60_000 }, async () => {
+test('attach --json: pino JSON lines on stdout, one per back-end connection with the negotiated features', { skip: hostAvailable() ? false : 'the native addon (src/host) is not built', timeout: 60_000 }, async () => {
   const socket = join(tmpdir(), `vmq-log-attach-${process.pid}.sock`);
   const be = new VhostUserBackend({ socket, pairs: 2, netdev: { kind: 'loopback' }, log: () => {} });
   await be.start();
@@ -64,9 +64,7 @@ test('attach --json: pino JSON lines on stdout, one per back-end connection with
     assert.ok(conn[0].features!.includes('VIRTIO_NET_F_MQ'));
     const summary = JSON.parse(info.out.slice(info.out.lastIndexOf('\n{\n') + 1)) as AttachResult; // the pretty-printed summary ends stdout
     assert.ok(summary.ok, summary.problems.join('; '));
-    const warn = await run(args('warn'));
-    assert.equal(warn.code, 0, warn.out + warn.err);
-    assert.deepEqual(jsonLines(warn.out).filter((l) => l.level === 'info'), [], 'no info lines at --log-level warn');
+    // (--log-level warn dropping info lines is the same logger: checked on loopback above and on serve in observe-cli.test.ts)
   } finally {
     await be.stop();
   }

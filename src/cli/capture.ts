@@ -1,7 +1,7 @@
 /**
  * `virtio-mq capture [--control PATH] [--queue N] [--dir rx|tx|both]
  * [--snaplen B] [--duration S] FILE`: capture the queues of a running
- * `serve` or `loopback` through its control socket (the `capture` command,
+ * `serve`, `attach` or `loopback` through its control socket (the `capture` command,
  * observe/capture-command.ts) into a pcapng file, until Ctrl-C or
  * `--duration`. The process being watched writes FILE (an absolute path is
  * sent); this command prints the summary: frames written and frames the

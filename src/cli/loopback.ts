@@ -64,9 +64,9 @@ export interface LoopbackOptions {
   observe?: ObserveOptions;
   /** Stop sending early when aborted (the command line: SIGINT, SIGTERM); the frames in flight are still checked. */
   signal?: AbortSignal;
-  /** Log lines at this level and above (pino, cli/log.ts; on stderr, JSON lines with --json). Default info. */
+  /** Log lines at this level and above (pino, cli/log.ts; on stderr, JSON lines with --json). The command line passes info by default. */
   logLevel?: LogLevel;
-  /** Where log lines go (default: a pino logger on stderr at {@link logLevel}). */
+  /** Where log lines go (default: a pino logger on stderr at {@link logLevel}; none without a level). */
   log?: LogFn;
 }
 
@@ -120,8 +120,9 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     spec = prepareGeneratorTraffic({ flows: o.flows, frameSize: o.size, proto: o.proto ?? 'udp', ipVersion: o.ipVersion ?? 4 });
     assignFlows(spec, (f) => selector.select(f, 0, f.length, pairs));
   }
-  // Log lines go to stderr (stdout carries the live table, or the one JSON summary with --json).
-  const log = o.log ?? makeLogger({ json: o.json, level: o.logLevel, fd: 2 }).log;
+  // Log lines go to stderr (stdout carries the live table, or the one JSON summary with --json);
+  // called as a library without a level or a log function, it logs nothing.
+  const log: LogFn = o.log ?? (o.logLevel ? makeLogger({ json: o.json, level: o.logLevel, fd: 2 }).log : () => {});
   const capture = new QueueCapture(pairs);
   const net = new LocalNet({
     pairs, queueSize: o.queueSize, rxBufSize: o.rxBufferSize, mode: o.mode, netdev: { kind: 'loopback' }, source: () => spec,

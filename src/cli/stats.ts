@@ -1,5 +1,5 @@
 /**
- * `virtio-mq stats`: read a running `serve` or `loopback` through its
+ * `virtio-mq stats`: read a running `serve`, `attach` or `loopback` through its
  * control socket and print its counters (xstats names), negotiated
  * features, ring states, memory regions, connection state and uptime; with
  * `--watch`, again every second (with per-second rates); with `--json`, the

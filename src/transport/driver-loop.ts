@@ -20,7 +20,7 @@ import { DrvStat } from '../net/stats.js';
 import type { TrafficSource } from '../traffic/source.js';
 import { CTL_ACTIVE_PAIRS, CTL_PAUSE, CTL_STOP, CTL_TX_STOP, type SharedControl } from './local/shared.js';
 import type { CaptureRing } from '../net/capture-ring.js';
-import { tapReceive, tapTransmit } from './driver-tap.js';
+import { DriverTap } from './driver-tap.js';
 
 /** How a driver worker notifies its device and waits for it. */
 export interface DriverNotify {
@@ -58,11 +58,11 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
   const words = ctl.words;
   const pair = o.pair;
   const txAllowed = o.txAllowed ?? (() => true);
-  const plain = (src: Parameters<typeof source.consume>[0], off: number, len: number) => source.consume(src, off, len);
-  // Capture: chosen once here; without a ring the loop runs the untapped code.
-  const tap = o.capture ?? null;
-  if (tap !== null) tapTransmit(drv, tap);
-  const consume = tap !== null ? tapReceive(tap, plain) : plain;
+  const consume = (src: Parameters<typeof source.consume>[0], off: number, len: number) => source.consume(src, off, len);
+  // Capture (driver-tap.ts): the tapped pair and consumer are used only in rounds a capture runs.
+  const tap = o.capture ? new DriverTap(o.capture, drv, consume) : null;
+  let txPair = drv;
+  let rxConsume = consume;
   let pauseSeen = Atomics.load(words, CTL_PAUSE);
   let reported = false;
   drv.refillRx();
@@ -71,7 +71,11 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
   const txq = drv.txq;
   let sent = 0; // frames the last round put on the transmitq
   for (;;) {
-    if (tap !== null) tap.refresh();
+    if (tap !== null) {
+      tap.ring.refresh();
+      txPair = tap.ring.tx ? tap.tx : drv;
+      rxConsume = tap.ring.rx ? tap.consume : consume;
+    }
     // Reclaim transmitted buffers when the transmitq cannot take a whole
     // budget, or when the last round sent nothing (idle, paused, paced):
     // while sending, the used ring is read in large batches instead of
@@ -85,11 +89,11 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
     pauseSeen = pause;
     const active = pair < Atomics.load(words, CTL_ACTIVE_PAIRS);
     if (!paused && active && Atomics.load(words, CTL_TX_STOP) === 0 && !drv.error && txAllowed()) {
-      sent = source.fill(drv, budget);
+      sent = source.fill(txPair, budget);
       work += sent;
       if (drv.flushTx()) notify.kick(1);
     }
-    const r = drv.pollRx(budget, consume);
+    const r = drv.pollRx(budget, rxConsume);
     if (r > 0) {
       work += r;
       if (drv.flushRx()) notify.kick(0);

@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics of a running `serve` or `loopback` (prom-client): every
+ * Prometheus metrics of a running `serve`, `attach` or `loopback` (prom-client): every
  * per-pair counter of the {@link Snapshot} as `virtio_mq_<name>_total`
  * labelled `pair` (0-based) and `direction` (rx = receiveqN, tx =
  * transmitqN; absent for pair-wide counters), the gauges (backlog, ring

@@ -1,6 +1,6 @@
 /**
  * The `capture` and `capture-stop` commands of the control socket: capture
- * the queues of a running `serve` or `loopback` into a pcapng file, as
+ * the queues of a running `serve`, `attach` or `loopback` into a pcapng file, as
  * `dpdk-pdump` attaches to a running port. The capture itself is
  * {@link QueueCapture} (one interface per queue pair, direction in each
  * packet's flags, frames the writer cannot keep up with counted as capture

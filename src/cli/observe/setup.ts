@@ -1,5 +1,5 @@
 /**
- * Everything that lets an operator observe a running `serve` or `loopback`,
+ * Everything that lets an operator observe a running `serve`, `attach` or `loopback`,
  * started together: the control socket (always; `stats` registered), and,
  * when asked, the Prometheus endpoint and the live page (one HTTP server
  * when both name the same address).

@@ -1,5 +1,5 @@
 /**
- * What an operator sees of a running `serve` or `loopback`: one
+ * What an operator sees of a running `serve`, `attach` or `loopback`: one
  * {@link Snapshot}, the same for `virtio-mq stats`, `/metrics` and the live
  * page. Counters are named as DPDK names its xstats (`rx_q0_packets`,
  * `tx_q2_bytes`), from the device's side of each virtqueue: `rx_qN` is
@@ -136,7 +136,7 @@ export function extrasSnapshot(e: ObserveExtras): Pick<Snapshot, 'capture' | 'co
   return out;
 }
 
-/** Anything a snapshot can be taken of: a running serve or loopback. */
+/** Anything a snapshot can be taken of: a running serve, attach or loopback. */
 export interface Observed {
   readonly kind: 'serve' | 'loopback' | 'attach';
   readonly pairs: number;
