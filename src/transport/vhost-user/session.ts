@@ -373,7 +373,7 @@ export class Session {
         await this.stopPair(m.index >> 1);
         v.started = false;
         const packed = ringFormat(this.features) === 'packed';
-        this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}`}`);
+        this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}${v.used !== v.avail ? ` (used index ${v.used}: chains in flight)` : ""}`}`);
         return encodeVringBaseReply(m.index, encodeVringBase({ avail: v.avail, used: v.used }, packed));
       }
       case 'SET_VRING_KICK': {
