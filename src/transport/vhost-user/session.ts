@@ -353,7 +353,11 @@ export class Session {
         const v = this.vring(m.index);
         v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
         v.logAddr = (m.flags & 1) !== 0 ? m.logGuestAddr : -1; // VHOST_VRING_F_LOG
-        if (this.mem && v.num > 0) this.layoutOf(m.index); // check now: throws when outside every region
+        if (this.mem && v.num > 0) {
+          const l = this.layoutOf(m.index); // check now: throws when outside every region
+          if (v.logAddr >= 0 && v.logAddr !== l.deviceAddr)
+            this.o.log(`vhost-user: vring ${m.index}: used-ring writes logged at log_guest_addr 0x${v.logAddr.toString(16)} (the ring is at guest address 0x${l.deviceAddr.toString(16)})`);
+        }
         // A running ring moves to the new addresses; a ring that was waiting for valid ones starts.
         if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
         else await this.maybeStart(m.index >> 1);
