@@ -46,6 +46,7 @@ import {
 } from './messages.js';
 import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
 import { mapDirtyLog, type MappedLog } from './log.js';
+import { DirtyLog } from '../../virtio/dirty-log.js';
 
 /** VHOST_F_LOG_ALL as a feature mask: the front-end is migrating the guest; every device write is logged. */
 export const LOG_ALL_MASK = 1n << BigInt(VHOST_F_LOG_ALL);
@@ -376,6 +377,7 @@ export class Session {
         const v = this.vring(m.index);
         await this.stopPair(m.index >> 1);
         v.started = false;
+        this.markStoppedRing(m.index);
         const packed = ringFormat(this.features) === 'packed';
         this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}${v.used !== v.avail ? ` (used index ${v.used}: chains in flight)` : ""}`}`);
         return encodeVringBaseReply(m.index, encodeVringBase({ avail: v.avail, used: v.used }, packed));
@@ -549,6 +551,32 @@ export class Session {
       driverAddr: mem.userToGuest(a.avail, bytes.driver),
       deviceAddr: mem.userToGuest(a.used, bytes.device),
     };
+  }
+
+  /**
+   * Migrating (VHOST_F_LOG_ALL with a log): the ring `index` just stopped
+   * (GET_VRING_BASE, before the front-end's final log sync), so mark its whole
+   * device-written part once more: the split used ring (at log_guest_addr
+   * when given), or the packed descriptor ring and device event area. The
+   * workers marked every write already; this makes the final ring state
+   * travel even if a page was missed, at the cost of a few pages.
+   */
+  private markStoppedRing(index: number): void {
+    if (!(this.features & LOG_ALL_MASK) || !this.dirtyLog || !this.mem) return;
+    const v = this.vrings[index];
+    if (!v.addr || v.num === 0) return;
+    let l: QueueLayout;
+    try {
+      l = this.layoutOf(index);
+    } catch {
+      return;
+    }
+    const log = new DirtyLog(this.dirtyLog.buffer, 0, this.dirtyLog.size);
+    const bytes = queuePartBytes(l.format, l.size);
+    if (l.format === 'packed') {
+      log.mark(l.descAddr, bytes.desc);
+      log.mark(l.deviceAddr, bytes.device);
+    } else log.mark(v.logAddr >= 0 ? v.logAddr : l.deviceAddr, bytes.device);
   }
 
   /** One line when VHOST_F_LOG_ALL goes on or off (the front-end starts or ends a migration). */
