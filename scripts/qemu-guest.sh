@@ -211,11 +211,11 @@ if [ -n "${vmq_mig:-}" ]; then
   # stream on port 5001 (its sha256 printed at EOF) and send `yes $vmq_mig` to PEER:5002 until
   # the peer closes; both connections outlive the migration.
   echo "GUEST-MIG-LISTEN"
-  ( nc -l -p 5001 </dev/null | sha256sum | sed 's/ .*//; s/^/GUEST-MIG-RX sha256=/' ) &
+  # stdin: the console, where nothing arrives (at EOF on stdin busybox nc would stop at once).
+  ( nc -l -p 5001 </dev/console | sha256sum | sed 's/ .*//; s/^/GUEST-MIG-RX sha256=/' ) &
   rxpid=$!
-  i=0
-  until yes "$vmq_mig" | nc "$peer" 5002; do i=$((i + 1)); [ $i -lt 20 ] || break; sleep 0.5; done
-  echo "GUEST-MIG-TX-END tries=$i"
+  yes "$vmq_mig" | nc "$peer" 5002 2>/dev/null
+  echo "GUEST-MIG-TX-END"
   wait $rxpid
   echo "GUEST-MIG-END uptime=$(cut -d' ' -f1 /proc/uptime)"
 fi

@@ -48,7 +48,7 @@ export class DirtyLog {
   /**
    * Mark every page of `[addr, addr+len)` dirty (guest physical address,
    * bytes). `len` 0 marks nothing. Hot path of the logging queues: no
-   * allocation; a bit already set is not written again.
+   * allocation.
    */
   mark(addr: number, len: number): void {
     if (!(len > 0)) return;
@@ -62,8 +62,10 @@ export class DirtyLog {
         this.dropped += last - page + 1;
         return;
       }
-      const bit = 1 << (page % 8);
-      if ((Atomics.load(bits, i) & bit) === 0) Atomics.or(bits, i, bit);
+      // Always the locked OR, never "skip when already set": a plain load could see the bit
+      // before the front-end clears it while the data store still sits in this core's store
+      // buffer (x86 reorders a store with a later load); the OR is a full barrier.
+      Atomics.or(bits, i, 1 << (page % 8));
     }
   }
 

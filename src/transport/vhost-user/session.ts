@@ -53,6 +53,7 @@ import { encodeInflightFdReply, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD } from './m
 import { createInflightBuffer, inflightOffset, mapInflightBuffer, type InflightBuffer } from './inflight-region.js';
 import { InflightError } from '../../virtio/inflight/region.js';
 import { mapDirtyLog, type MappedLog } from './log.js';
+import { DirtyLog } from '../../virtio/dirty-log.js';
 
 /** VHOST_F_LOG_ALL as a feature mask: the front-end is migrating the guest; every device write is logged. */
 export const LOG_ALL_MASK = 1n << BigInt(VHOST_F_LOG_ALL);
@@ -386,7 +387,11 @@ export class Session {
         const v = this.vring(m.index);
         v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
         v.logAddr = (m.flags & 1) !== 0 ? m.logGuestAddr : -1; // VHOST_VRING_F_LOG
-        if (this.mem && v.num > 0) this.layoutOf(m.index); // check now: throws when outside every region
+        if (this.mem && v.num > 0) {
+          const l = this.layoutOf(m.index); // check now: throws when outside every region
+          if (v.logAddr >= 0 && v.logAddr !== l.deviceAddr)
+            this.o.log(`vhost-user: vring ${m.index}: used-ring writes logged at log_guest_addr 0x${v.logAddr.toString(16)} (the ring is at guest address 0x${l.deviceAddr.toString(16)})`);
+        }
         // A running ring moves to the new addresses; a ring that was waiting for valid ones starts.
         if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
         else await this.maybeStart(m.index >> 1);
@@ -405,8 +410,9 @@ export class Session {
         const v = this.vring(m.index);
         await this.stopPair(m.index >> 1);
         v.started = false;
+        this.markStoppedRing(m.index);
         const packed = ringFormat(this.features) === 'packed';
-        this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}`}`);
+        this.o.log(`vhost-user: vring ${m.index} stopped at ${packed ? `avail ${describePacked(v.avail)}, used ${describePacked(v.used)}` : `avail index ${v.avail}${v.used !== v.avail ? ` (used index ${v.used}: chains in flight)` : ""}`}`);
         return encodeVringBaseReply(m.index, encodeVringBase({ avail: v.avail, used: v.used }, packed));
       }
       case 'SET_VRING_KICK': {
@@ -677,6 +683,32 @@ export class Session {
       driverAddr: mem.userToGuest(a.avail, bytes.driver),
       deviceAddr: mem.userToGuest(a.used, bytes.device),
     };
+  }
+
+  /**
+   * Migrating (VHOST_F_LOG_ALL with a log): the ring `index` just stopped
+   * (GET_VRING_BASE, before the front-end's final log sync), so mark its whole
+   * device-written part once more: the split used ring (at log_guest_addr
+   * when given), or the packed descriptor ring and device event area. The
+   * workers marked every write already; this makes the final ring state
+   * travel even if a page was missed, at the cost of a few pages.
+   */
+  private markStoppedRing(index: number): void {
+    if (!(this.features & LOG_ALL_MASK) || !this.dirtyLog || !this.mem) return;
+    const v = this.vrings[index];
+    if (!v.addr || v.num === 0) return;
+    let l: QueueLayout;
+    try {
+      l = this.layoutOf(index);
+    } catch {
+      return;
+    }
+    const log = new DirtyLog(this.dirtyLog.buffer, 0, this.dirtyLog.size);
+    const bytes = queuePartBytes(l.format, l.size);
+    if (l.format === 'packed') {
+      log.mark(l.descAddr, bytes.desc);
+      log.mark(l.deviceAddr, bytes.device);
+    } else log.mark(v.logAddr >= 0 ? v.logAddr : l.deviceAddr, bytes.device);
   }
 
   /** One line when VHOST_F_LOG_ALL goes on or off (the front-end starts or ends a migration). */
