@@ -101,8 +101,8 @@ test('--version and -V print the package version and exit 0', () => {
   }
 });
 
-test('good values still run: loopback --duration 0.3 --resize 1 --queues 2', () => {
-  const r = cli(['loopback', '--duration', '0.3', '--resize', '1', '--queues', '2']);
-  assert.equal(r.status, 0, r.stderr);
+test('good values still run: loopback --duration 0.6 --resize 1 --queues 2', () => {
+  const r = cli(['loopback', '--duration', '0.6', '--resize', '1', '--queues', '2']);
+  assert.equal(r.status, 0, `${r.stderr}\n${r.stdout}`);
   assert.match(r.stdout, /OK: every frame came back/);
 });

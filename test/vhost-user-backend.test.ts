@@ -1198,9 +1198,14 @@ test('hardening: the listener survives EMFILE (accepts again once fds are free) 
 });
 
 test('hardening: out of fds after accept (no eventfd for the session, or none for its pairs): that front-end is turned away with a log line, the next one is served', async () => {
-  // Slack 2: our end of the connection and serve's accepted end, nothing for the session's wake eventfd.
-  // Slack 3: the wake eventfd too, nothing for the pairs' eventfds inside the Session (what CI's machine hit).
-  for (const slack of [2, 3]) {
+  // How many slots the process itself takes meanwhile (workers, libuv) varies by machine and moment,
+  // so the table is left with 2, 3 and 4 free slots: our end of the connection and serve's accepted
+  // end, then nothing / the wake eventfd / one pair eventfd more. Whatever stage runs out (accept,
+  // the wake eventfd, the pairs' eventfds inside Session, the socket reader), serve must survive and
+  // serve the next front-end; at least one of the three must have run out.
+  const turnedAway = /cannot serve the front-end on fd \d+: .*EMFILE.*connection closed|accept failed: .*EMFILE|socket reader failed/;
+  let ranOut = 0;
+  for (const slack of [2, 3, 4]) {
     await withBackend({ pairs: 1, netdev: { kind: 'sink' } }, async (c) => {
       const hog: number[] = [];
       try {
@@ -1208,12 +1213,15 @@ test('hardening: out of fds after accept (no eventfd for the session, or none fo
         for (let i = 0; i < slack; i++) close(hog.pop()!);
         const fe = await VhostFrontend.connect(c.socket);
         try {
-          // Usually the accept succeeds and an eventfd fails; if something else in this
-          // process took a slot first, accept4 itself fails (the listener's own EMFILE path).
-          const turnedAway = /cannot serve the front-end on fd \d+: .*EMFILE.*connection closed/;
-          await waitFor(() => c.logs.some((l) => turnedAway.test(l) || /accept failed: .*EMFILE/.test(l)), `serve to run out of fds (slack ${slack})`);
+          await waitFor(() => c.logs.some((l) => turnedAway.test(l) || /front-end connected/.test(l)), `serve to take or turn away the front-end (slack ${slack})`)
+            .catch((e: Error) => {
+              throw new Error(`${e.message}; serve's log: ${c.logs.slice(-8).join(' | ')}`);
+            });
           for (const fd of hog.splice(0)) close(fd);
-          if (c.logs.some((l) => turnedAway.test(l))) await waitFor(() => fe.peerClosed, 'the turned-away front-end to see EOF');
+          if (c.logs.some((l) => turnedAway.test(l))) {
+            ranOut++;
+            if (c.logs.some((l) => /cannot serve the front-end/.test(l))) await waitFor(() => fe.peerClosed, 'the turned-away front-end to see EOF');
+          }
         } finally {
           fe.close();
         }
@@ -1223,6 +1231,7 @@ test('hardening: out of fds after accept (no eventfd for the session, or none fo
       }
     });
   }
+  assert.ok(ranOut >= 1, 'with 2-4 free fds serve ran out at some stage at least once');
 });
 
 test('hardening: --socket: a regular file, a symlink or a live socket is refused with a clear error; a stale socket is replaced; the socket is 0600', async () => {
