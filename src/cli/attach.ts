@@ -405,7 +405,8 @@ export async function attach(
     if (traffic.kind === 'pcap' && s.total(DrvStat.rxPackets) + s.total(DrvStat.rxBad) + s.total(DrvStat.rxGaps) >= (traffic.spec as PcapTrafficSpec).count) break;
   }
   fe.stopTx();
-  // Let what is in flight come back (up to 2 s, less once nothing moves for 200 ms).
+  // Let what is in flight come back (up to 2 s, less once nothing moves for 500 ms: a pair the back-end
+  // has just started, after a pair change near the end, may take a few hundred ms on a loaded machine).
   const drainBy = Date.now() + 2000;
   let lastRx = -1, still = Date.now();
   while (traffic.kind !== 'sink' && traffic.kind !== 'tap' && inFlight() > 0 && Date.now() < drainBy && fe.connected) {
@@ -413,7 +414,7 @@ export async function attach(
     if (rx !== lastRx) {
       lastRx = rx;
       still = Date.now();
-    } else if (Date.now() - still > 200) break;
+    } else if (Date.now() - still > 500) break;
     await sleep(5);
   }
   const seconds = (Date.now() - t0) / 1000;
