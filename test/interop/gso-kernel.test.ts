@@ -22,6 +22,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BridgeStat, type TapBridgeData } from '../support/tap-bridge.js';
+import { sh } from './host.js';
 
 function has(cmd: string, args: string[]): boolean {
   try {
@@ -51,10 +52,6 @@ const skip =
   : !has('python3', ['--version']) ? 'python3 not installed'
   : !has('nstat', ['-V']) ? 'nstat (iproute2) not installed'
   : undefined;
-
-function sh(args: string[], timeout = 30_000): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
 /** One counter of `nstat -az` in namespace `ns` (absolute value). */
 function nstat(ns: string, name: string): number {

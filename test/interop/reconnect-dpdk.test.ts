@@ -10,18 +10,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
+import { sh } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function sh(args: string[]): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
 async function waitUntil(cond: () => boolean, what: string, timeoutMs: number, diag: () => string): Promise<void> {
   const until = Date.now() + timeoutMs;

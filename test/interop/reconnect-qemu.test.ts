@@ -28,10 +28,9 @@ import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { tmpSocketPath } from './testpmd.js';
+import { sh, prepareGuest } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
-const guestDir = process.env.VMQ_GUEST_DIR ?? '/var/cache/virtio-mq/guest';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HOST_ADDR = '192.0.2.1';
@@ -49,21 +48,6 @@ function skipReason(): string | undefined {
     }
   }
   return undefined;
-}
-
-function sh(args: string[]): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function prepareGuest(): { kernel: string; initrd: string } | { skip: string } {
-  const r = spawnSync('bash', [guestScript, guestDir], { encoding: 'utf8', timeout: 170_000, env: { ...process.env, VMQ_NO_INSTALL: '1' } });
-  const out = r.stdout ?? '';
-  const kernel = /^KERNEL=(.+)$/m.exec(out)?.[1];
-  const initrd = /^INITRD=(.+)$/m.exec(out)?.[1];
-  if (r.status === 0 && kernel && initrd) return { kernel, initrd };
-  const err = (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');
-  if (/could not install|need root|no apt-get/.test(err)) return { skip: `guest packages unavailable (scripts/qemu-guest.sh): ${err}` };
-  throw new Error(`scripts/qemu-guest.sh failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${err}`);
 }
 
 /** A child's output, whole and as lines stamped with their arrival (ms since the epoch). */

@@ -30,6 +30,7 @@ import { VIRTIO_NET_F_STATUS } from '../../src/net/features.js';
 import { readPcapFile } from '../../src/netdev/pcap.js';
 import { VhostFrontend, waitFor } from '../support/vhost-frontend.js';
 import { tmpSocketPath } from './testpmd.js';
+import { sh } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -43,10 +44,6 @@ function skipReason(): string | undefined {
     return 'tcpdump not installed (scripts/install-peers.sh)';
   }
   return undefined;
-}
-
-function sh(args: string[]): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** The link status field of GET_CONFIG (virtio_net_config.status, little-endian u16 at offset 6). */

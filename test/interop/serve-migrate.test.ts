@@ -24,18 +24,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { tmpSocketPath } from './testpmd.js';
+import { sh, prepareGuest } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const peerScript = fileURLToPath(new URL('./migrate-peer.js', import.meta.url));
-const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
-const guestDir = process.env.VMQ_GUEST_DIR ?? '/var/cache/virtio-mq/guest';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HOST_ADDR = '192.0.2.1';
@@ -47,21 +46,6 @@ function skipReason(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespace, TAP, bridge)';
   if (spawnSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' }).error) return 'qemu-system-x86_64 is not installed (.ci/run: scripts/qemu-guest.sh)';
   return undefined;
-}
-
-function sh(args: string[], timeout = 30_000): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function prepareGuest(): { kernel: string; initrd: string } | { skip: string } {
-  const r = spawnSync('bash', [guestScript, guestDir], { encoding: 'utf8', timeout: 170_000, env: { ...process.env, VMQ_NO_INSTALL: '1' } });
-  const out = r.stdout ?? '';
-  const kernel = /^KERNEL=(.+)$/m.exec(out)?.[1];
-  const initrd = /^INITRD=(.+)$/m.exec(out)?.[1];
-  if (r.status === 0 && kernel && initrd) return { kernel, initrd };
-  const err = (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');
-  if (/could not install|need root|no apt-get/.test(err)) return { skip: `guest packages unavailable (scripts/qemu-guest.sh): ${err}` };
-  throw new Error(`scripts/qemu-guest.sh failed (status ${r.status}):\n${err}`);
 }
 
 /** Collects a child's output as text. */

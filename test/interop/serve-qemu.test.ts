@@ -26,15 +26,14 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { tmpSocketPath } from './testpmd.js';
+import { sh, prepareGuest } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
-const guestDir = process.env.VMQ_GUEST_DIR ?? '/var/cache/virtio-mq/guest';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HOST_ADDR = '192.0.2.1';
@@ -46,22 +45,6 @@ function skipReason(): string | undefined {
   if (process.platform !== 'linux') return `needs Linux (platform is ${process.platform})`;
   if (process.getuid?.() !== 0) return 'needs root (network namespace, TAP, installing QEMU and a kernel)';
   return undefined;
-}
-
-function sh(args: string[], timeout = 30_000): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-/** Runs scripts/qemu-guest.sh: the kernel and initramfs, or why the packages could not be had. */
-function prepareGuest(): { kernel: string; initrd: string } | { skip: string } {
-  const r = spawnSync('bash', [guestScript, guestDir], { encoding: 'utf8', timeout: 170_000, env: { ...process.env, VMQ_NO_INSTALL: '1' } });
-  const out = r.stdout ?? '';
-  const kernel = /^KERNEL=(.+)$/m.exec(out)?.[1];
-  const initrd = /^INITRD=(.+)$/m.exec(out)?.[1];
-  if (r.status === 0 && kernel && initrd) return { kernel, initrd };
-  const err = (r.stderr ?? '').trim().split('\n').slice(-5).join('\n');
-  if (/could not install|need root|no apt-get/.test(err)) return { skip: `guest packages unavailable (scripts/qemu-guest.sh): ${err}` };
-  throw new Error(`scripts/qemu-guest.sh failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${err}`);
 }
 
 interface GuestOptions {

@@ -14,6 +14,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
+import { sh } from './host.js';
 
 const skip = interopSkipReason() ?? (hasIperf3() ? undefined : 'iperf3 not installed (scripts/install-peers.sh)');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,10 +27,6 @@ function hasIperf3(): boolean {
   } catch {
     return false;
   }
-}
-
-function sh(args: string[], timeout = 30_000): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** iperf3 -P 4 from `client` ns to `server` ns; returns received bits/s. */

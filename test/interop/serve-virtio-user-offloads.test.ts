@@ -30,6 +30,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
+import { sh } from './host.js';
 
 function hasIperf3(): boolean {
   try {
@@ -43,10 +44,6 @@ function hasIperf3(): boolean {
 const skip = interopSkipReason() ?? (hasIperf3() ? undefined : 'iperf3 not installed (scripts/install-peers.sh)');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function sh(args: string[], timeout = 30_000): string {
-  return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
 /** iperf3 -P `streams` from `clientNs` to `serverNs`; returns received bits/s. */
 function iperf(serverNs: string, addr: string, clientNs: string, streams: number): number {
