@@ -319,6 +319,8 @@ export class Testpmd {
 
   private readonly child: ChildProcess;
   private buf = '';
+  /** stdout alone, where the `testpmd>` prompts are looked for. */
+  private stdout = '';
   private exitInfo: ExitInfo | undefined;
   private readonly waiters = new Set<Waiter>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -348,7 +350,11 @@ export class Testpmd {
       });
     });
     const onData = (d: Buffer): void => this.append(d.toString('utf8'));
-    child.stdout?.on('data', onData);
+    // The prompt is looked for in stdout alone: a stderr line can land between "testpmd" and "> ".
+    child.stdout?.on('data', (d: Buffer) => {
+      this.stdout += d.toString('utf8');
+      onData(d);
+    });
     child.stderr?.on('data', onData);
     // Writing after testpmd died raises EPIPE on the pipe: surface it through exit instead.
     child.stdin?.on('error', () => {});
@@ -420,7 +426,7 @@ export class Testpmd {
     const t = new Testpmd(opts.name, prefix, argv, child);
     live.add(t);
     try {
-      await t.waitFor(() => t.buf.includes(PROMPT), opts.startTimeoutMs ?? 30_000, 'first prompt');
+      await t.waitFor(() => t.stdout.includes(PROMPT), opts.startTimeoutMs ?? 30_000, 'first prompt');
     } catch (e) {
       await t.kill();
       const why = (e as Error).message.split('\n', 1)[0]!.replace(`testpmd[${opts.name}] `, '');
@@ -438,6 +444,7 @@ export class Testpmd {
     const run = async (): Promise<string> => {
       if (!this.alive) throw this.error(`cannot send '${line}': not running`);
       const from = this.buf.length;
+      const fromOut = this.stdout.length;
       this.child.stdin!.write(`${line}\n`);
       if (line.trim() === 'quit') {
         if ((await within(this.exited, timeoutMs)) === undefined) {
@@ -448,7 +455,7 @@ export class Testpmd {
       await this.waitFor(
         () => {
           const out = this.buf.slice(from);
-          return out.includes(PROMPT) && (waitFor === undefined || matches(out, waitFor));
+          return this.stdout.slice(fromOut).includes(PROMPT) && (waitFor === undefined || matches(out, waitFor));
         },
         timeoutMs,
         `'${line}'${waitFor !== undefined ? ` (waiting for ${String(waitFor)})` : ''}`,
