@@ -1,11 +1,14 @@
 /**
  * What the interop tests share to drive the host and the Linux guest:
- * running a command with a deadline, and the guest kernel and initramfs
- * scripts/qemu-guest.sh builds (cached in /var/cache/virtio-mq/guest, or
- * $VMQ_GUEST_DIR). Tests never install: the script runs with VMQ_NO_INSTALL=1
- * and a guest it cannot build is a skip reason, not a failure.
+ * running a command with a deadline, whether a command is installed,
+ * waiting for a condition with a deadline, stopping a child process, and the
+ * guest kernel and initramfs scripts/qemu-guest.sh builds (cached in
+ * /var/cache/virtio-mq/guest, or $VMQ_GUEST_DIR). Tests never install: the
+ * script runs with VMQ_NO_INSTALL=1 and a guest it cannot build is a skip
+ * reason, not a failure.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
@@ -14,6 +17,41 @@ const guestDir = process.env.VMQ_GUEST_DIR ?? '/var/cache/virtio-mq/guest';
 /** Run `args[0]` with the rest as arguments; its stdout (utf8). @throws on a non-zero exit or after `timeout` ms. */
 export function sh(args: string[], timeout = 30_000): string {
   return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Whether `cmd arg` runs and exits 0 (for a skip reason: `hasCommand('iperf3') ? undefined : 'iperf3 not installed'`). */
+export function hasCommand(cmd: string, arg = '--version'): boolean {
+  try {
+    execFileSync(cmd, [arg], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Polls `cond` every `everyMs` ms until it holds or `ms` ms have passed.
+ * @returns whether it holds at the end (the caller asserts or throws).
+ */
+export async function waitUntil(cond: () => boolean, ms: number, everyMs = 50): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!cond() && Date.now() < until) await sleep(everyMs);
+  return cond();
+}
+
+/**
+ * Stops a child: SIGTERM, then SIGKILL if it has not exited `graceMs` ms
+ * later. Returns at once for a child already gone (or never started).
+ * @returns its exit code (null when a signal ended it).
+ */
+export async function stopProcess(p: ChildProcess | undefined, graceMs = 5000): Promise<number | null> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return p?.exitCode ?? null;
+  const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
+  const code = await exited;
+  clearTimeout(t);
+  return code;
 }
 
 /**
