@@ -23,27 +23,24 @@
  * --queues N (default 1; pairs of serve/attach and testpmd), --json.
  * Needs root, iperf3 and dpdk-testpmd (scripts/install-peers.sh); prints why and exits 0 without.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Testpmd, interopSkipReason, tmpSocketPath } from '../test/interop/testpmd.js';
-
-const args = process.argv.slice(2);
-const sopt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] ?? dflt : dflt;
-};
-const seconds = Number(sopt('--seconds', '4'));
-const rounds = Number(sopt('--rounds', '1'));
-const queues = Number(sopt('--queues', '1'));
-const only = sopt('--only', '');
-const json = args.includes('--json');
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const A = '198.18.13.1', B = '198.18.13.2';
-const HZ = 100; // USER_HZ
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { Testpmd, interopSkipReason } from '../test/interop/testpmd.js';
+import { HZ, cpuMark, jiffies, leafPid, marked, othersShare } from './support/cpu.js';
+import { LoggedProcess, NetnsLab, iperf3ClientArgs, iperf3Received, iperf3Server, waitUntil, type Netns } from './support/netns.js';
 
 type Path = 'veth' | 'vmq' | 'dpdk';
+const o = new Command('bench:tap').allowExcessArguments(false)
+  .option('--seconds <s>', 'iperf3 seconds per run', Number, 4)
+  .option('--rounds <n>', 'rounds (paths alternate per round)', Number, 1)
+  .option('--queues <n>', 'queue pairs of serve/attach and testpmd', Number, 1)
+  .addOption(new Option('--only <path>', 'one path').choices(['veth', 'vmq', 'dpdk']))
+  .option('--json', 'print the rows as JSON', false)
+  .parse().opts<{ seconds: number; rounds: number; queues: number; only?: Path; json: boolean }>();
+const { seconds, rounds, queues, json } = o;
+const A = '198.18.13.1', B = '198.18.13.2';
+
 interface Row {
   path: Path;
   round: number;
@@ -54,151 +51,73 @@ interface Row {
   othersShare: number;
 }
 
-function sh(a: string[]): string {
-  const r = spawnSync(a[0], a.slice(1), { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${a.join(' ')}: ${r.stderr.trim()}`);
-  return r.stdout;
-}
-
-function cpuTimes(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3] - f[4], total };
-}
-
-/** utime + stime (jiffies, all threads) of a process, 0 once it is gone. */
-function jiffies(pid: number | undefined): number {
-  if (pid === undefined) return 0;
+/** iperf3 from `client` to the server in `server` at `addr`: Mbit/s received, jiffies `pids` used, others' CPU share (both iperf3 ends count as ours). */
+async function iperf(server: Netns, addr: string, client: Netns, streams: number, pids: (number | undefined)[]): Promise<{ mbps: number; ours: number; others: number }> {
+  const srv = await iperf3Server(server, addr);
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return 0;
-  }
-}
-
-/** The process a chain of single-child wrappers (timeout, stdbuf) ends in. */
-function leafPid(pid: number | undefined): number | undefined {
-  let p = pid;
-  for (let i = 0; i < 4 && p !== undefined; i++) {
-    let kids: string[] = [];
-    try {
-      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-    } catch {
-      return p;
-    }
-    if (kids.length !== 1) return p;
-    p = Number(kids[0]);
-  }
-  return p;
-}
-
-/** iperf3 from `clientNs` to the server in `serverNs` at `addr`: Mbit/s received, and CPU of `pids` and of both iperf3 ends. */
-async function iperf(serverNs: string, addr: string, clientNs: string, streams: number, pids: (number | undefined)[]): Promise<{ mbps: number; ours: number; iperfJ: number; sys: { busy: number; total: number } }> {
-  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', addr], { stdio: 'ignore' });
-  try {
-    await sleep(500);
-    const j0 = pids.map(jiffies), s0 = cpuTimes();
-    const client = spawn('ip', ['netns', 'exec', clientNs, 'timeout', String(seconds + 20), 'iperf3', '-c', addr, '-P', String(streams), '-t', String(seconds), '-J'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    client.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-    // Sample the iperf3 ends just before they exit: poll while running.
-    let iperfJ = 0, ours = 0, sys = s0;
+    const m0 = cpuMark(pids);
+    const [cmd, ...args] = iperf3ClientArgs(client, addr, { streams, seconds });
+    const c = new LoggedProcess(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] }));
+    const closed = new Promise<void>((r) => c.child.once('close', () => r()));
+    // Sample just before the iperf3 ends exit: poll while they run.
+    let m1 = m0, iperfJ = 0;
     const poll = setInterval(() => {
-      iperfJ = jiffies(leafPid(client.pid)) + jiffies(server.pid);
-      ours = pids.reduce<number>((acc, p, i) => acc + jiffies(p) - (j0[i] ?? 0), 0);
-      sys = cpuTimes();
+      iperfJ = jiffies(leafPid(c.child.pid)) + jiffies(srv.child.pid);
+      m1 = cpuMark(pids);
     }, 100);
-    await new Promise<void>((r) => client.once('exit', () => r()));
+    await closed;
     clearInterval(poll);
-    const mbps = (JSON.parse(out).end.sum_received.bits_per_second as number) / 1e6;
-    return { mbps, ours, iperfJ, sys: { busy: sys.busy - s0.busy, total: sys.total - s0.total } };
+    return { mbps: iperf3Received(c.log) / 1e6, ours: marked(m0, m1), others: othersShare(m0, m1, iperfJ) };
   } finally {
-    server.kill('SIGKILL');
+    srv.child.kill('SIGKILL');
   }
-}
-
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond() && Date.now() < until) await sleep(50);
-  if (!cond()) throw new Error(`timed out waiting for ${what}`);
-}
-
-async function stopChild(p: ChildProcess | undefined): Promise<void> {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((r) => p.once('exit', () => r()));
-  p.kill('SIGTERM');
-  const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
 }
 
 async function onePath(path: Path, round: number, rows: Row[]): Promise<void> {
-  const id = `${process.pid % 10000}${path[0]}${round}`;
-  const nsA = `vmqPA${id}`, nsB = `vmqPB${id}`, ifA = `vmqpa${id}`, ifB = `vmqpb${id}`;
-  const socket = tmpSocketPath(`tap${path}`);
-  const procs: ChildProcess[] = [];
-  const tps: Testpmd[] = [];
-  let pids: (number | undefined)[] = [];
+  const lab = new NetnsLab('P', `${path[0]}${round}`);
   try {
-    sh(['ip', 'netns', 'add', nsA]);
-    sh(['ip', 'netns', 'add', nsB]);
+    const socket = lab.socket(`tap${path}`);
+    const nsA = lab.netns('A'), nsB = lab.netns('B'), ifA = lab.ifname('a'), ifB = lab.ifname('b');
+    let pids: (number | undefined)[] = [];
     if (path === 'veth') {
-      sh(['ip', 'link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
+      lab.veth(nsA, ifA, nsB, ifB);
     } else if (path === 'vmq') {
-      let serveLog = '', attachLog = '';
-      const serve = spawn('ip', ['netns', 'exec', nsA, process.execPath, cli, 'serve', '--socket', socket, '--queues', String(queues), '--netdev', `tap,ifname=${ifA}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-      procs.push(serve);
-      serve.stderr!.on('data', (b: Buffer) => (serveLog += b.toString()));
-      await waitFor(() => serveLog.includes('listening on'), 15_000, `serve: ${serveLog}`);
-      const attach = spawn('ip', ['netns', 'exec', nsB, process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--offloads',
-        '--netdev', `tap,ifname=${ifB}`, '--duration', '3600'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      procs.push(attach);
-      attach.stderr!.on('data', (b: Buffer) => (attachLog += b.toString()));
-      await waitFor(() => attachLog.includes('TAP offloads'), 20_000, `attach: ${attachLog}`);
-      pids = [serve.pid, attach.pid];
+      const serve = lab.cli(nsA, ['serve', '--socket', socket, '--queues', String(queues), '--netdev', `tap,ifname=${ifA}`]);
+      if (!(await serve.waitFor('listening on', 15_000))) throw new Error(`serve did not start: ${serve.log}`);
+      const attach = lab.cli(nsB, ['attach', '--socket', socket, '--queues', String(queues), '--offloads', '--netdev', `tap,ifname=${ifB}`, '--duration', '3600']);
+      if (!(await attach.waitFor('TAP offloads', 20_000))) throw new Error(`attach did not connect: ${attach.log}`);
+      pids = [serve.child.pid, attach.child.pid];
     } else {
       // Each testpmd forwards on its own core (lcores swapped), io forwarding, as measured before (1.13-1.21 Gbit/s single stream).
       const a = await Testpmd.start({
-        name: `tapA${id}`, netns: nsA, lcores: '0@1,1@0', rxq: queues, txq: queues, forwardMode: 'io',
+        name: `tapA${round}`, netns: nsA.name, lcores: '0@1,1@0', rxq: queues, txq: queues, forwardMode: 'io',
         vdevs: [`net_tap0,iface=${ifA}`, `net_vhost0,iface=${socket},queues=${queues}`], timeoutMs: 900_000,
       });
-      tps.push(a);
+      lab.defer(() => a.quit().catch(() => a.kill()));
       await a.start();
-      await waitFor(() => existsSync(socket), 15_000, 'the vhost socket');
+      if (!(await waitUntil(() => existsSync(socket), 15_000))) throw new Error(`testpmd made no vhost socket: ${a.logs.slice(-2000)}`);
       const b = await Testpmd.start({
-        name: `tapB${id}`, netns: nsB, lcores: '0@0,1@1', rxq: queues, txq: queues, forwardMode: 'io',
+        name: `tapB${round}`, netns: nsB.name, lcores: '0@0,1@1', rxq: queues, txq: queues, forwardMode: 'io',
         vdevs: [`net_tap0,iface=${ifB}`, `net_virtio_user0,path=${socket},queues=${queues}`], timeoutMs: 900_000,
       });
-      tps.push(b);
+      lab.defer(() => b.quit().catch(() => b.kill()));
       await b.start();
       pids = [leafPid(a.pid), leafPid(b.pid)];
     }
-    sh(['ip', 'netns', 'exec', nsA, 'ip', 'addr', 'add', `${A}/24`, 'dev', ifA]);
-    sh(['ip', 'netns', 'exec', nsA, 'ip', 'link', 'set', ifA, 'up']);
-    sh(['ip', 'netns', 'exec', nsB, 'ip', 'addr', 'add', `${B}/24`, 'dev', ifB]);
-    sh(['ip', 'netns', 'exec', nsB, 'ip', 'link', 'set', ifB, 'up']);
-    const until = Date.now() + 15_000;
-    while (spawnSync('ip', ['netns', 'exec', nsA, 'ping', '-c', '1', '-W', '1', B]).status !== 0) {
-      if (Date.now() > until) throw new Error(`${path}: no ping from A to B`);
-    }
+    nsA.up(ifA, `${A}/24`);
+    nsB.up(ifB, `${B}/24`);
+    // Each try waits for a reply up to 1 s (the first may wait for ARP).
+    if (!(await waitUntil(() => spawnSync('ip', ['netns', 'exec', nsA.name, 'ping', '-c', '1', '-W', '1', B]).status === 0, 15_000, 0))) throw new Error(`${path}: no ping from A to B`);
     for (const streams of [1, 4]) {
       for (const dir of ['a→b', 'b→a'] as const) {
         const r = dir === 'a→b' ? await iperf(nsB, B, nsA, streams, pids) : await iperf(nsA, A, nsB, streams, pids);
         const gbit = (r.mbps * seconds) / 1000;
-        rows.push({
-          path, round, streams, dir, mbps: r.mbps, cpuPerGbit: r.ours / HZ / gbit,
-          othersShare: Math.max(0, (r.sys.busy - r.ours - r.iperfJ) / r.sys.total),
-        });
+        rows.push({ path, round, streams, dir, mbps: r.mbps, cpuPerGbit: r.ours / HZ / gbit, othersShare: r.others });
         if (!json) process.stderr.write(`  ${path} -P ${streams} ${dir}: ${r.mbps.toFixed(0)} Mbit/s\n`);
       }
     }
   } finally {
-    for (const p of procs.reverse()) await stopChild(p);
-    for (const t of tps.reverse()) await t.quit().catch(() => t.kill());
-    for (const ns of [nsA, nsB]) spawnSync('ip', ['netns', 'del', ns]);
-    rmSync(socket, { force: true });
+    await lab.close();
   }
 }
 
@@ -212,7 +131,7 @@ async function main(): Promise<void> {
   const order: Path[] = ['veth', 'vmq', 'dpdk'];
   for (let r = 0; r < rounds; r++) {
     for (const p of r % 2 === 0 ? order : [...order].reverse()) {
-      if (only !== '' && p !== only) continue;
+      if (o.only && p !== o.only) continue;
       if (!json) process.stderr.write(`round ${r + 1}: ${p}...\n`);
       await onePath(p, r, rows);
     }

@@ -34,26 +34,27 @@
  * dpdk-testpmd (scripts/install-peers.sh); prints why and exits 0 without.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Testpmd, interopSkipReason, tmpSocketPath } from '../test/interop/testpmd.js';
+import { Command, Option } from 'commander';
+import { Testpmd, interopSkipReason } from '../test/interop/testpmd.js';
+import { cpuMark, leafPid, othersShare, seconds as cpuSeconds, type CpuMark } from './support/cpu.js';
+import { NetnsLab, iperf3Server, waitUntil } from './support/netns.js';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const seconds = opt('--seconds', 5);
-const rounds = opt('--rounds', 1);
-const json = args.includes('--json');
-const verbose = args.includes('--verbose');
-const sopt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] ?? dflt : dflt;
-};
+type Backend = 'serve' | 'dpdk';
+const o = new Command('bench:tcp').allowExcessArguments(false)
+  .option('--seconds <s>', 'iperf3 seconds per run', Number, 5)
+  .option('--rounds <n>', 'rounds (back-ends alternate per round)', Number, 1)
+  .addOption(new Option('--only <backend>', 'one back-end').choices(['serve', 'dpdk']))
+  .option('--dpdk-app <opts>', 'more testpmd app options (space-separated)', '')
+  .option('--dpdk-fwd <mode>', "testpmd's forwarding engine", 'csum')
+  .option('--dpdk-cmds <cmds>', "testpmd's set-up, ';'-separated, ending with start")
+  .option('--verbose', "testpmd's answers, the guest's lines, port stats", false)
+  .option('--json', 'print runs and CPU figures as JSON', false)
+  .parse().opts<{ seconds: number; rounds: number; only?: Backend; dpdkApp: string; dpdkFwd: string; dpdkCmds?: string; verbose: boolean; json: boolean }>();
+const { seconds, rounds, json, verbose, dpdkFwd } = o;
 /** Extra testpmd app options. */
-const dpdkApp = sopt('--dpdk-app', '').split(' ').filter(Boolean);
-const only = sopt('--only', '');
+const dpdkApp = o.dpdkApp.split(' ').filter(Boolean);
 /**
  * testpmd's set-up for the DPDK column. The `csum` engine with the GSO
  * library on the TAP port (port 1): the vhost PMD hands the guest's TSO
@@ -62,18 +63,13 @@ const only = sopt('--only', '');
  * drops them); the csum engine marks them TX_TCP_SEG and segments them to
  * 1514-byte frames with checksums filled by net_tap's TX checksum offload.
  */
-const dpdkFwd = sopt('--dpdk-fwd', 'csum');
-const dpdkCmds = sopt('--dpdk-cmds', dpdkFwd === 'csum'
+const dpdkCmds = (o.dpdkCmds ?? (dpdkFwd === 'csum'
   ? 'port stop all;csum mac-swap off 0;csum mac-swap off 1;csum set ip sw 1;csum set tcp hw 1;csum set udp hw 1;port config 1 tx_offload multi_segs on;set port 1 gso on;set gso segsz 1514;port start all;start'
-  : 'start').split(';').map((c) => c.trim()).filter(Boolean);
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  : 'start')).split(';').map((c) => c.trim()).filter(Boolean);
 const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PAIRS = 4;
 const HOST = '192.0.2.1', GUEST = '192.0.2.2';
-const HZ = 100; // USER_HZ: /proc jiffies
 
-type Backend = 'serve' | 'dpdk';
 interface Run {
   backend: Backend;
   round: number;
@@ -90,45 +86,6 @@ interface Cpu {
   othersShare: number;
 }
 
-function sh(a: string[]): string {
-  return spawnSync(a[0], a.slice(1), { encoding: 'utf8' }).stdout ?? '';
-}
-
-function cpuTimes(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + f[4];
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-
-/** Jiffies (utime + stime, all threads) of a process. */
-function jiffies(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return 0;
-  }
-}
-
-/** The pid of the process `ip netns exec` became (it execs), or of a child started under `timeout`/`stdbuf`. */
-function leafPid(pid: number | undefined): number | undefined {
-  let p = pid;
-  for (let i = 0; i < 4 && p !== undefined; i++) {
-    let kids: string[] = [];
-    try {
-      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-    } catch {
-      return p;
-    }
-    if (kids.length !== 1) return p;
-    p = Number(kids[0]);
-  }
-  return p;
-}
-
 function skipReason(): string | undefined {
   const r = interopSkipReason();
   if (r) return r;
@@ -137,64 +94,60 @@ function skipReason(): string | undefined {
 }
 
 async function oneRun(backend: Backend, round: number, kernel: string, initrd: string, runs: Run[], cpus: Cpu[]): Promise<void> {
-  const id = `${process.pid % 10000}${backend[0]}${round}`;
-  const ns = `vmqTcp${id}`, tap = `vmqt${id}`;
-  const socket = tmpSocketPath(`tcp${backend}`);
-  let serve: ChildProcess | undefined, tp: Testpmd | undefined, iperfd: ChildProcess | undefined, qemu: ChildProcess | undefined;
+  const lab = new NetnsLab('T', `${backend[0]}${round}`);
   try {
-    sh(['ip', 'netns', 'add', ns]);
+    const socket = lab.socket(`tcp${backend}`);
+    const ns = lab.netns(''), tap = lab.ifname('');
     let backendPid: number | undefined;
+    let tp: Testpmd | undefined;
     if (backend === 'serve') {
-      serve = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'serve', '--socket', socket, '--queues', String(PAIRS), '--netdev', `tap,ifname=${tap}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let log = '';
-      serve.stderr!.on('data', (b: Buffer) => (log += b.toString()));
-      const until = Date.now() + 15_000;
-      while (!log.includes('listening on') && Date.now() < until) await sleep(50);
-      if (!log.includes('listening on')) throw new Error(`serve did not start: ${log}`);
-      backendPid = leafPid(serve.pid);
+      const serve = lab.cli(ns, ['serve', '--socket', socket, '--queues', String(PAIRS), '--netdev', `tap,ifname=${tap}`]);
+      if (!(await serve.waitFor('listening on', 15_000))) throw new Error(`serve did not start: ${serve.log}`);
+      backendPid = leafPid(serve.child.pid);
     } else {
-      tp = await Testpmd.start({
-        name: `tcp${id}`, netns: ns, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS,
+      const t = (tp = await Testpmd.start({
+        name: `tcp${round}`, netns: ns.name, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS,
         vdevs: [`net_vhost0,iface=${socket},queues=${PAIRS},tso=1`, `net_tap0,iface=${tap}`],
         extraApp: ['--total-num-mbufs=65536', `--forward-mode=${dpdkFwd}`, ...dpdkApp], timeoutMs: 600_000,
-      });
+      }));
+      lab.defer(() => t.quit().catch(() => t.kill()));
       for (const c of dpdkCmds) {
-        const r = await tp.cmd(c);
+        const r = await t.cmd(c);
         if (/error|invalid|not supported|bad arguments/i.test(r)) throw new Error(`testpmd '${c}': ${r.trim()}`);
         if (verbose) process.stderr.write(`testpmd> ${c}\n${r}`);
       }
-      const until = Date.now() + 15_000;
-      while (!existsSync(socket) && Date.now() < until) await sleep(50);
-      backendPid = leafPid(tp.pid);
+      if (!(await waitUntil(() => existsSync(socket), 15_000))) throw new Error(`testpmd made no vhost socket: ${t.logs.slice(-2000)}`);
+      backendPid = leafPid(t.pid);
     }
-    sh(['ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${HOST}/24`, 'dev', tap]);
-    sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', tap, 'up']);
-    iperfd = spawn('ip', ['netns', 'exec', ns, 'iperf3', '-s', '-B', HOST], { stdio: 'ignore' });
+    ns.up(tap, `${HOST}/24`);
+    const iperfd = await iperf3Server(ns, HOST, false);
+    lab.defer(() => iperfd.child.kill('SIGKILL'));
     const append = [
       'console=ttyS0 quiet panic=-1', `vmq_ip=${GUEST}/24`, `vmq_peer=${HOST}`, `vmq_queues=${PAIRS}`, 'vmq_count=1',
       `vmq_iperf=${seconds}`, 'vmq_iperf_streams=1,4',
     ].join(' ');
-    qemu = spawn('qemu-system-x86_64', [
+    const qemu: ChildProcess = spawn('qemu-system-x86_64', [
       '-accel', 'tcg', '-smp', '2', '-m', '512', '-nographic', '-no-reboot', '-kernel', kernel, '-initrd', initrd, '-append', append,
       '-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-numa', 'node,memdev=mem',
       '-chardev', `socket,id=c0,path=${socket}`, '-netdev', `vhost-user,id=n0,chardev=c0,queues=${PAIRS}`,
       '-device', 'virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    lab.defer(() => qemu.exitCode === null && qemu.kill('SIGKILL'));
     let out = '';
-    let startMark: { b: number; q: number; sys: { busy: number; total: number } } | undefined;
+    // CPU of [the back-end, QEMU] from the guest's GUEST-READY to just before QEMU exits.
+    let startMark: CpuMark | undefined, endMark: CpuMark | undefined;
     const onData = (b: Buffer) => {
       out += b.toString().replace(/\r/g, '');
-      if (!startMark && out.includes('GUEST-READY')) startMark = { b: jiffies(backendPid), q: jiffies(qemu!.pid), sys: cpuTimes() };
+      if (!startMark && out.includes('GUEST-READY')) startMark = cpuMark([backendPid, qemu.pid]);
     };
     qemu.stdout!.on('data', onData);
     qemu.stderr!.on('data', onData);
-    let endMark: typeof startMark;
-    const done = new Promise<void>((r) => qemu!.once('exit', () => r()));
+    const done = new Promise<void>((r) => qemu.once('exit', () => r()));
     // Sample just before QEMU exits: the last iperf line is printed right before power-off.
     const poll = setInterval(() => {
-      if (startMark && !out.includes('GUEST-END')) endMark = { b: jiffies(backendPid), q: jiffies(qemu!.pid), sys: cpuTimes() };
+      if (startMark && !out.includes('GUEST-END')) endMark = cpuMark([backendPid, qemu.pid]);
     }, 200);
-    const timer = setTimeout(() => qemu?.kill('SIGKILL'), 120_000 + 8 * (seconds + 10) * 1000);
+    const timer = setTimeout(() => qemu.kill('SIGKILL'), 120_000 + 8 * (seconds + 10) * 1000);
     await done;
     clearInterval(poll);
     clearTimeout(timer);
@@ -208,26 +161,15 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
     if (verbose && tp) process.stderr.write(`${await tp.cmd('show port stats all')}\n`);
     if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
     if (startMark && endMark) {
-      const dt = endMark.sys.total - startMark.sys.total;
-      const ours = endMark.b - startMark.b + (endMark.q - startMark.q);
       cpus.push({
         backend, round, gbit,
-        backendCpuS: (endMark.b - startMark.b) / HZ,
-        qemuCpuS: (endMark.q - startMark.q) / HZ,
-        othersShare: Math.max(0, (endMark.sys.busy - startMark.sys.busy - ours) / dt),
+        backendCpuS: cpuSeconds(startMark, endMark, 0),
+        qemuCpuS: cpuSeconds(startMark, endMark, 1),
+        othersShare: othersShare(startMark, endMark),
       });
     }
   } finally {
-    if (qemu && qemu.exitCode === null) qemu.kill('SIGKILL');
-    iperfd?.kill('SIGKILL');
-    await tp?.quit().catch(() => tp?.kill());
-    if (serve && serve.exitCode === null) {
-      serve.kill('SIGTERM');
-      for (let i = 0; i < 40 && serve.exitCode === null; i++) await sleep(50);
-      if (serve.exitCode === null) serve.kill('SIGKILL');
-    }
-    sh(['ip', 'netns', 'del', ns]);
-    rmSync(socket, { force: true });
+    await lab.close();
   }
 }
 
@@ -246,7 +188,7 @@ async function main(): Promise<void> {
   const runs: Run[] = [], cpus: Cpu[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const b of (r % 2 === 0 ? ['serve', 'dpdk'] : ['dpdk', 'serve']) as Backend[]) {
-      if (only !== '' && b !== only) continue;
+      if (o.only && b !== o.only) continue;
       if (!json) process.stderr.write(`round ${r + 1}: ${b}...\n`);
       await oneRun(b, r, kernel, initrd, runs, cpus);
     }

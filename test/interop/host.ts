@@ -1,14 +1,12 @@
 /**
  * What the interop tests share to drive the host and the Linux guest:
- * running a command with a deadline, whether a command is installed,
- * waiting for a condition with a deadline, stopping a child process, and the
+ * running a command with a deadline, whether a command is installed, and the
  * guest kernel and initramfs scripts/qemu-guest.sh builds (cached in
  * /var/cache/virtio-mq/guest, or $VMQ_GUEST_DIR). Tests never install: the
  * script runs with VMQ_NO_INSTALL=1 and a guest it cannot build is a skip
  * reason, not a failure.
  */
-import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
@@ -27,31 +25,6 @@ export function hasCommand(cmd: string, arg = '--version'): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Polls `cond` every `everyMs` ms until it holds or `ms` ms have passed.
- * @returns whether it holds at the end (the caller asserts or throws).
- */
-export async function waitUntil(cond: () => boolean, ms: number, everyMs = 50): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (!cond() && Date.now() < until) await sleep(everyMs);
-  return cond();
-}
-
-/**
- * Stops a child: SIGTERM, then SIGKILL if it has not exited `graceMs` ms
- * later. Returns at once for a child already gone (or never started).
- * @returns its exit code (null when a signal ended it).
- */
-export async function stopProcess(p: ChildProcess | undefined, graceMs = 5000): Promise<number | null> {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return p?.exitCode ?? null;
-  const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
-  p.kill('SIGTERM');
-  const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
-  const code = await exited;
-  clearTimeout(t);
-  return code;
 }
 
 /**
