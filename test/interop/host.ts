@@ -1,12 +1,13 @@
 /**
  * What the interop tests share to drive the host and the Linux guest:
- * running a command with a deadline, whether a command is installed, and the
- * guest kernel and initramfs scripts/qemu-guest.sh builds (cached in
+ * running a command with a deadline, whether a command is installed,
+ * waiting for a counter to settle, and the guest kernel and initramfs scripts/qemu-guest.sh builds (cached in
  * /var/cache/virtio-mq/guest, or $VMQ_GUEST_DIR). Tests never install: the
  * script runs with VMQ_NO_INSTALL=1 and a guest it cannot build is a skip
  * reason, not a failure.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const guestScript = fileURLToPath(new URL('../../../scripts/qemu-guest.sh', import.meta.url));
@@ -24,6 +25,22 @@ export function hasCommand(cmd: string, arg = '--version'): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Waits until `read()` stops changing (the rings have drained): reads it
+ * every `ms` ms until two reads agree, or `timeout` ms have passed.
+ * @returns the last value read.
+ */
+export async function settle(read: () => number, ms = 300, timeout = 10_000): Promise<number> {
+  const until = Date.now() + timeout;
+  let v = read();
+  for (;;) {
+    await sleep(ms);
+    const w = read();
+    if (w === v || Date.now() > until) return w;
+    v = w;
   }
 }
 

@@ -18,6 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
+import { settle } from './host.js';
 import { VhostUserBackend } from '../../src/transport/vhost-user/backend.js';
 import { DevStat } from '../../src/net/stats.js';
 import { newGate, openGate, closeGate } from '../../src/netdev/generator-netdev.js';
@@ -28,17 +29,6 @@ import { ConformanceMonitor, formatConformance } from '../../src/virtio/conforma
 
 const skip = interopSkipReason() ?? (spawnSync('tshark', ['-v'], { stdio: 'ignore' }).error ? 'tshark is not installed (Debian package tshark; .ci/run installs it)' : false);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function settle(read: () => number, ms = 300, timeout = 10_000): Promise<number> {
-  const until = Date.now() + timeout;
-  let v = read();
-  for (;;) {
-    await sleep(ms);
-    const w = read();
-    if (w === v || Date.now() > until) return w;
-    v = w;
-  }
-}
 
 /** Packets per "interface_id direction" as tshark reads them (direction 0x00000001 inbound, 0x00000002 outbound). */
 function tsharkCounts(file: string): Map<string, number> {

@@ -27,6 +27,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
+import { settle } from './host.js';
 import { VhostUserBackend } from '../../src/transport/vhost-user/backend.js';
 import { DevStat } from '../../src/net/stats.js';
 import { newGate, openGate, closeGate } from '../../src/netdev/generator-netdev.js';
@@ -35,18 +36,6 @@ import { VIRTIO_NET_HASH_TYPE_ALL } from '../../src/net/rss.js';
 
 const skip = interopSkipReason();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Wait until `read()` stops changing (the rings have drained). */
-async function settle(read: () => number, ms = 300, timeout = 10_000): Promise<number> {
-  const until = Date.now() + timeout;
-  let v = read();
-  for (;;) {
-    await sleep(ms);
-    const w = read();
-    if (w === v || Date.now() > until) return w;
-    v = w;
-  }
-}
 
 function pin(cpus: string): void {
   try {
