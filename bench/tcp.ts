@@ -26,7 +26,16 @@
  * nothing reaches the guest or the kernel. Host→guest stays 1514-byte
  * frames (the vhost PMD offers no TSO towards the guest).
  *
+ * With `--offloads both` (the default) every back-end runs twice: once as
+ * above and once with the guest's checksum and segmentation offloads off
+ * (QEMU's virtio-net-pci csum=off, guest_csum=off, gso=off, host_/guest_
+ * tso4/tso6/ecn/ufo=off: 1514-byte frames with full checksums both ways), so
+ * the table shows the offload gain of each back-end (with / without); for
+ * serve the run checks the guest negotiated VIRTIO_NET_F_CSUM exactly when
+ * asked to.
+ *
  * Options: --seconds S (default 5), --rounds N (default 1), --only serve|dpdk,
+ * --offloads on|off|both (default both),
  * --dpdk-app 'OPTS' (more testpmd app options), --dpdk-fwd MODE and
  * --dpdk-cmds 'CMD;CMD;...' (testpmd's set-up, ending with `start`),
  * --verbose (testpmd's answers, the guest's lines, port stats), --json.
@@ -46,12 +55,13 @@ const o = new Command('bench:tcp').allowExcessArguments(false)
   .option('--seconds <s>', 'iperf3 seconds per run', Number, 5)
   .option('--rounds <n>', 'rounds (back-ends alternate per round)', Number, 1)
   .addOption(new Option('--only <backend>', 'one back-end').choices(['serve', 'dpdk']))
+  .addOption(new Option('--offloads <which>', "the guest's checksum/TSO offloads: on, off (QEMU's virtio-net-pci csum=off, guest_csum=off, …) or both").choices(['on', 'off', 'both']).default('both'))
   .option('--dpdk-app <opts>', 'more testpmd app options (space-separated)', '')
   .option('--dpdk-fwd <mode>', "testpmd's forwarding engine", 'csum')
   .option('--dpdk-cmds <cmds>', "testpmd's set-up, ';'-separated, ending with start")
   .option('--verbose', "testpmd's answers, the guest's lines, port stats", false)
   .option('--json', 'print runs and CPU figures as JSON', false)
-  .parse().opts<{ seconds: number; rounds: number; only?: Backend; dpdkApp: string; dpdkFwd: string; dpdkCmds?: string; verbose: boolean; json: boolean }>();
+  .parse().opts<{ seconds: number; rounds: number; only?: Backend; offloads: 'on' | 'off' | 'both'; dpdkApp: string; dpdkFwd: string; dpdkCmds?: string; verbose: boolean; json: boolean }>();
 const { seconds, rounds, json, verbose, dpdkFwd } = o;
 /** Extra testpmd app options. */
 const dpdkApp = o.dpdkApp.split(' ').filter(Boolean);
@@ -68,10 +78,13 @@ const dpdkCmds = (o.dpdkCmds ?? (dpdkFwd === 'csum'
   : 'start')).split(';').map((c) => c.trim()).filter(Boolean);
 const guestScript = fileURLToPath(new URL('../../scripts/qemu-guest.sh', import.meta.url));
 const PAIRS = 4;
+/** QEMU virtio-net-pci properties that take every checksum and segmentation offload away from the guest (both directions). */
+const NO_OFFLOADS = ['csum', 'guest_csum', 'gso', 'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo'].map((p) => `,${p}=off`).join('');
 const HOST = '192.0.2.1', GUEST = '192.0.2.2';
 
 interface Run {
   backend: Backend;
+  offloads: boolean;
   round: number;
   streams: number;
   dir: 'tx' | 'rx';
@@ -79,6 +92,7 @@ interface Run {
 }
 interface Cpu {
   backend: Backend;
+  offloads: boolean;
   round: number;
   gbit: number;
   backendCpuS: number;
@@ -93,17 +107,19 @@ function skipReason(): string | undefined {
   return undefined;
 }
 
-async function oneRun(backend: Backend, round: number, kernel: string, initrd: string, runs: Run[], cpus: Cpu[]): Promise<void> {
-  const lab = new NetnsLab('T', `${backend[0]}${round}`);
+async function oneRun(backend: Backend, offloads: boolean, round: number, kernel: string, initrd: string, runs: Run[], cpus: Cpu[]): Promise<void> {
+  const lab = new NetnsLab('T', `${backend[0]}${offloads ? 'o' : 'n'}${round}`);
   try {
     const socket = lab.socket(`tcp${backend}`);
     const ns = lab.netns(''), tap = lab.ifname('');
     let backendPid: number | undefined;
     let tp: Testpmd | undefined;
+    let serveLog: (() => string) | undefined;
     if (backend === 'serve') {
       const serve = lab.cli(ns, ['serve', '--socket', socket, '--queues', String(PAIRS), '--netdev', `tap,ifname=${tap}`]);
       if (!(await serve.waitFor('listening on', 15_000))) throw new Error(`serve did not start: ${serve.log}`);
       backendPid = leafPid(serve.child.pid);
+      serveLog = () => serve.log;
     } else {
       const t = (tp = await Testpmd.start({
         name: `tcp${round}`, netns: ns.name, lcores: '0@1,1@0', rxq: PAIRS, txq: PAIRS,
@@ -130,7 +146,7 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
       '-accel', 'tcg', '-smp', '2', '-m', '512', '-nographic', '-no-reboot', '-kernel', kernel, '-initrd', initrd, '-append', append,
       '-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-numa', 'node,memdev=mem',
       '-chardev', `socket,id=c0,path=${socket}`, '-netdev', `vhost-user,id=n0,chardev=c0,queues=${PAIRS}`,
-      '-device', 'virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024',
+      '-device', `virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024${offloads ? '' : NO_OFFLOADS}`,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     lab.defer(() => qemu.exitCode === null && qemu.kill('SIGKILL'));
     let out = '';
@@ -154,15 +170,18 @@ async function oneRun(backend: Backend, round: number, kernel: string, initrd: s
     let gbit = 0;
     for (const m of out.matchAll(/GUEST-IPERF dir=(tx|rx) streams=(\d+) rc=0 \[SUM\].*?([\d.]+) Mbits\/sec.*receiver|GUEST-IPERF dir=(tx|rx) streams=(1) rc=0 \[\s*\d+\].*?([\d.]+) Mbits\/sec.*receiver/g)) {
       const dir = (m[1] ?? m[4]) as 'tx' | 'rx', streams = Number(m[2] ?? m[5]), mbps = Number(m[3] ?? m[6]);
-      runs.push({ backend, round, streams, dir, mbps });
+      runs.push({ backend, offloads, round, streams, dir, mbps });
       gbit += (mbps * seconds) / 1000;
     }
     if (verbose) process.stderr.write(`${backend} guest output:\n${out.split('\n').filter((l) => /GUEST|ping|iperf|Mbits/i.test(l)).join('\n')}\n`);
     if (verbose && tp) process.stderr.write(`${await tp.cmd('show port stats all')}\n`);
-    if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
+    // serve: the guest negotiated the offloads asked for (the last SET_FEATURES counts).
+    const feats = serveLog ? [...serveLog().matchAll(/front-end features: (.*)/g)].at(-1)?.[1] ?? '' : undefined;
+    if (feats !== undefined && /\bVIRTIO_NET_F_(GUEST_)?CSUM\b/.test(feats) !== offloads) throw new Error(`serve: the guest negotiated ${feats || 'nothing'} (offloads ${offloads ? 'on' : 'off'} asked for)`);
+    if (!out.includes('GUEST-IPERF-DONE')) throw new Error(`${backend}${offloads ? '' : ' (no offloads)'}: no iperf3 result from the guest:\n${out.slice(-3000)}`);
     if (startMark && endMark) {
       cpus.push({
-        backend, round, gbit,
+        backend, offloads, round, gbit,
         backendCpuS: cpuSeconds(startMark, endMark, 0),
         qemuCpuS: cpuSeconds(startMark, endMark, 1),
         othersShare: othersShare(startMark, endMark),
@@ -186,30 +205,41 @@ async function main(): Promise<void> {
     return;
   }
   const runs: Run[] = [], cpus: Cpu[] = [];
+  const offloadSets = o.offloads === 'both' ? [true, false] : [o.offloads === 'on'];
+  const label = (b: Backend, offl: boolean) => `${b === 'serve' ? 'serve' : 'testpmd'}${offl ? '' : ' (no offloads)'}`;
   for (let r = 0; r < rounds; r++) {
-    for (const b of (r % 2 === 0 ? ['serve', 'dpdk'] : ['dpdk', 'serve']) as Backend[]) {
-      if (o.only && b !== o.only) continue;
-      if (!json) process.stderr.write(`round ${r + 1}: ${b}...\n`);
-      await oneRun(b, r, kernel, initrd, runs, cpus);
+    for (const offl of offloadSets) {
+      for (const b of (r % 2 === 0 ? ['serve', 'dpdk'] : ['dpdk', 'serve']) as Backend[]) {
+        if (o.only && b !== o.only) continue;
+        if (!json) process.stderr.write(`round ${r + 1}: ${label(b, offl)}...\n`);
+        await oneRun(b, offl, r, kernel, initrd, runs, cpus);
+      }
     }
   }
   if (json) {
     console.log(JSON.stringify({ seconds, rounds, runs, cpus }, null, 2));
     return;
   }
-  const best = (b: Backend, streams: number, dir: string) => Math.max(0, ...runs.filter((x) => x.backend === b && x.streams === streams && x.dir === dir).map((x) => x.mbps));
-  console.log(`Linux guest (QEMU TCG, 2 vCPUs, ${PAIRS} pairs) TCP through vhost-user, iperf3 ${seconds} s, best of ${rounds} round(s), Mbit/s:`);
-  console.log(`${'run'.padEnd(22)} ${'serve'.padStart(8)} ${'DPDK'.padStart(11)} ${'ratio'.padStart(7)}`);
-  for (const streams of [1, 4]) {
-    for (const dir of ['tx', 'rx']) {
-      const s = best('serve', streams, dir), d = best('dpdk', streams, dir);
-      console.log(`${`-P ${streams} ${dir === 'tx' ? 'guest→host' : 'host→guest'}`.padEnd(22)} ${s.toFixed(0).padStart(8)} ${d.toFixed(0).padStart(11)} ${(d > 0 ? s / d : 0).toFixed(2).padStart(6)}×`);
+  const best = (b: Backend, offl: boolean, streams: number, dir: string) =>
+    Math.max(0, ...runs.filter((x) => x.backend === b && x.offloads === offl && x.streams === streams && x.dir === dir).map((x) => x.mbps));
+  const ratio = (x: number, y: number) => (y > 0 ? `${(x / y).toFixed(2)}×` : '-');
+  console.log(`Linux guest (QEMU TCG, 2 vCPUs, ${PAIRS} pairs) TCP through vhost-user, iperf3 ${seconds} s, best of ${rounds} round(s), Mbit/s`);
+  console.log('("offload gain": with the guest\'s checksum/TSO offloads over without, same back-end):');
+  console.log(`${'run'.padEnd(32)} ${'serve'.padStart(8)} ${'DPDK'.padStart(8)} ${'ratio'.padStart(7)} ${'offload gain: serve'.padStart(20)} ${'DPDK'.padStart(7)}`);
+  for (const offl of offloadSets) {
+    for (const streams of [1, 4]) {
+      for (const dir of ['tx', 'rx']) {
+        const s = best('serve', offl, streams, dir), d = best('dpdk', offl, streams, dir);
+        const gain = offl && offloadSets.length === 2
+          ? `${ratio(s, best('serve', false, streams, dir)).padStart(20)} ${ratio(d, best('dpdk', false, streams, dir)).padStart(7)}` : '';
+        console.log(`${`-P ${streams} ${dir === 'tx' ? 'guest→host' : 'host→guest'}${offl ? '' : ', no offloads'}`.padEnd(32)} ${s.toFixed(0).padStart(8)} ${d.toFixed(0).padStart(8)} ${ratio(s, d).padStart(7)} ${gain}`.trimEnd());
+      }
     }
   }
   console.log('\nCPU time per gigabit moved (all runs of a boot; guest boot and pings included in the window):');
-  console.log(`${'back-end'.padEnd(10)} ${'Gbit'.padStart(7)} ${'back-end s/Gbit'.padStart(16)} ${'QEMU s/Gbit'.padStart(12)} ${'others\' CPU'.padStart(12)}`);
+  console.log(`${'back-end'.padEnd(24)} ${'Gbit'.padStart(7)} ${'back-end s/Gbit'.padStart(16)} ${'QEMU s/Gbit'.padStart(12)} ${'others\' CPU'.padStart(12)}`);
   for (const c of cpus) {
-    console.log(`${(c.backend === 'serve' ? 'serve' : 'testpmd').padEnd(10)} ${c.gbit.toFixed(1).padStart(7)} ${(c.backendCpuS / c.gbit).toFixed(3).padStart(16)} ${(c.qemuCpuS / c.gbit).toFixed(3).padStart(12)} ${(c.othersShare * 100).toFixed(0).padStart(11)}%`);
+    console.log(`${label(c.backend, c.offloads).padEnd(24)} ${c.gbit.toFixed(1).padStart(7)} ${(c.backendCpuS / c.gbit).toFixed(3).padStart(16)} ${(c.qemuCpuS / c.gbit).toFixed(3).padStart(12)} ${(c.othersShare * 100).toFixed(0).padStart(11)}%`);
   }
 }
 
