@@ -173,6 +173,9 @@ async function oneRun(backend: Backend, offloads: boolean, round: number, kernel
       runs.push({ backend, offloads, round, streams, dir, mbps });
       gbit += (mbps * seconds) / 1000;
     }
+    // A run without a figure shows as '-' in the table; say why (the guest's iperf3 failed, e.g. under load).
+    for (const m of out.matchAll(/GUEST-IPERF-DONE dir=(tx|rx) streams=(\d+) rc=([1-9]\d*)/g))
+      process.stderr.write(`  ${backend}${offloads ? '' : ' (no offloads)'}: the guest's iperf3 ${m[1]} -P ${m[2]} failed (rc=${m[3]}): no figure\n`);
     if (verbose) process.stderr.write(`${backend} guest output:\n${out.split('\n').filter((l) => /GUEST|ping|iperf|Mbits/i.test(l)).join('\n')}\n`);
     if (verbose && tp) process.stderr.write(`${await tp.cmd('show port stats all')}\n`);
     // serve: the guest negotiated the offloads asked for (the last SET_FEATURES counts).
@@ -220,9 +223,13 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ seconds, rounds, runs, cpus }, null, 2));
     return;
   }
-  const best = (b: Backend, offl: boolean, streams: number, dir: string) =>
-    Math.max(0, ...runs.filter((x) => x.backend === b && x.offloads === offl && x.streams === streams && x.dir === dir).map((x) => x.mbps));
-  const ratio = (x: number, y: number) => (y > 0 ? `${(x / y).toFixed(2)}×` : '-');
+  /** The best Mbit/s of the runs of a cell; NaN when none gave a figure (printed '-'). */
+  const best = (b: Backend, offl: boolean, streams: number, dir: string) => {
+    const m = runs.filter((x) => x.backend === b && x.offloads === offl && x.streams === streams && x.dir === dir).map((x) => x.mbps);
+    return m.length > 0 ? Math.max(...m) : NaN;
+  };
+  const ratio = (x: number, y: number) => (x > 0 && y > 0 ? `${(x / y).toFixed(2)}×` : '-');
+  const mbps = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(0));
   console.log(`Linux guest (QEMU TCG, 2 vCPUs, ${PAIRS} pairs) TCP through vhost-user, iperf3 ${seconds} s, best of ${rounds} round(s), Mbit/s`);
   console.log('("offload gain": with the guest\'s checksum/TSO offloads over without, same back-end):');
   console.log(`${'run'.padEnd(32)} ${'serve'.padStart(8)} ${'DPDK'.padStart(8)} ${'ratio'.padStart(7)} ${'offload gain: serve'.padStart(20)} ${'DPDK'.padStart(7)}`);
@@ -232,7 +239,7 @@ async function main(): Promise<void> {
         const s = best('serve', offl, streams, dir), d = best('dpdk', offl, streams, dir);
         const gain = offl && offloadSets.length === 2
           ? `${ratio(s, best('serve', false, streams, dir)).padStart(20)} ${ratio(d, best('dpdk', false, streams, dir)).padStart(7)}` : '';
-        console.log(`${`-P ${streams} ${dir === 'tx' ? 'guest→host' : 'host→guest'}${offl ? '' : ', no offloads'}`.padEnd(32)} ${s.toFixed(0).padStart(8)} ${d.toFixed(0).padStart(8)} ${ratio(s, d).padStart(7)} ${gain}`.trimEnd());
+        console.log(`${`-P ${streams} ${dir === 'tx' ? 'guest→host' : 'host→guest'}${offl ? '' : ', no offloads'}`.padEnd(32)} ${mbps(s).padStart(8)} ${mbps(d).padStart(8)} ${ratio(s, d).padStart(7)} ${gain}`.trimEnd());
       }
     }
   }
