@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -101,8 +101,33 @@ test('--version and -V print the package version and exit 0', () => {
   }
 });
 
-test('good values still run: loopback --duration 0.6 --resize 1 --queues 2', () => {
-  const r = cli(['loopback', '--duration', '0.6', '--resize', '1', '--queues', '2']);
-  assert.equal(r.status, 0, `${r.stderr}\n${r.stdout}`);
-  assert.match(r.stdout, /OK: every frame came back/);
+/**
+ * `cli()` without blocking: resolves when the process has exited and its
+ * output is read to the end ('close'), or kills it (SIGKILL) `ms` ms on and
+ * resolves with the signal; `ms` counts how long it took.
+ */
+function cliRun(args: string[], deadlineMs: number): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; ms: number }> {
+  const t0 = Date.now();
+  const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+  p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const kill = setTimeout(() => p.kill('SIGKILL'), deadlineMs);
+  return new Promise((resolve) => p.once('close', (status, signal) => {
+    clearTimeout(kill);
+    resolve({ status, signal, stdout, stderr, ms: Date.now() - t0 });
+  }));
+}
+
+// loopback sends for --duration, checking every second (the first check at 1 s): the
+// resize comes at that first check, and the run ends there too (0.6 s are over). What
+// the test waits for is the run's end (exit status, summary), 60 s at the most: it
+// asserts the resize took place rather than trusting the timing to bring it.
+test('good values still run: loopback --duration 0.6 --resize 1 --queues 2', { timeout: 90_000 }, async () => {
+  const r = await cliRun(['loopback', '--duration', '0.6', '--resize', '1', '--queues', '2'], 60_000);
+  const all = `status ${r.status}, signal ${r.signal}, ${r.ms} ms\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}`;
+  assert.equal(r.signal, null, `it ended by itself within 60 s: ${all}`);
+  assert.equal(r.status, 0, all);
+  assert.match(r.stdout, /VQ_PAIRS_SET 1: active pairs now 1/, `the resize took place: ${all}`);
+  assert.match(r.stdout, /OK: every frame came back/, all);
 });
