@@ -5,6 +5,10 @@
  * end of a measured window with `cpuMark()` and reports per process
  * `seconds(a, b, i)` and the share other processes took meanwhile,
  * `othersShare(a, b)` (the machine is shared: a row with a large share is noise).
+ * Time the kernel spends in interrupts and softirqs (network receive
+ * included) is charged to no process, so it counts as others' too: with
+ * traffic through TAPs or veths a few percent of the share is the
+ * measured traffic's own kernel work.
  */
 import { readFileSync } from 'node:fs';
 
