@@ -222,3 +222,16 @@ for (const inOrder of [false, true]) {
     assert.ok(runs >= 9 * 5, `kill points run: ${runs}`);
   });
 }
+
+test('packed: a ring whose every slot reads used in the device\'s lap (a driver writing garbage) keeps the worker going: one lap kept at most per call', () => {
+  const r = rig('packed', false);
+  const w = new Int32Array(r.mem.specs[0].buffer, r.mem.specs[0].bufferOffset, (16 * SIZE) / 4);
+  for (let s = 0; s < SIZE; s++) w[4 * s + 3] = (s % 3) | ((0x80 | 0x8000) << 16); // AVAIL = USED = 1, ids 0..2
+  const dev = r.dev as DeviceQueue & { adoptedUsed: number };
+  assert.equal(dev.popSingle(WRITE, 1), -2, 'nothing available');
+  assert.equal(dev.pending(), 0);
+  assert.ok(dev.adoptedUsed >= SIZE && dev.adoptedUsed <= 2 * SIZE, `kept ${dev.adoptedUsed} slots`);
+  assert.equal(dev.state().avail, dev.state().used, 'read and used positions together');
+  dev.publish();
+  assert.equal(dev.pending(), 0, 'nothing more: the slots now read as the previous lap');
+});

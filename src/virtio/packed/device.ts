@@ -71,6 +71,8 @@ export class PackedDeviceQueue implements DeviceQueue {
    * on a ring only this device wrote.
    */
   adoptedUsed = 0;
+  /** Inside a pending() or popSingle() that kept such descriptors already (at most once per call). */
+  private adopting = false;
   /** In-order: an open run of zero-length chains not yet written (its ring position/wrap and last id). */
   private runOpen = false;
   private runPos = 0;
@@ -151,7 +153,9 @@ export class PackedDeviceQueue implements DeviceQueue {
       const f = Atomics.load(d, w3 + pos * 4) >>> 16;
       if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) {
         // AVAIL = USED = wrap at the read position: used descriptors a killed predecessor left (see the file comment).
-        if (n === 0 && ((f >>> 7) & 1) === wrap && this.adoptStale()) {
+        if (n === 0 && ((f >>> 7) & 1) === wrap && !this.adopting && this.adoptStale()) {
+          // Once per call (a driver rewriting the ring as fast as it is kept cannot hold the worker here).
+          this.adopting = true;
           pos = this.availPos;
           wrap = this.availWrap;
           continue;
@@ -172,6 +176,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.known = n;
     this.scanPos = pos;
     this.scanWrap = wrap;
+    this.adopting = false;
     return n;
   }
 
@@ -272,7 +277,12 @@ export class PackedDeviceQueue implements DeviceQueue {
     const f = word3 >>> 16;
     const wrap = this.availWrap;
     if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) {
-      if (((f >>> 7) & 1) === wrap && this.adoptStale()) return this.popSingle(write, minLen);
+      if (((f >>> 7) & 1) === wrap && !this.adopting && this.adoptStale()) {
+        this.adopting = true; // one retry (see pending())
+        const r = this.popSingle(write, minLen);
+        this.adopting = false;
+        return r;
+      }
       return -2;
     }
     if ((f & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== write) return -1;
