@@ -65,8 +65,11 @@ export async function runServe(o: ServeOptions): Promise<void> {
       netdev.carrier(on);
       log(`netdev: carrier ${on ? 'on' : 'off'} (${why})`, { event: 'carrier', on });
     } catch (e) {
-      carrierFailed = true;
-      log(`netdev: cannot set the TAP's carrier (${(e as Error).message}); it stays up whether a front-end runs or not`);
+      // A kernel without TUNSETCARRIER (before 4.19: EINVAL): stop trying. Otherwise (the TAP gone meanwhile)
+      // the next change tries again, and a re-opened TAP gets the carrier last asked for.
+      const code = (e as { code?: string }).code;
+      carrierFailed = code === 'EINVAL' || code === 'ENOTTY';
+      log(`netdev: cannot set the TAP's carrier ${on ? 'on' : 'off'} (${(e as Error).message})${carrierFailed ? '; it stays up whether a front-end runs or not' : ''}`);
     }
   };
   carrier(false, 'no front-end');
