@@ -392,10 +392,12 @@ export class PackedDeviceQueue implements DeviceQueue {
    * moves `descs` slots on. With VIRTIO_F_IN_ORDER a run of chains pushed
    * with len 0 becomes one used descriptor carrying the id of the run's last
    * chain at the position of its first (§2.8.12); a chain with len != 0 ends
-   * the run and carries its len. Not visible to the driver until {@link publish}.
+   * the run and carries its len. Nothing is written into the ring before
+   * {@link publish}.
    * @param len bytes written into the chain's device-writable buffers
    * @param descs ring slots the chain took (`chain.descs`)
-   * @throws RangeError for an id outside 0..size-1 or descs outside 1..size (caller bugs).
+   * @throws RangeError for an id outside 0..size-1, descs outside 1..size, or
+   *   more than `size` used descriptors without a publish (caller bugs).
    */
   pushUsed(id: number, len: number, descs: number): void {
     const size = this.size;
