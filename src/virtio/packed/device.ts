@@ -59,11 +59,10 @@ export class PackedDeviceQueue implements DeviceQueue {
   private pubDelta = 0;
   /**
    * Used descriptors pushed and not yet written (written at publish, in ring
-   * order): word index of the descriptor, its len, its word 3 (id | flags << 16).
+   * order), 4 words each: word index of the descriptor, its len, its word 3
+   * (id | flags << 16), unused.
    */
-  private readonly pendW: Int32Array;
-  private readonly pendLen: Int32Array;
-  private readonly pendWord3: Int32Array;
+  private readonly pend: Int32Array;
   private pendN = 0;
   /**
    * Ring slots a previous device left used but unpublished at the read
@@ -117,9 +116,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.inflight = new Uint8Array(this.size);
     this.popId = new Int32Array(this.size);
     this.popDescs = new Uint16Array(this.size);
-    this.pendW = new Int32Array(this.size);
-    this.pendLen = new Int32Array(this.size);
-    this.pendWord3 = new Int32Array(this.size);
+    this.pend = new Int32Array(4 * this.size);
     this.table = new IndirectTable(mem);
     this.mem = mem;
     const v = new PackedRingViews(mem, layout, false);
@@ -428,9 +425,10 @@ export class PackedDeviceQueue implements DeviceQueue {
   private queueUsed(pos: number, wrap: number, id: number, len: number): void {
     const i = this.pendN;
     if (i === this.size) throw new RangeError(`queue ${this.index}: more than ${this.size} used descriptors pushed without a publish()`);
-    this.pendW[i] = this.descW + pos * 4;
-    this.pendLen[i] = len;
-    this.pendWord3[i] = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
+    const pe = this.pend, k = i << 2;
+    pe[k] = this.descW + pos * 4;
+    pe[k + 1] = len;
+    pe[k + 2] = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
     this.pendN = i + 1;
   }
 
@@ -516,20 +514,20 @@ export class PackedDeviceQueue implements DeviceQueue {
       // successor keeps them (adoptStale). Between an entry's two stores: len first when it does not exceed
       // the len in the slot (offered again, that descriptor only shrinks), else word 3 first (kept as used,
       // it carries the smaller len that was there).
-      const d = this.desc, pw = this.pendW, pl = this.pendLen, p3 = this.pendWord3;
-      for (let i = 1; i < n; i++) {
-        const w = pw[i], len = pl[i];
+      const d = this.desc, pe = this.pend, end = n << 2;
+      for (let k = 4; k < end; k += 4) {
+        const w = pe[k], len = pe[k + 1];
         if ((len >>> 0) <= (d[w + 2] >>> 0)) {
           d[w + 2] = len;
-          d[w + 3] = p3[i];
+          d[w + 3] = pe[k + 2];
         } else {
-          d[w + 3] = p3[i];
+          d[w + 3] = pe[k + 2];
           d[w + 2] = len;
         }
       }
-      const w = pw[0];
-      d[w + 2] = pl[0];
-      Atomics.store(d, w + 3, p3[0]);
+      const w = pe[0];
+      d[w + 2] = pe[1];
+      Atomics.store(d, w + 3, pe[2]);
       this.pendN = 0;
     }
     this.pubDelta = 0;
