@@ -401,24 +401,32 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (!(id >= 0 && id < size) || !(descs >= 1 && descs <= size))
       throw new RangeError(`queue ${this.index}: pushUsed(${id}, ${len}, ${descs}) out of range`);
     this.inflight[id] = 0;
-    if (this.inOrder) {
-      if (!this.runOpen) {
-        this.runOpen = true;
-        this.runPos = this.usedPos;
-        this.runWrap = this.usedWrap;
-      }
-      this.runId = id;
-      if (len !== 0) {
-        this.runOpen = false;
-        this.queueUsed(this.runPos, this.runWrap, id, len);
-      }
-    } else {
-      this.queueUsed(this.usedPos, this.usedWrap, id, len);
-    }
-    let p = this.usedPos + descs;
+    const at = this.usedPos, atWrap = this.usedWrap;
+    let p = at + descs;
     if (p >= size) { p -= size; this.usedWrap ^= 1; }
     this.usedPos = p;
     this.pubDelta += descs;
+    let pos = at, wrap = atWrap;
+    if (this.inOrder) {
+      if (!this.runOpen) {
+        this.runPos = at;
+        this.runWrap = atWrap;
+      } else {
+        pos = this.runPos;
+        wrap = this.runWrap;
+      }
+      this.runId = id;
+      this.runOpen = len === 0;
+      if (len === 0) return;
+    }
+    // queueUsed(pos, wrap, id, len), inline
+    const i = this.pendN;
+    if (i === size) throw new RangeError(`queue ${this.index}: more than ${size} used descriptors pushed without a publish()`);
+    const pe = this.pend, k = i << 2;
+    pe[k] = this.descW + pos * 4;
+    pe[k + 1] = len;
+    pe[k + 2] = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
+    this.pendN = i + 1;
   }
 
   /** Queue a used descriptor for {@link publish} (nothing is written into the ring before). */
