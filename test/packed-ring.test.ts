@@ -187,11 +187,15 @@ describe('packed ring round trips', () => {
     p.dev.pushUsed(2, 8, 1);
     p.dev.pushUsed(0, 0, 1);
     p.dev.pushUsed(1, 8, 2);
-    assert.equal(descAt(p, 0).flags, AVAIL, 'first used descriptor deferred');
-    assert.equal(descAt(p, 1).flags, AVAIL | USED, 'the others written at once (len 0: no WRITE)');
-    assert.equal(descAt(p, 2).flags, AVAIL | USED | WRITE);
+    // Nothing is written into the ring before publish(): the driver's available descriptors stay as they were.
+    assert.deepEqual(descAt(p, 0), { addr: DATA, len: 8, id: 0, flags: AVAIL }, 'first used descriptor deferred');
+    assert.deepEqual(descAt(p, 1), { addr: DATA, len: 8, id: 1, flags: AVAIL | NEXT }, 'the others deferred too');
+    assert.deepEqual(descAt(p, 2), { addr: DATA + 8, len: 8, id: 1, flags: AVAIL | WRITE });
     assert.equal(p.drv.usedPending(), 0, 'the driver sees nothing of a partial batch');
     p.dev.publish();
+    assert.deepEqual(descAt(p, 0), { addr: DATA, len: 8, id: 2, flags: AVAIL | USED | WRITE });
+    assert.deepEqual(descAt(p, 1), { addr: DATA, len: 0, id: 0, flags: AVAIL | USED }, 'len 0: no WRITE');
+    assert.deepEqual(descAt(p, 2), { addr: DATA + 8, len: 8, id: 1, flags: AVAIL | USED | WRITE });
     assert.equal(p.drv.usedPending(), 3);
     const got: [number, number, number][] = [];
     while (p.drv.usedPending() > 0) { const id = p.drv.popUsed(); got.push([id, p.drv.usedLen, p.drv.usedToken]); }

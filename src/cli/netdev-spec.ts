@@ -8,7 +8,7 @@
  *   pcap,file=F[,write=OUT][,loop=on]                replay F into RX; record TX into OUT.q<pair>.pcap
  */
 import { execFileSync } from 'node:child_process';
-import { tunOpen, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
+import { tunOpen, tunSetCarrier, tunSetOffload, tunSetVnetHdrSize, linkSetUp, close } from '../host/index.js';
 import { readPcapFile } from '../netdev/pcap.js';
 import type { NetdevSpec } from '../netdev/spec.js';
 import type { NetdevWatch } from '../transport/vhost-user/link.js';
@@ -21,6 +21,12 @@ export interface OpenedNetdev {
   describe: string;
   /** A TAP: watched while serve runs, re-opened when deleted and re-created (transport/vhost-user/link.ts). */
   watch?: NetdevWatch;
+  /**
+   * A TAP: its carrier on (a front-end runs the device) or off (none does:
+   * the kernel shows NO-CARRIER). Kept across a re-open. TUNSETCARRIER.
+   * @throws HostError (EINVAL before Linux 4.19)
+   */
+  carrier?(on: boolean): void;
 }
 
 /** Parse `kind,key=value,...`. @throws Error with a clear message for anything malformed. */
@@ -85,6 +91,8 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12, mtu?: numbe
       };
       // The queue fds open now: the first ones, or those of the TAP re-opened after it was re-created.
       let fds = open();
+      // Carrier as serve last set it (null: never set; the kernel turns it on when a queue fd attaches).
+      let carrierOn: boolean | null = null;
       const closeAll = (list: number[]) => list.forEach((fd) => {
         try {
           close(fd);
@@ -98,13 +106,24 @@ export function openNetdev(text: string, pairs: number, hdrLen = 12, mtu?: numbe
         reopen: () => {
           const next = open();
           fds = next;
+          if (carrierOn !== null) {
+            try {
+              tunSetCarrier(next[0], carrierOn);
+            } catch {
+              /* reported when serve set it first */
+            }
+          }
           return { kind: 'tap', fds: next, hdrLen };
         },
         release: (spec) => {
           if (spec.kind === 'tap' && spec.fds !== fds) closeAll(spec.fds);
         },
       };
-      return { spec: { kind: 'tap', fds, hdrLen }, close: () => closeAll(fds), describe: `tap ${ifname} (${pairs} queues)`, watch };
+      const carrier = (on: boolean): void => {
+        carrierOn = on;
+        tunSetCarrier(fds[0], on);
+      };
+      return { spec: { kind: 'tap', fds, hdrLen }, close: () => closeAll(fds), describe: `tap ${ifname} (${pairs} queues)`, watch, carrier };
     }
     default:
       throw new Error(`--netdev ${kind}: unknown (tap, loopback, sink, generator, pcap)`);

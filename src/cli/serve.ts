@@ -56,6 +56,25 @@ export async function runServe(o: ServeOptions): Promise<void> {
     capture: capture.buffers, strict: o.strict, netdevWatch: netdev.watch, configNotify: o.configNotify,
     onQueueError: conformance ? (queue, code, message, format) => void conformance.recordRingError(code, message, queue, format) : undefined,
   });
+  // A TAP's carrier follows whether a front-end runs the device: off before the first connection and after a
+  // disconnect (NO-CARRIER: routes and bridges react), on once the front-end's first queue pair starts.
+  let carrierFailed = false;
+  const carrier = (on: boolean, why: string) => {
+    if (!netdev.carrier || carrierFailed) return;
+    try {
+      netdev.carrier(on);
+      log(`netdev: carrier ${on ? 'on' : 'off'} (${why})`, { event: 'carrier', on });
+    } catch (e) {
+      // A kernel without TUNSETCARRIER (before 4.19: EINVAL): stop trying. Otherwise (the TAP gone meanwhile)
+      // the next change tries again, and a re-opened TAP gets the carrier last asked for.
+      const code = (e as { code?: string }).code;
+      carrierFailed = code === 'EINVAL' || code === 'ENOTTY';
+      log(`netdev: cannot set the TAP's carrier ${on ? 'on' : 'off'} (${(e as Error).message})${carrierFailed ? '; it stays up whether a front-end runs or not' : ''}`);
+    }
+  };
+  carrier(false, 'no front-end');
+  backend.on('running', () => carrier(true, 'a front-end runs the device'));
+  backend.on('session-end', () => carrier(false, 'no front-end'));
   if (o.capture) {
     capture.start(o.capture, { queue: o.captureQueue, dir: o.captureDir, snaplen: o.captureSnaplen });
     log(`capturing ${o.captureQueue === undefined ? 'every queue pair' : `queue pair ${o.captureQueue}`} (${o.captureDir ?? 'both'}) to ${o.capture}`);

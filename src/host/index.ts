@@ -142,6 +142,7 @@ interface NativeBinding {
   tunSetVnetHdrSize(fd: number, size: number): void;
   tunSetOffload(fd: number, flags: number): void;
   tunSetQueue(fd: number, attach: boolean): void;
+  tunSetCarrier(fd: number, on: boolean): void;
   linkSetUp(name: string, up: boolean): void;
   writevFrames(fd: number, buf: Bytes, offs: Float64Array, lens: Uint32Array, count: number, start?: number): number;
   readFrames(
@@ -531,6 +532,16 @@ export function tunSetOffload(fd: number, flags: number): void {
 /** TUNSETQUEUE: IFF_ATTACH_QUEUE (true) or IFF_DETACH_QUEUE (false) for this queue fd. */
 export function tunSetQueue(fd: number, attach: boolean): void {
   native().tunSetQueue(fd, attach);
+}
+
+/**
+ * TUNSETCARRIER (Linux >= 4.19) through any queue fd of a TAP: its carrier
+ * on or off (off: the kernel shows NO-CARRIER, /sys/class/net/NAME/carrier
+ * reads 0, routes through it go away, a bridge port stops forwarding).
+ * @throws HostError (EINVAL on older kernels, EPERM without CAP_NET_ADMIN)
+ */
+export function tunSetCarrier(fd: number, on: boolean): void {
+  native().tunSetCarrier(fd, on);
 }
 
 /** Set or clear IFF_UP on an interface (SIOCSIFFLAGS; needs CAP_NET_ADMIN). */

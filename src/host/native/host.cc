@@ -901,6 +901,18 @@ static void TunSetQueue(const FunctionCallbackInfo<Value>& info) {
   if (ioctl(fd, TUNSETQUEUE, &ifr) != 0) return ThrowErrno(info, "ioctl", errno, "TUNSETQUEUE");
 }
 
+#ifndef TUNSETCARRIER
+#define TUNSETCARRIER _IOW('T', 226, int)  // Linux >= 4.19
+#endif
+
+// tunSetCarrier(fd, on): TUNSETCARRIER takes a pointer to int; the TAP's carrier (NO-CARRIER when off).
+static void TunSetCarrier(const FunctionCallbackInfo<Value>& info) {
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return;
+  int on = ArgBool(info, 1) ? 1 : 0;
+  if (ioctl(fd, TUNSETCARRIER, &on) != 0) return ThrowErrno(info, "ioctl", errno, "TUNSETCARRIER");
+}
+
 // linkSetUp(name, up): SIOCGIFFLAGS / SIOCSIFFLAGS (IFF_UP) in the caller's netns.
 static void LinkSetUp(const FunctionCallbackInfo<Value>& info) {
   struct ifreq ifr;
@@ -1198,6 +1210,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   SetMethod(context, exports, ext, "tunSetVnetHdrSize", TunSetVnetHdrSize);
   SetMethod(context, exports, ext, "tunSetOffload", TunSetOffload);
   SetMethod(context, exports, ext, "tunSetQueue", TunSetQueue);
+  SetMethod(context, exports, ext, "tunSetCarrier", TunSetCarrier);
   SetMethod(context, exports, ext, "linkSetUp", LinkSetUp);
   SetMethod(context, exports, ext, "writevFrames", WritevFrames);
   SetMethod(context, exports, ext, "readFrames", ReadFrames);

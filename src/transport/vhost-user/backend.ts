@@ -51,7 +51,8 @@ export interface VhostUserBackendOptions {
   configNotify?: boolean;
 }
 
-export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'session-end': [Session] }> {
+/** `running`: the session's front-end started its first queue pair (runs the device); `session-end`: it is gone. */
+export class VhostUserBackend extends EventEmitter<{ session: [Session]; running: [Session]; 'session-end': [Session] }> {
   readonly stats: StatsBlock;
   session: Session | null = null;
   private listenFd = -1;
@@ -146,6 +147,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; 'sessio
         mode: this.o.mode ?? 'notify', budget: this.o.budget ?? 64, mac: this.o.mac ?? Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56),
         mtu: this.o.mtu ?? 1500, rss: this.o.rss ?? null, stats: this.stats.buffer, log: this.log,
         capture: this.o.capture, strict: this.o.strict, onQueueError: this.o.onQueueError,
+        onRunning: () => this.emit('running', session),
       });
     } catch (e) {
       this.log(`vhost-user: cannot serve the front-end on fd ${fd}: ${(e as Error).message}; connection closed`);

@@ -113,6 +113,8 @@ export interface SessionOptions {
   onNetdevGone?: () => void;
   /** Offer BACKEND_REQ + CONFIG and send CONFIG_CHANGE_MSG on link changes (VHOST_NET_CONFIG_NOTIFY_FEATURES). */
   configNotify?: boolean;
+  /** The first queue pair of this connection started: the front-end runs the device (serve turns the TAP's carrier on). */
+  onRunning?: () => void;
 }
 
 /** What {@link Session.inspect} returns. */
@@ -179,6 +181,8 @@ export class Session {
   private netdev: NetdevSpec;
   /** VIRTIO_NET_S_LINK_UP as GET_CONFIG reports it (§5.1.4): the netdev's device is there. */
   private linkUp: boolean;
+  /** A queue pair started on this connection ({@link SessionOptions.onRunning} called). */
+  private running = false;
   /** The back-end channel (SET_BACKEND_REQ_FD), -1 none. */
   private backendReqFd = -1;
   /** The dirty log of SET_LOG_BASE (live migration), and SET_LOG_FD's eventfd (kept, unused: the log is shared memory). */
@@ -788,6 +792,10 @@ export class Session {
     });
     worker.on('exit', () => resolveStopped());
     this.runners[pair] = runner;
+    if (!this.running) {
+      this.running = true;
+      this.o.onRunning?.();
+    }
     const fmt = ringFormat(this.features);
     const pos = (x: number) => (fmt === 'packed' ? describePacked(x) : String(x));
     this.o.log(`vhost-user: queue pair ${pair} started (${fmt} rings, receiveq ${rx.num} / transmitq ${tx.num} descriptors, avail ${pos(rx.avail)}/${pos(tx.avail)}${data.dirtyLog ? ', dirty logging' : ''})`);
@@ -994,6 +1002,9 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     await this.stopAll();
+    // The TAP's queue fds outlive this connection: the next one starts with every queue attached (and the
+    // kernel refuses the carrier on, TUNSETCARRIER EPERM, while none is).
+    for (const p of [...this.tapDetached]) this.setTapQueue(p, true);
     for (const fd of this.framer.abort()) safeClose(fd);
     for (const v of this.vrings) {
       for (const fd of [v.kick, v.call, v.err]) if (fd >= 0) safeClose(fd);

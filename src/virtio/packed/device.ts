@@ -11,7 +11,21 @@
  * Descriptor word 3 (id | flags << 16) of the first descriptor of a chain is
  * read with Atomics.load (acquire) before its addr/len; the first used
  * descriptor of a publish batch is written last with Atomics.store
- * (release), so the driver never sees a partial batch (§2.8.11).
+ * (release), so the driver never sees a partial batch (§2.8.11,
+ * "Multi-buffer requests").
+ *
+ * Used descriptors overwrite the driver's available ones (§2.8.6). So that a
+ * device killed without an inflight buffer (vhost-user: SIGKILL of `serve`,
+ * the front-end resuming the next one at the driver's used position) leaves
+ * a ring its successor can go on with, {@link pushUsed} writes nothing into
+ * the ring: the batch waits in a per-queue pending array and
+ * {@link publish} writes it in one go, first descriptor last (DPDK's vhost
+ * keeps such a shadow too, `shadow_used_packed`). A device killed inside
+ * that store loop leaves complete used descriptors behind the not yet
+ * written first one; the next device finds them at its read position
+ * (AVAIL = USED = its wrap counter, which no descriptor of the driver and
+ * no used descriptor of a living device has there) and keeps them as used
+ * ({@link adoptedUsed}), after it has used the chains before them.
  */
 import { DescriptorError, QueueConfigError, type DescriptorErrorCode } from '../errors.js';
 import { DescChain } from '../chain.js';
@@ -43,9 +57,21 @@ export class PackedDeviceQueue implements DeviceQueue {
   protected usedWrap = 1;
   /** Descriptors the used position moved since the last publish (for event-index decisions). */
   private pubDelta = 0;
-  /** Word index of word 3 of the first used descriptor of the unpublished batch, or -1; its deferred value. */
-  private firstW = -1;
-  private firstWord = 0;
+  /**
+   * Used descriptors pushed and not yet written (written at publish, in ring
+   * order), 4 words each: word index of the descriptor, its len, its word 3
+   * (id | flags << 16), unused.
+   */
+  private readonly pend: Int32Array;
+  private pendN = 0;
+  /**
+   * Ring slots a previous device left used but unpublished at the read
+   * position (killed inside {@link publish}) that this one kept as used; 0
+   * on a ring only this device wrote.
+   */
+  adoptedUsed = 0;
+  /** Inside a pending() or popSingle() that kept such descriptors already (at most once per call). */
+  private adopting = false;
   /** In-order: an open run of zero-length chains not yet written (its ring position/wrap and last id). */
   private runOpen = false;
   private runPos = 0;
@@ -90,6 +116,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.inflight = new Uint8Array(this.size);
     this.popId = new Int32Array(this.size);
     this.popDescs = new Uint16Array(this.size);
+    this.pend = new Int32Array(4 * this.size);
     this.table = new IndirectTable(mem);
     this.mem = mem;
     const v = new PackedRingViews(mem, layout, false);
@@ -121,7 +148,17 @@ export class PackedDeviceQueue implements DeviceQueue {
     let pos = this.scanPos, wrap = this.scanWrap;
     while (n < SCAN_LIMIT) {
       const f = Atomics.load(d, w3 + pos * 4) >>> 16;
-      if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) break;
+      if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) {
+        // AVAIL = USED = wrap at the read position: used descriptors a killed predecessor left (see the file comment).
+        if (n === 0 && ((f >>> 7) & 1) === wrap && !this.adopting && this.adoptStale()) {
+          // Once per call (a driver rewriting the ring as fast as it is kept cannot hold the worker here).
+          this.adopting = true;
+          pos = this.availPos;
+          wrap = this.availWrap;
+          continue;
+        }
+        break;
+      }
       n++;
       let flags = f, hops = 1;
       if (++pos === size) { pos = 0; wrap ^= 1; }
@@ -136,6 +173,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.known = n;
     this.scanPos = pos;
     this.scanWrap = wrap;
+    this.adopting = false;
     return n;
   }
 
@@ -235,7 +273,15 @@ export class PackedDeviceQueue implements DeviceQueue {
     const word3 = Atomics.load(d, w + 3);
     const f = word3 >>> 16;
     const wrap = this.availWrap;
-    if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) return -2;
+    if (((f >>> 7) & 1) !== wrap || (f >>> 15) === wrap) {
+      if (((f >>> 7) & 1) === wrap && !this.adopting && this.adoptStale()) {
+        this.adopting = true; // one retry (see pending())
+        const r = this.popSingle(write, minLen);
+        this.adopting = false;
+        return r;
+      }
+      return -2;
+    }
     if ((f & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== write) return -1;
     const id = word3 & 0xffff;
     if (id >= size || this.inflight[id] !== 0) return -1;
@@ -343,47 +389,107 @@ export class PackedDeviceQueue implements DeviceQueue {
    * moves `descs` slots on. With VIRTIO_F_IN_ORDER a run of chains pushed
    * with len 0 becomes one used descriptor carrying the id of the run's last
    * chain at the position of its first (§2.8.12); a chain with len != 0 ends
-   * the run and carries its len. Not visible to the driver until {@link publish}.
+   * the run and carries its len. Nothing is written into the ring before
+   * {@link publish}.
    * @param len bytes written into the chain's device-writable buffers
    * @param descs ring slots the chain took (`chain.descs`)
-   * @throws RangeError for an id outside 0..size-1 or descs outside 1..size (caller bugs).
+   * @throws RangeError for an id outside 0..size-1, descs outside 1..size, or
+   *   more than `size` used descriptors without a publish (caller bugs).
    */
   pushUsed(id: number, len: number, descs: number): void {
     const size = this.size;
     if (!(id >= 0 && id < size) || !(descs >= 1 && descs <= size))
       throw new RangeError(`queue ${this.index}: pushUsed(${id}, ${len}, ${descs}) out of range`);
     this.inflight[id] = 0;
-    if (this.inOrder) {
-      if (!this.runOpen) {
-        this.runOpen = true;
-        this.runPos = this.usedPos;
-        this.runWrap = this.usedWrap;
-      }
-      this.runId = id;
-      if (len !== 0) {
-        this.runOpen = false;
-        this.writeUsed(this.runPos, this.runWrap, id, len);
-      }
-    } else {
-      this.writeUsed(this.usedPos, this.usedWrap, id, len);
-    }
-    let p = this.usedPos + descs;
+    const at = this.usedPos, atWrap = this.usedWrap;
+    let p = at + descs;
     if (p >= size) { p -= size; this.usedWrap ^= 1; }
     this.usedPos = p;
     this.pubDelta += descs;
+    let pos = at, wrap = atWrap;
+    if (this.inOrder) {
+      if (!this.runOpen) {
+        this.runPos = at;
+        this.runWrap = atWrap;
+      } else {
+        pos = this.runPos;
+        wrap = this.runWrap;
+      }
+      this.runId = id;
+      this.runOpen = len === 0;
+      if (len === 0) return;
+    }
+    // queueUsed(pos, wrap, id, len), inline
+    const i = this.pendN;
+    if (i === size) throw new RangeError(`queue ${this.index}: more than ${size} used descriptors pushed without a publish()`);
+    const pe = this.pend, k = i << 2;
+    pe[k] = this.descW + pos * 4;
+    pe[k + 1] = len;
+    pe[k + 2] = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
+    this.pendN = i + 1;
   }
 
-  /** Write a used descriptor; the first of a publish batch gets its word 3 at publish(). */
-  private writeUsed(pos: number, wrap: number, id: number, len: number): void {
-    const w = this.descW + pos * 4;
-    this.desc[w + 2] = len;
-    const word3 = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
-    if (this.firstW < 0) {
-      this.firstW = w + 3;
-      this.firstWord = word3;
-    } else {
-      this.desc[w + 3] = word3;
+  /** Queue a used descriptor for {@link publish} (nothing is written into the ring before). */
+  private queueUsed(pos: number, wrap: number, id: number, len: number): void {
+    const i = this.pendN;
+    if (i === this.size) throw new RangeError(`queue ${this.index}: more than ${this.size} used descriptors pushed without a publish()`);
+    const pe = this.pend, k = i << 2;
+    pe[k] = this.descW + pos * 4;
+    pe[k + 1] = len;
+    pe[k + 2] = id | (wrap !== 0 ? USED_MARK : 0) | (len !== 0 ? WRITE_MARK : 0);
+    this.pendN = i + 1;
+  }
+
+  /**
+   * At the read position (nothing in flight: used position = read
+   * position), used descriptors of the current lap that no driver and no
+   * living device writes there: a predecessor killed inside publish() wrote
+   * them, complete, behind a first one it never wrote. Keep them as used:
+   * the read and used positions move past the slots each one covers, and
+   * the next publish() counts them for the notification decision. The slots
+   * are found as the driver will skip them: through the descriptor without
+   * VIRTQ_DESC_F_NEXT that carries the used Buffer ID among the available
+   * descriptors that follow (the chain's rest, or an in-order batch,
+   * §2.8.6, §2.8.12), else the one slot; this relies on the predecessor
+   * having used chains in the order it popped them (NetDevicePair does).
+   * At most `size` slots per call. Returns whether any were kept.
+   */
+  private adoptStale(): boolean {
+    if (this.usedPos !== this.availPos || this.usedWrap !== this.availWrap) return false;
+    const d = this.desc, w3 = this.descW + 3, size = this.size;
+    let pos = this.availPos, wrap = this.availWrap, total = 0;
+    while (total < size) {
+      const word3 = Atomics.load(d, w3 + pos * 4), f = word3 >>> 16;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) break;
+      const id = word3 & 0xffff;
+      let n = 1, p = pos + 1, pw = wrap;
+      if (p === size) { p = 0; pw ^= 1; }
+      for (let k = 1; k < size - total; k++) {
+        const g = Atomics.load(d, w3 + p * 4), gf = g >>> 16;
+        if (((gf >>> 7) & 1) !== pw || (gf >>> 15) === pw) break;
+        if ((gf & VIRTQ_DESC_F_NEXT) === 0 && (g & 0xffff) === id) {
+          n = k + 1;
+          break;
+        }
+        if (++p === size) { p = 0; pw ^= 1; }
+      }
+      total += n;
+      pos += n;
+      if (pos >= size) { pos -= size; wrap ^= 1; }
     }
+    if (total === 0) return false;
+    if (this.runOpen) {
+      // An in-order run ends before the kept slots.
+      this.runOpen = false;
+      this.queueUsed(this.runPos, this.runWrap, this.runId, 0);
+    }
+    this.availPos = this.usedPos = pos;
+    this.availWrap = this.usedWrap = wrap;
+    this.pubDelta += total;
+    this.adoptedUsed += total;
+    this.known = 0;
+    this.scanStuck = false;
+    return true;
   }
 
   /** Used entries pushed since the last {@link publish}. */
@@ -392,9 +498,11 @@ export class PackedDeviceQueue implements DeviceQueue {
   }
 
   /**
-   * Make the pushed used descriptors visible: write an open in-order run,
-   * then word 3 of the batch's first used descriptor with Atomics.store
-   * (release, §2.8.11), then read the Driver Event Suppression structure
+   * Make the pushed used descriptors visible: close an open in-order run,
+   * write the batch in ring order from its second entry (len and word 3:
+   * id, flags; len first unless it exceeds the len in that slot), then the
+   * first one's len and its word 3 with Atomics.store (release, §2.8.11),
+   * so the driver sees the whole batch at once. Then read the Driver Event Suppression structure
    * (§2.8.10, §2.8.14). Returns true when the driver wants a used-buffer
    * notification: flags ENABLE (or reserved values) → true, DISABLE →
    * false, DESC with VIRTIO_F_EVENT_IDX → true when the used position just
@@ -406,11 +514,29 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (delta === 0) return false;
     if (this.runOpen) {
       this.runOpen = false;
-      this.writeUsed(this.runPos, this.runWrap, this.runId, 0);
+      this.queueUsed(this.runPos, this.runWrap, this.runId, 0);
     }
-    if (this.firstW >= 0) {
-      Atomics.store(this.desc, this.firstW, this.firstWord);
-      this.firstW = -1;
+    const n = this.pendN;
+    if (n !== 0) {
+      // Killed in this loop, a device leaves complete used descriptors behind an untouched first one; its
+      // successor keeps them (adoptStale). Between an entry's two stores: len first when it does not exceed
+      // the len in the slot (offered again, that descriptor only shrinks), else word 3 first (kept as used,
+      // it carries the smaller len that was there).
+      const d = this.desc, pe = this.pend, end = n << 2;
+      for (let k = 4; k < end; k += 4) {
+        const w = pe[k], len = pe[k + 1];
+        if ((len >>> 0) <= (d[w + 2] >>> 0)) {
+          d[w + 2] = len;
+          d[w + 3] = pe[k + 2];
+        } else {
+          d[w + 3] = pe[k + 2];
+          d[w + 2] = len;
+        }
+      }
+      const w = pe[0];
+      d[w + 2] = pe[1];
+      Atomics.store(d, w + 3, pe[2]);
+      this.pendN = 0;
     }
     this.pubDelta = 0;
     const ev = Atomics.load(this.drvEvt, this.drvEvtW);
@@ -459,7 +585,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.known = 0;
     this.scanStuck = false;
     this.pubDelta = 0;
-    this.firstW = -1;
+    this.pendN = 0;
     this.runOpen = false;
   }
 
