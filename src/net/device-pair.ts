@@ -218,6 +218,8 @@ export class NetDevicePair implements RxPort {
       if (!this.rxFailed && this.rxq.pending() > 0) {
         for (let p = 0; p < this.inboxes.length; p++) if (!this.inboxes[p].isEmpty()) return true;
       }
+      // pending() may have kept used descriptors a killed predecessor left (packed): publish them before sleeping.
+      if ((!this.txFailed && this.txq.unpublished) || (!this.rxFailed && this.rxq.unpublished)) return true;
     } catch {
       return true; // let poll() hit and report the error
     }
