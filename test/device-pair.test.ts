@@ -102,3 +102,64 @@ test('the receive path reports its room: RX buffers available, none while the ba
   assert.equal(stats[DevStat.backlog], 2, 'two wait in the backlog');
   assert.equal(dev.room(), 0);
 });
+
+test('a pair restarted with frames in its RX backlog delivers them before any new frame (the backlog outlives the worker)', () => {
+  const sab = new SharedArrayBuffer(1 << 20);
+  const mem = new GuestMemory([{ guestPhysAddr: 0, size: sab.byteLength, buffer: sab }]);
+  const opts = { eventIdx: false, indirect: false };
+  const tx = contiguousLayout(0x1000, 16), rx = contiguousLayout(0x1000 + splitQueueBytes(16), 16);
+  new SplitDriverQueue(mem, tx, opts);
+  const drvRx = new SplitDriverQueue(mem, rx, opts);
+  const backlog = new FrameRing(64 * 1024);
+  const stats = new Float64Array(DEV_STAT_COUNT);
+  const pairOn = (rxState?: ReturnType<SplitDeviceQueue['state']>) => {
+    const rxq = new SplitDeviceQueue(mem, rx, opts);
+    if (rxState) rxq.setState(rxState);
+    const dev = new NetDevicePair(mem, rxq, new SplitDeviceQueue(mem, tx, opts), new BatchingNetdev(),
+      new DeviceSteering(1, DeviceSteering.newAfsBuffer()), [backlog], [backlog],
+      { notifyQueue: () => {}, wakeDevice: () => {} }, stats, 0,
+      { pair: 0, hdrLen: 12, mrgRxbuf: false, maxFrame: 65535 });
+    return { dev, rxq };
+  };
+  const got: number[] = [];
+  let nextBuf = 0;
+  const post = (n: number) => {
+    for (let i = 0; i < n; i++, nextBuf++) drvRx.addOne(0x40000 + (nextBuf % 16) * 2048, 2048, true, nextBuf % 16);
+    drvRx.publish();
+  };
+  const reap = () => {
+    while (drvRx.usedPending() > 0) {
+      drvRx.popUsed();
+      got.push(mem.bytes[0].u8[0x40000 + drvRx.usedToken * 2048 + 12]);
+    }
+  };
+  const frame = (v: number) => {
+    const b = new ArrayBuffer(64);
+    new Uint8Array(b).fill(v);
+    return { u8: new Uint8Array(b), i32: new Int32Array(b) };
+  };
+
+  // First worker: one RX buffer, three frames: frame 0 delivered, 1 and 2 wait in the backlog.
+  const a = pairOn();
+  post(1);
+  for (const v of [0, 1, 2]) assert.ok(a.dev.receive(frame(v), 0, 64, 0));
+  a.dev.poll(64);
+  reap();
+  assert.equal(stats[DevStat.backlog], 2);
+  // The pair restarts (a new worker) where its rings stood; the backlog is the same shared ring.
+  const b = pairOn(a.rxq.state());
+  assert.ok(b.dev.receive(frame(3), 0, 64, 0), 'frame 3 (no RX buffer) waits behind 1 and 2');
+  post(1);
+  b.dev.poll(64); // delivers 1; 2 and 3 still wait
+  reap();
+  post(1);
+  assert.ok(b.dev.receive(frame(4), 0, 64, 0), 'frame 4 must not overtake 2 and 3');
+  for (let i = 0; i < 4; i++) {
+    post(1);
+    b.dev.poll(64);
+    reap();
+  }
+  assert.deepEqual(got, [0, 1, 2, 3, 4], 'every frame once, in order');
+  assert.equal(stats[DevStat.backlog], 0, 'backlog empty');
+  assert.equal(b.dev.room(), 2, 'and the room is the RX buffers left (7 posted, 5 used)');
+});

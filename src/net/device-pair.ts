@@ -181,6 +181,9 @@ export class NetDevicePair implements RxPort {
     this.rsMarks = new Float64Array(rxq.size);
     this.swTx = opts.txOffload === true && netdev.wantsHeader !== true ? new SoftOffload() : null;
     this.rxOffloads = opts.rxOffloads ?? 0;
+    // The backlog outlives a worker (a pair restarted by SET_VRING_ENABLE, SET_MEM_TABLE, ...): frames a
+    // predecessor left in it go first, so new frames must not be delivered past them.
+    this.backlogN = inboxes[this.pair].count();
   }
 
   /**

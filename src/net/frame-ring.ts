@@ -90,6 +90,27 @@ export class FrameRing {
     Atomics.store(this.h, 1, next === this.cap ? 0 : next);
   }
 
+  /**
+   * Consumer: the number of frames waiting (walks the records from readPos to
+   * writePos). For a consumer that takes over a ring another one left
+   * non-empty, e.g. a restarted queue pair's worker and its RX backlog.
+   */
+  count(): number {
+    const w = Atomics.load(this.h, 0);
+    let r = this.h[1], n = 0;
+    while (r !== w) {
+      const len = this.bytes.i32[(HDR + r) >> 2];
+      if (len === WRAP || this.cap - r < 4) {
+        r = 0;
+        continue;
+      }
+      n++;
+      r += 4 + ((len + 3) & ~3);
+      if (r === this.cap) r = 0;
+    }
+    return n;
+  }
+
   /** Consumer side estimate: nothing waiting. */
   isEmpty(): boolean {
     return this.h[1] === Atomics.load(this.h, 0);
