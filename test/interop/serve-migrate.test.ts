@@ -1,23 +1,35 @@
 /**
  * Interop, live migration: a Linux guest (QEMU 7.2 TCG, virtio-net over
- * vhost-user, 2 queue pairs) moves from one QEMU process to another on this
- * machine while two TCP streams run through `virtio-mq serve`:
+ * vhost-user, 2 queue pairs) moves back and forth between QEMU processes on
+ * this machine, MIGRATIONS times, while two TCP streams run through
+ * `virtio-mq serve`:
  *
- *   QEMU A ══ vhost-user ══ serve A ── TAP a ─┐
- *                  │ migrate tcp:127.0.0.1     ├─ bridge 192.0.2.1 ── migrate-peer.js   (namespace)
- *   QEMU B ══ vhost-user ══ serve B ── TAP b ─┘
+ *   QEMU 0, 2, 4 ... ══ vhost-user ══ serve A ── TAP a ─┐
+ *          │ migrate tcp:127.0.0.1                      ├─ bridge 192.0.2.1 ── migrate-peer.js   (namespace)
+ *   QEMU 1, 3, 5 ... ══ vhost-user ══ serve B ── TAP b ─┘
  *
- * The guest (scripts/qemu-guest.sh vmq_mig=PATTERN) sends `yes PATTERN` to
- * the peer and receives random bytes from it, hashing them. QEMU A offers
- * the migration only because serve offers VHOST_USER_PROTOCOL_F_LOG_SHMFD and
- * VHOST_F_LOG_ALL (else QEMU blocks it); while it copies guest memory serve A
- * logs every page it writes (received frames, used rings), so the guest
- * memory QEMU B resumes with holds every frame serve A delivered. After the
- * migration both streams continue through serve B; then the peer stops,
- * and the data is verified both ways: every byte the guest sent matches the
- * pattern, and the sha256 the guest printed (on QEMU B's console) is the
- * hash of everything the peer sent. Prints how long the guest → host stream
- * stopped and QEMU's own downtime figure.
+ * Each migration goes to a fresh QEMU on the other serve (which has let go of
+ * the QEMU before it); the source QEMU quits afterwards. The guest
+ * (scripts/qemu-guest.sh vmq_mig=PATTERN) sends `yes PATTERN` to the peer and
+ * receives random bytes from it, hashing them. QEMU offers the migration only
+ * because serve offers VHOST_USER_PROTOCOL_F_LOG_SHMFD and VHOST_F_LOG_ALL;
+ * while it copies guest memory the source serve logs every page it writes
+ * (received frames, used rings), switching its running pairs to logging in
+ * place, so the guest memory the destination resumes with holds every frame
+ * delivered. After each migration both streams go on (4 MB more each way, the
+ * guest → host bytes checked against the pattern as they come); at the end
+ * the data is verified both ways: every byte the guest sent matches the
+ * pattern, and the sha256 the guest printed (on the last QEMU's console) is
+ * the hash of everything the peer sent. A guest crash on any console fails
+ * the test at once. Prints, per migration, QEMU's total time and downtime
+ * and how long the guest → host stream stopped.
+ *
+ * Knobs (diagnostics; the defaults are what CI runs): VMQ_MIG_COUNT (4),
+ * VMQ_MIG_PAIRS (2), VMQ_MIG_RINGS=packed, VMQ_MIG_RAM (see GUEST_RAM),
+ * VMQ_MIG_TCG=single|multi, VMQ_MIG_MEMCHECK=DIR (compare both QEMUs' memory
+ * after each migration), VMQ_MIG_BACKEND=qemu (the control: QEMU's own
+ * virtio-net on a TAP, no serve), VMQ_MIG_LOGS=DIR (keep consoles and serve
+ * logs; with VMQ_TRACE_VHOST=1 serve logs every request).
  *
  * Everything created (namespace, bridge, TAPs, processes, sockets) is
  * removed afterwards. Skipped without root, QEMU or the guest image.
@@ -39,7 +51,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HOST_ADDR = '192.0.2.1';
 const GUEST_ADDR = '192.0.2.2';
-const PAIRS = 2;
+/** Queue pairs (VMQ_MIG_PAIRS; QEMU runs one vhost device per pair on the one socket). */
+const PAIRS = Math.max(1, Number(process.env.VMQ_MIG_PAIRS ?? 2));
 
 function skipReason(): string | undefined {
   if (process.platform !== 'linux') return `needs Linux (platform is ${process.platform})`;
@@ -146,6 +159,21 @@ const PACKED = process.env.VMQ_MIG_RINGS === 'packed';
  * before the destination runs: a page that differs was not migrated as it was.
  */
 const MEMCHECK = process.env.VMQ_MIG_MEMCHECK;
+/** VMQ_MIG_BACKEND=qemu (diagnostics, the control experiment): QEMU's own virtio-net on a TAP, no vhost-user, no serve. */
+const QEMU_NET = process.env.VMQ_MIG_BACKEND === 'qemu';
+
+/**
+ * Guest RAM: 512 MiB + 8 KiB, deliberately not a multiple of 256 KiB. QEMU before 9.0 loses
+ * guest CPU stores under TCG during migration: the 64-pages-at-a-time fast path of
+ * cpu_physical_memory_sync_dirty_bitmap() clears dirty bits without resetting the TCG TLB, so a
+ * page written again through a stale TLB entry is never sent again (QEMU commit 03bfc2188f,
+ * "physmem: Fix migration dirty bitmap coherency with TCG memory access", fixes aa8dc044772).
+ * That fast path needs a RAM block whose length is a multiple of 64 pages; this size takes the
+ * per-page path, which resets the TLB. With 512M (VMQ_MIG_RAM=512M) and QEMU 7.2 about one
+ * migration in 15 left kernel pages (stacks, slab, jiffies) stale on the destination here, and
+ * the guest crashed; VMQ_MIG_MEMCHECK shows those pages. Nothing a vhost-user back-end writes.
+ */
+const GUEST_RAM = process.env.VMQ_MIG_RAM ?? '524296K';
 
 /** A guest kernel's report of memory corruption or a crash. */
 const GUEST_CRASH = /Kernel panic|general protection fault|BUG: |Oops: |kernel BUG|double free|RIP: 0010:0x/;
@@ -186,13 +214,14 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
     sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'add', br, 'type', 'bridge']);
     sh(['ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${HOST_ADDR}/24`, 'dev', br]);
     sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', br, 'up']);
-    for (let i = 0; i < 2; i++) {
+    if (QEMU_NET) sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+    for (let i = 0; i < (QEMU_NET ? 0 : 2); i++) {
       const s = spawn('ip', ['netns', 'exec', ns, process.execPath, cli, 'serve', '--socket', sockets[i], '--queues', String(PAIRS), '--netdev', `tap,ifname=${taps[i]}`], { stdio: ['ignore', 'pipe', 'pipe'] });
       procs.push(s);
       s.stdout!.resume(); // the periodic stats table
       serves.push(collect(s, false));
     }
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < (QEMU_NET ? 0 : 2); i++) {
       await until(() => serves[i].text().includes('listening on'), `serve ${'AB'[i]} to listen`, 15_000, diag);
       sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', taps[i], 'master', br]);
       sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', taps[i], 'up']);
@@ -214,24 +243,36 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
     /** QEMU number k, on serve k % 2; every one after the first waits for the guest on port `incoming`. */
     const startQemu = (k: number, incoming?: number): void => {
       const args = [
-        '-accel', 'tcg', '-smp', '2', '-m', '512', '-nographic', '-no-reboot',
+        '-accel', process.env.VMQ_MIG_TCG ? `tcg,thread=${process.env.VMQ_MIG_TCG}` : 'tcg', '-smp', '2', '-m', GUEST_RAM, '-nographic', '-no-reboot',
         '-kernel', guest.kernel, '-initrd', guest.initrd,
         '-append', ['console=ttyS0 quiet panic=-1', `vmq_ip=${GUEST_ADDR}/24`, `vmq_peer=${HOST_ADDR}`, `vmq_queues=${PAIRS}`, 'vmq_count=1', `vmq_mig=${pattern}`].join(' '),
-        '-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-numa', 'node,memdev=mem',
-        '-chardev', `socket,id=c0,path=${sockets[k % 2]}`,
-        '-netdev', `vhost-user,id=n0,chardev=c0,queues=${PAIRS}`,
+        '-object', `memory-backend-memfd,id=mem,size=${GUEST_RAM},share=on`, '-numa', 'node,memdev=mem',
+        ...(QEMU_NET
+          ? ['-netdev', `tap,id=n0,ifname=${taps[k % 2]},script=no,downscript=no,queues=${PAIRS},vhost=off`]
+          : ['-chardev', `socket,id=c0,path=${sockets[k % 2]}`, '-netdev', `vhost-user,id=n0,chardev=c0,queues=${PAIRS}`]),
         '-device', `virtio-net-pci,netdev=n0,mq=on,vectors=0,rx_queue_size=256,tx_queue_size=256,mac=52:54:00:12:34:56${PACKED ? ',packed=on' : ''}`,
         '-qmp', `unix:${qmpPaths[k]},server=on,wait=off`,
         ...(incoming !== undefined ? ['-incoming', `tcp:127.0.0.1:${incoming}`, ...(MEMCHECK ? ['-S'] : [])] : []),
       ];
-      const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const q = QEMU_NET
+        ? spawn('ip', ['netns', 'exec', ns, 'qemu-system-x86_64', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
       procs.push(q);
       qemus.push(q);
       consoles.push(collect(q));
     };
 
+    /** QEMU_NET: the TAP QEMU k created, on the bridge and up. */
+    const bridgeTap = async (k: number) => {
+      if (!QEMU_NET) return;
+      await wait(() => spawnSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'show', taps[k % 2]], { stdio: 'ignore' }).status === 0, `QEMU ${k}'s TAP`, 30_000);
+      sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', taps[k % 2], 'master', br]);
+      sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', taps[k % 2], 'up']);
+    };
+
     // The guest boots on QEMU 0 (serve A) and both streams move data.
     startQemu(0);
+    await bridgeTap(0);
     await wait(() => consoles[0].text().includes('GUEST-MIG-LISTEN'), 'the guest on QEMU 0 (GUEST-MIG-LISTEN)', 200_000);
     await wait(() => peerStat !== null && peerStat.rxConnected && peerStat.txBytes > 2e6 && peerStat.rxBytes > 2e6, 'both streams to carry 2 MB', 120_000);
     assert.doesNotMatch(consoles[0].text(), /Migration disabled|falling back on userspace virtio/, `QEMU 0${diag()}`);
@@ -242,9 +283,11 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
       // QEMU k+1 on the other serve, which must have let go of QEMU k-1 (it serves one front-end at a time).
       const target = (k + 1) % 2;
       const freed = Math.floor((k + 1) / 2);
-      await wait(() => (serves[target].text().match(/ready for the next front-end/g)?.length ?? 0) >= freed, `serve ${'AB'[target]} to let go of QEMU ${k - 1}`, 30_000);
+      if (QEMU_NET) await wait(() => k < 1 || qemus[k - 1].exitCode !== null || qemus[k - 1].signalCode !== null, `QEMU ${k - 1} to exit`, 30_000);
+      else await wait(() => (serves[target].text().match(/ready for the next front-end/g)?.length ?? 0) >= freed, `serve ${'AB'[target]} to let go of QEMU ${k - 1}`, 30_000);
       const port = await freePort();
       startQemu(k + 1, port);
+      await bridgeTap(k + 1);
       qmps.push(await Qmp.connect(qmpPaths[k + 1]));
 
       // Migrate QEMU k → QEMU k+1 over localhost.
@@ -297,7 +340,7 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
       assert.equal(peerStat!.mismatchAt, -1, `guest → host stream: byte ${peerStat!.mismatchAt} differs from the pattern after migration ${k + 1}${diag()}`);
     }
     const last = MIGRATIONS;
-    assert.match(serves[last % 2].text(), /queue pair 0 started/, `the last serve runs the guest's rings${diag()}`);
+    if (!QEMU_NET) assert.match(serves[last % 2].text(), /queue pair 0 started/, `the last serve runs the guest's rings${diag()}`);
     peer.stdin!.write('stop\n');
     await wait(() => peerEnd !== null, 'the peer to finish', 60_000);
     await wait(() => /GUEST-MIG-RX sha256=\w+/.test(consoles[last].text()), `the guest's sha256 of the stream it received (on QEMU ${last})`, 60_000);
@@ -322,7 +365,7 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
     for (const [k, c] of consoles.entries()) assert.doesNotMatch(c.text(), GUEST_CRASH, `the guest crashed on QEMU ${k}${diag()}`);
 
     // Each source serve logged while the guest's memory was copied; neither serve refused a request.
-    for (const i of MIGRATIONS > 1 ? [0, 1] : [0]) {
+    for (const i of QEMU_NET ? [] : MIGRATIONS > 1 ? [0, 1] : [0]) {
       const name = `serve ${'AB'[i]}`;
       assert.match(serves[i].text(), /dirty log: \d+ bytes/, `${name} got SET_LOG_BASE${diag()}`);
       assert.match(serves[i].text(), /dirty logging on/, `${name}: VHOST_F_LOG_ALL${diag()}`);
