@@ -7,7 +7,7 @@
  * on every used-ring and receive-buffer write is in the log. A second
  * SET_LOG_BASE moves the marks to the new log and unmaps the old one; the
  * end of the connection unmaps the last one. LOG_ALL off switches back in
- * place.
+ * place. SET_VRING_CALL on the running pair also switches in place.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { close, eventfdCreate, eventfdWrite, memfdCreate, mmapShared } from '../src/host/index.js';
+import { close, eventfdCreate, eventfdRead, eventfdWrite, memfdCreate, mmapShared } from '../src/host/index.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
 import {
   VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES_MASK, VHOST_USER_PROTOCOL_F_LOG_SHMFD, VHOST_USER_PROTOCOL_F_REPLY_ACK,
@@ -166,6 +166,17 @@ test('dirty logging switches in place on a running pair (no restart), follows a 
     l2.log.clear();
     await traffic(100, 'after logging');
     assert.deepEqual(l2.log.dirtyPages(), [], 'no marks once logging is off');
+
+    // A new call fd for each running ring (QEMU sends them right after starting the rings, e.g. on a
+    // migration destination): taken in place, and the worker signals the new fd.
+    const calls = [eventfdCreate(0, { nonblock: true }), eventfdCreate(0, { nonblock: true })];
+    logFds.push(...calls);
+    for (const r of [rx, tx]) await fe.ack({ type: 'SET_VRING_CALL', index: r.index, fd: calls[r.index] });
+    await traffic(100, 'after the new call fds');
+    eventfdRead(rx.call); // what the old fd got before the switch
+    await traffic(100, 'after the new call fds, again');
+    assert.ok((eventfdRead(calls[0]) ?? 0) > 0, 'the new receiveq call fd is signalled (the driver asks for used-buffer notifications there)');
+    assert.equal(eventfdRead(rx.call), null, 'the old call fd is no longer signalled');
 
     // None of it restarted the pair: one worker all along, and the rings ran on without a lost or repeated frame.
     assert.equal(logs.filter((l) => /queue pair 0 (started|stopped)/.test(l)).length, startsBefore, logs.join('\n'));

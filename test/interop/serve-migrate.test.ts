@@ -379,7 +379,7 @@ test(`live migration: a Linux guest moves ${MIGRATIONS} times between QEMU proce
       const until = Math.min(r.tDone + 5000, runs[k + 1]?.tStart ?? Infinity);
       const gaps = end.gaps.filter(([a, b]) => b >= r.tStart && a <= until);
       const pause = gaps.reduce((m, [a, b]) => Math.max(m, b - a), 0);
-      console.log(`# migration ${k + 1} (QEMU ${k} → ${k + 1}, ${PACKED ? 'packed' : 'split'} rings): ${((r.tDone - r.tStart) / 1000).toFixed(1)} s (QEMU total-time ${String(r.info['total-time'])} ms, downtime ${String(r.info.downtime)} ms, ${Math.round(Number((r.info.ram as Record<string, unknown>)?.transferred ?? 0) / 2 ** 20)} MiB RAM sent); streams moved ${(r.during.tx / 1e6).toFixed(1)} MB guest→host, ${(r.during.rx / 1e6).toFixed(1)} MB host→guest; guest → host stream stopped for ${pause} ms (pauses ≥ 100 ms: ${gaps.map(([a, b]) => `${b - a} ms`).join(', ') || 'none'})`);
+      console.log(`# migration ${k + 1} (QEMU ${k} → ${k + 1}, ${PACKED ? 'packed' : 'split'} rings): ${((r.tDone - r.tStart) / 1000).toFixed(1)} s (QEMU total-time ${String(r.info['total-time'])} ms, downtime ${String(r.info.downtime)} ms, ${Math.round(Number((r.info.ram as Record<string, unknown>)?.transferred ?? 0) / 2 ** 20)} MiB RAM sent); streams moved ${(r.during.tx / 1e6).toFixed(1)} MB guest→host, ${(r.during.rx / 1e6).toFixed(1)} MB host→guest; guest → host stream stopped for ${pause} ms (pauses ≥ 100 ms: ${gaps.map(([a, b]) => `${b - a} ms from ${((a - r.tStart) / 1000).toFixed(2)} s`).join(', ') || 'none'})`);
     }
     console.log(`# verified ${(end.txBytes / 1e6).toFixed(1)} MB guest→host against the pattern, ${(end.rxBytes / 1e6).toFixed(1)} MB host→guest by sha256`);
     void peerErr;

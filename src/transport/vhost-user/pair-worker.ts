@@ -24,7 +24,9 @@ export type PairControl =
   | { type: 'rss'; cfg: RssConfig | null }
   | { type: 'active'; pairs: number }
   /** Mark `log` from the next round on (null: stop marking); generation `gen` is also stored in control[1]. */
-  | { type: 'log'; gen: number; log: DevicePairData['dirtyLog'] | null };
+  | { type: 'log'; gen: number; log: DevicePairData['dirtyLog'] | null }
+  /** Signal the receiveq's (ring 0) or transmitq's (ring 1) used buffers on `fd` from now on (SET_VRING_CALL on a running pair); `gen` as for `log`. */
+  | { type: 'call'; gen: number; ring: 0 | 1; fd: number };
 
 export interface PairWorkerData extends DevicePairData {
   activePairs: number;
@@ -42,9 +44,10 @@ export interface PairWorkerData extends DevicePairData {
   mode: 'busy' | 'notify';
   budget: number;
   /**
-   * Int32 [stop, log generation] shared with the control plane: a log
-   * generation other than the last one applied means a `log` message waits
-   * on the port (checked every round, so a switch never waits for a batch of 64).
+   * Int32 [stop, control generation] shared with the control plane: a
+   * generation other than the last one applied means a `log` or `call`
+   * message waits on the port (checked every round, so a switch never waits
+   * for a batch of 64); the worker answers each with `applied`.
    */
   control: SharedArrayBuffer;
   port: MessagePort;
@@ -56,8 +59,8 @@ export type PairWorkerReport =
   | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState }
   /** Started on a used inflight region: chains requeued on the receiveq, completed unsent on the transmitq, where the rings start. */
   | { type: 'inflight'; pair: number; rxRequeued: number; txCompleted: number; rx: QueueState; tx: QueueState }
-  /** The `log` control message of generation `gen` is applied: from the next round on this pair marks (or stopped marking) the log it named. */
-  | { type: 'log'; pair: number; gen: number; logging: boolean }
+  /** The `log` or `call` control message of generation `gen` is applied: from the next round on this pair marks the log it named (or none), or signals the new call fd. */
+  | { type: 'applied'; pair: number; gen: number }
   /** The netdev's device went away (a deleted TAP): link.ts re-opens it when it is back. */
   | { type: 'netdev-gone'; pair: number };
 
@@ -109,7 +112,7 @@ let { rxq, txq } = built;
 const plainRx = rxq instanceof LoggedDeviceQueue ? rxq.inner : rxq;
 const plainTx = txq instanceof LoggedDeviceQueue ? txq.inner : txq;
 let logMem: GuestMemory | null = null;
-let logGen = 0;
+let ctlGen = 0;
 
 /** Start marking `log` (or stop, null): between two poll rounds, when no chain is in flight. */
 function setDirtyLog(log: PairWorkerData['dirtyLog'] | null): void {
@@ -156,10 +159,11 @@ function drainControl(): void {
   for (let m = receiveMessageOnPort(d.port); m; m = receiveMessageOnPort(d.port)) {
     const msg = m.message as PairControl;
     if (msg.type === 'rss') steering.setRss(msg.cfg);
-    else if (msg.type === 'log') {
-      setDirtyLog(msg.log);
-      logGen = msg.gen;
-      parentPort?.postMessage({ type: 'log', pair: d.pair, gen: msg.gen, logging: msg.log !== null } satisfies PairWorkerReport);
+    else if (msg.type === 'log' || msg.type === 'call') {
+      if (msg.type === 'log') setDirtyLog(msg.log);
+      else d.callFds[msg.ring] = msg.fd; // the notifier reads it per notification; the old fd is not touched again
+      ctlGen = msg.gen;
+      parentPort?.postMessage({ type: 'applied', pair: d.pair, gen: msg.gen } satisfies PairWorkerReport);
     } else steering.activePairs = msg.pairs; // steering's choice; this pair runs because its rings are enabled
   }
 }
@@ -170,7 +174,7 @@ dev.disableNotifications();
 let armed = false;
 for (;;) {
   if (Atomics.load(control, 0) !== 0) break;
-  if (Atomics.load(control, 1) !== logGen) drainControl(); // dirty logging on/off: now, between two rounds
+  if (Atomics.load(control, 1) !== ctlGen) drainControl(); // dirty logging on/off, a new call fd: now, between two rounds
   if ((++rounds & 63) === 0) {
     drainControl();
     publishRingState(stats, statBase, rxq, txq);

@@ -162,9 +162,10 @@ interface PairRunner {
   wakeFd: number;
   port: MessageChannel['port1'];
   stopped: Promise<void>;
-  /** Dirty logging switched in place: the last generation asked, the answers awaited, whether the worker marks a log now. */
-  logGen: number;
-  logAcks: Map<number, (applied: boolean) => void>;
+  /** Control messages applied in place (`log`, `call`): the last generation asked, the answers awaited. */
+  gen: number;
+  acks: Map<number, (applied: boolean) => void>;
+  /** Whether the worker marks a dirty log now. */
   logging: boolean;
 }
 
@@ -456,13 +457,21 @@ export class Session {
       }
       case 'SET_VRING_CALL': {
         const v = this.vring(m.index, m.fd);
-        // A running worker writes the old call fd: stop it before that fd is closed.
-        const wasRunning = this.runners[m.index >> 1] !== null;
-        await this.stopPair(m.index >> 1);
+        const pair = m.index >> 1;
         if (!this.keepFd(m.fd)) return;
-        if (v.call >= 0) safeClose(v.call);
-        v.call = m.fd ?? -1;
-        if (wasRunning) await this.maybeStart(m.index >> 1);
+        const fd = m.fd ?? -1;
+        // A running worker takes the new fd between two rounds (QEMU sends one right after starting
+        // a ring, e.g. on the migration destination: no restart); the old fd is closed only once the
+        // worker no longer writes it. A worker that does not answer is stopped and started again.
+        if (this.runners[pair] && !(await this.applyInPlace(pair, (gen) => ({ type: 'call', gen, ring: (m.index & 1) as 0 | 1, fd })))) {
+          await this.stopPair(pair);
+          if (v.call >= 0 && v.call !== fd) safeClose(v.call);
+          v.call = fd;
+          await this.maybeStart(pair);
+          return;
+        }
+        if (v.call >= 0 && v.call !== fd) safeClose(v.call);
+        v.call = fd;
         return;
       }
       case 'SET_VRING_ERR': {
@@ -738,19 +747,7 @@ export class Session {
       const r = this.runners[p];
       if (!r) return;
       const log = this.logFor(p);
-      const gen = ++r.logGen;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const applied = new Promise<boolean>((res) => {
-        r.logAcks.set(gen, res);
-        timer = setTimeout(() => res(false), 2000);
-      });
-      r.port.postMessage({ type: 'log', gen, log } satisfies PairControl);
-      Atomics.store(r.control, 1, gen);
-      eventfdWrite(r.wakeFd, 1);
-      const ok = await applied;
-      clearTimeout(timer);
-      r.logAcks.delete(gen);
-      if (ok) {
+      if (await this.applyInPlace(p, (gen) => ({ type: 'log', gen, log }))) {
         if (r.logging !== (log !== null)) this.o.log(`vhost-user: queue pair ${p} ${log ? 'logs its writes (dirty logging, switched in place)' : 'no longer logs its writes'}`);
         r.logging = log !== null;
       } else if (this.runners[p] === r) {
@@ -758,6 +755,30 @@ export class Session {
         await this.restartPair(p);
       }
     }));
+  }
+
+  /**
+   * Post a control message of a new generation to pair `p`'s running worker
+   * and wait until the worker applied it between two of its rounds
+   * (pair-worker.ts `applied`). False when no worker runs, it stopped, or it
+   * did not answer within 2 s.
+   */
+  private async applyInPlace(p: number, make: (gen: number) => PairControl): Promise<boolean> {
+    const r = this.runners[p];
+    if (!r) return false;
+    const gen = ++r.gen;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const applied = new Promise<boolean>((res) => {
+      r.acks.set(gen, res);
+      timer = setTimeout(() => res(false), 2000);
+    });
+    r.port.postMessage(make(gen));
+    Atomics.store(r.control, 1, gen);
+    eventfdWrite(r.wakeFd, 1);
+    const ok = await applied;
+    clearTimeout(timer);
+    r.acks.delete(gen);
+    return ok;
   }
 
   /** Pairs whose worker runs now. */
@@ -843,11 +864,11 @@ export class Session {
     const runner: PairRunner = {
       worker, control: new Int32Array(data.control), wakeFd: this.wakeFds[pair], port: port1,
       stopped: new Promise((r) => (resolveStopped = r)),
-      logGen: 0, logAcks: new Map(), logging: data.dirtyLog !== undefined,
+      gen: 0, acks: new Map(), logging: data.dirtyLog !== undefined,
     };
     const gone = () => {
-      for (const ack of runner.logAcks.values()) ack(false);
-      runner.logAcks.clear();
+      for (const ack of runner.acks.values()) ack(false);
+      runner.acks.clear();
       resolveStopped();
     };
     worker.on('message', (r: PairWorkerReport) => {
@@ -862,9 +883,9 @@ export class Session {
           { event: 'inflight-resume', pair, txCompleted: r.txCompleted, rxRequeued: r.rxRequeued });
       }
       else if (r.type === 'netdev-gone') this.o.onNetdevGone?.();
-      else if (r.type === 'log') {
-        runner.logAcks.get(r.gen)?.(true);
-        runner.logAcks.delete(r.gen);
+      else if (r.type === 'applied') {
+        runner.acks.get(r.gen)?.(true);
+        runner.acks.delete(r.gen);
       }
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
