@@ -281,7 +281,7 @@ export class Session {
   /** The front-end went away (EOF, or the socket failed mid-message). */
   peerClosed(reason: string): void {
     // Requests still queued are moot (no reply can reach a closed peer) and may be slow (each
-    // SET_VRING_CALL on a running ring restarts its pair): skip them, so the next front-end is not kept waiting.
+    // SET_VRING_KICK on a running ring restarts its pair): skip them, so the next front-end is not kept waiting.
     this.peerGone = true;
     try {
       this.framer.end();
