@@ -149,8 +149,8 @@ export class NetDevicePair implements RxPort {
 
   constructor(
     private readonly mem: GuestMemory,
-    private readonly rxq: DeviceQueue,
-    private readonly txq: DeviceQueue,
+    private rxq: DeviceQueue,
+    private txq: DeviceQueue,
     private readonly netdev: Netdev,
     private readonly steering: RxSteering,
     /** inboxes[p]: frames pair p sends to this pair; inboxes[this.pair] is the backlog. */
@@ -201,6 +201,18 @@ export class NetDevicePair implements RxPort {
     this.flushRxStats();
     this.publish();
     return work;
+  }
+
+  /**
+   * Go on with other objects for the same two rings at the same positions
+   * (the dirty-logging wrapper of live migration put on or taken off, as
+   * vhost-user's VHOST_F_LOG_ALL comes and goes). Only between poll()
+   * rounds: no chain is then popped and not yet used, and both used rings
+   * are published.
+   */
+  setQueues(rxq: DeviceQueue, txq: DeviceQueue): void {
+    this.rxq = rxq;
+    this.txq = txq;
   }
 
   private flushRxStats(): void {

@@ -21,10 +21,17 @@
  *   Suppression structure at {@link setNotification}, by guest physical
  *   address.
  *
- * Picked once by ring.ts when the pair starts with VHOST_F_LOG_ALL (the
- * session restarts its pairs when the features change), so the worker's hot
- * loop without logging never sees this class. A separate class rather than a
- * flag: the plain queues stay exactly as fast as before.
+ * Picked by ring.ts when the pair starts with VHOST_F_LOG_ALL, and put on
+ * (or taken off, {@link inner}) a running pair between two poll rounds when
+ * logging starts or ends, as DPDK's vhost switches per burst: the pair is
+ * not restarted, so the guest's traffic goes on while migration begins. The
+ * worker's hot loop without logging never sees this class. A separate class
+ * rather than a flag: the plain queues stay exactly as fast as before.
+ *
+ * Chains popped before the wrapper was put on are not known to it (their
+ * writable pieces were not recorded): put it on only when none is in
+ * flight (between NetDevicePair.poll rounds, which use every chain they pop
+ * or give it back).
  */
 import type { DescChain } from './chain.js';
 import type { DirtyLog } from './dirty-log.js';
@@ -58,8 +65,23 @@ export class LoggedDeviceQueue implements DeviceQueue {
   private readonly pieces: number[][];
   /** The used position at the last publish (split: used->idx; packed: position | wrap << 15). */
   private pub: number;
+  /**
+   * Used slots pushed since the last publish (split: elements; packed:
+   * descriptors, as the used position advances by each chain's count):
+   * publish marks [pub, pub + pushed) without asking the inner queue for its
+   * state (state() allocates).
+   */
+  private pushed = 0;
+  /**
+   * Whether `pub + pushed` is where the inner queue's used position stands.
+   * Not until the first publish after construction or setState: an inflight
+   * queue may complete chains on the inner queue in between (restoreInflight),
+   * so that publish measures the distance once with state().
+   */
+  private exact = false;
 
-  constructor(private readonly inner: DeviceQueue, private readonly mem: GuestMemory, layout: QueueLayout, eventIdx: boolean, opts: QueueDirtyLog) {
+  /** @param inner the queue whose writes are logged (exposed: the worker takes the wrapper off when logging ends). */
+  constructor(readonly inner: DeviceQueue, private readonly mem: GuestMemory, layout: QueueLayout, eventIdx: boolean, opts: QueueDirtyLog) {
     this.size = inner.size;
     this.index = inner.index;
     this.log = opts.log;
@@ -137,29 +159,42 @@ export class LoggedDeviceQueue implements DeviceQueue {
       }
     }
     this.inner.pushUsed(id, len, descs);
+    this.pushed += this.packed ? descs : 1;
   }
 
-  /** Publishes, then marks the used elements / descriptors written since the last publish and (split) used->idx. */
+  /** Publishes, then marks the used elements / descriptors written since the last publish and (split) used->idx. No allocation. */
   publish(): boolean {
-    const before = this.pub;
-    const after = this.inner.state().used;
-    const notify = this.inner.publish();
-    if (after === before) return notify;
-    this.pub = after;
     const size = this.size;
+    if (!this.exact) {
+      this.exact = true;
+      const to = this.inner.state().used, from = this.pub;
+      this.pushed = this.packed
+        ? ((to & POS_MASK) + (to >>> 15 & 1) * size - (from & POS_MASK) - (from >>> 15 & 1) * size + 2 * size) % (2 * size)
+        : (to - from) & 0xffff;
+    }
+    const notify = this.inner.publish();
+    const count = this.pushed;
+    if (count === 0) return notify;
+    this.pushed = 0;
+    const before = this.pub;
     if (this.packed) {
-      const from = before & POS_MASK, to = after & POS_MASK;
-      let count = (to - from + size) % size;
-      if (count === 0) count = size; // a whole lap (the wrap counter differs)
-      this.markDescs(from, Math.min(count, size - from));
-      if (from + count > size) this.markDescs(0, from + count - size);
+      const from = before & POS_MASK;
+      const first = Math.min(count, size - from);
+      this.markDescs(from, first);
+      if (count > first) this.markDescs(0, Math.min(count - first, size));
+      let pos = from + count, wrap = before >>> 15 & 1;
+      while (pos >= size) {
+        pos -= size;
+        wrap ^= 1;
+      }
+      this.pub = pos | (wrap << 15);
     } else {
-      const count = (after - before) & 0xffff;
       const from = before % size;
       const first = Math.min(count, size - from);
       this.log.mark(this.ringLog + 4 + 8 * from, 8 * first);
       if (count > first) this.log.mark(this.ringLog + 4, 8 * Math.min(count - first, size));
       this.log.mark(this.ringLog + 2, 2); // used->idx
+      this.pub = (before + count) & 0xffff;
     }
     return notify;
   }
@@ -183,5 +218,7 @@ export class LoggedDeviceQueue implements DeviceQueue {
   setState(s: QueueState): void {
     this.inner.setState(s);
     this.pub = this.inner.state().used;
+    this.pushed = 0;
+    this.exact = false;
   }
 }

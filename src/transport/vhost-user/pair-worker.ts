@@ -14,6 +14,19 @@ import type { RssConfig } from '../../net/rss.js';
 import { buildDevicePair, type DevicePairData } from '../device-pair-setup.js';
 import { eventfdRead, eventfdWrite, pollFdsInto, POLLNVAL } from '../../host/index.js';
 import type { QueueState } from '../../virtio/queue.js';
+import { GuestMemory } from '../../virtio/memory.js';
+import { DirtyLog } from '../../virtio/dirty-log.js';
+import { LoggedDeviceQueue } from '../../virtio/logged-queue.js';
+import { withDirtyLog } from '../../virtio/ring.js';
+
+/** Messages on a worker's control port (posted by the session). */
+export type PairControl =
+  | { type: 'rss'; cfg: RssConfig | null }
+  | { type: 'active'; pairs: number }
+  /** Mark `log` from the next round on (null: stop marking); generation `gen` is also stored in control[1]. */
+  | { type: 'log'; gen: number; log: DevicePairData['dirtyLog'] | null }
+  /** Signal the receiveq's (ring 0) or transmitq's (ring 1) used buffers on `fd` from now on (SET_VRING_CALL on a running pair); `gen` as for `log`. */
+  | { type: 'call'; gen: number; ring: 0 | 1; fd: number };
 
 export interface PairWorkerData extends DevicePairData {
   activePairs: number;
@@ -30,7 +43,12 @@ export interface PairWorkerData extends DevicePairData {
   wakeFds: number[];
   mode: 'busy' | 'notify';
   budget: number;
-  /** Int32 [stop] shared with the control plane. */
+  /**
+   * Int32 [stop, control generation] shared with the control plane: a
+   * generation other than the last one applied means a `log` or `call`
+   * message waits on the port (checked every round, so a switch never waits
+   * for a batch of 64); the worker answers each with `applied`.
+   */
   control: SharedArrayBuffer;
   port: MessagePort;
 }
@@ -41,6 +59,8 @@ export type PairWorkerReport =
   | { type: 'stopped'; pair: number; rx: QueueState; tx: QueueState }
   /** Started on a used inflight region: chains requeued on the receiveq, completed unsent on the transmitq, where the rings start. */
   | { type: 'inflight'; pair: number; rxRequeued: number; txCompleted: number; rx: QueueState; tx: QueueState }
+  /** The `log` or `call` control message of generation `gen` is applied: from the next round on this pair marks the log it named (or none), or signals the new call fd. */
+  | { type: 'applied'; pair: number; gen: number }
   /** The netdev's device went away (a deleted TAP): link.ts re-opens it when it is back. */
   | { type: 'netdev-gone'; pair: number };
 
@@ -86,7 +106,27 @@ try {
   parentPort?.postMessage({ type: 'stopped', pair: d.pair, rx: d.rxBase, tx: d.txBase } satisfies PairWorkerReport);
   process.exit(0);
 }
-const { dev, rxq, txq, steering, netdev } = built;
+const { dev, steering, netdev } = built;
+let { rxq, txq } = built;
+// Live migration: the dirty-logging wrapper goes on and off in place (no restart): the plain queues under it.
+const plainRx = rxq instanceof LoggedDeviceQueue ? rxq.inner : rxq;
+const plainTx = txq instanceof LoggedDeviceQueue ? txq.inner : txq;
+let logMem: GuestMemory | null = null;
+let ctlGen = 0;
+
+/** Start marking `log` (or stop, null): between two poll rounds, when no chain is in flight. */
+function setDirtyLog(log: PairWorkerData['dirtyLog'] | null): void {
+  if (!log) {
+    rxq = plainRx;
+    txq = plainTx;
+  } else {
+    logMem ??= new GuestMemory(d.regions);
+    const dl = new DirtyLog(log.buffer, log.offset, log.size);
+    rxq = withDirtyLog(plainRx, logMem, d.rx, { ...d.rings, index: 2 * d.pair, dirtyLog: { log: dl, usedLogAddr: log.rxUsedLogAddr } });
+    txq = withDirtyLog(plainTx, logMem, d.tx, { ...d.rings, index: 2 * d.pair + 1, dirtyLog: { log: dl, usedLogAddr: log.txUsedLogAddr } });
+  }
+  dev.setQueues(rxq, txq);
+}
 if (built.inflight && !(built.inflight.rx.fresh && built.inflight.tx.fresh)) {
   parentPort?.postMessage({ type: 'inflight', pair: d.pair, rxRequeued: built.inflight.rx.chains, txCompleted: built.inflight.tx.chains, rx: rxq.state(), tx: txq.state() } satisfies PairWorkerReport);
 }
@@ -117,9 +157,14 @@ const budget = d.budget;
 
 function drainControl(): void {
   for (let m = receiveMessageOnPort(d.port); m; m = receiveMessageOnPort(d.port)) {
-    const msg = m.message as { type: 'rss'; cfg: RssConfig | null } | { type: 'active'; pairs: number };
+    const msg = m.message as PairControl;
     if (msg.type === 'rss') steering.setRss(msg.cfg);
-    else steering.activePairs = msg.pairs; // steering's choice; this pair runs because its rings are enabled
+    else if (msg.type === 'log' || msg.type === 'call') {
+      if (msg.type === 'log') setDirtyLog(msg.log);
+      else d.callFds[msg.ring] = msg.fd; // the notifier reads it per notification; the old fd is not touched again
+      ctlGen = msg.gen;
+      parentPort?.postMessage({ type: 'applied', pair: d.pair, gen: msg.gen } satisfies PairWorkerReport);
+    } else steering.activePairs = msg.pairs; // steering's choice; this pair runs because its rings are enabled
   }
 }
 
@@ -129,6 +174,7 @@ dev.disableNotifications();
 let armed = false;
 for (;;) {
   if (Atomics.load(control, 0) !== 0) break;
+  if (Atomics.load(control, 1) !== ctlGen) drainControl(); // dirty logging on/off, a new call fd: now, between two rounds
   if ((++rounds & 63) === 0) {
     drainControl();
     publishRingState(stats, statBase, rxq, txq);

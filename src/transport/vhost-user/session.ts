@@ -48,12 +48,26 @@ import {
   encodeSetLogBaseReply, VHOST_F_LOG_ALL, VHOST_USER_PROTOCOL_F_LOG_SHMFD,
   type EncodedVhostUserMessage, type VhostUserMessage, type VhostUserMemoryRegion, type VhostUserFrame,
 } from './messages.js';
-import type { PairWorkerData, PairWorkerReport } from './pair-worker.js';
+import type { PairControl, PairWorkerData, PairWorkerReport } from './pair-worker.js';
 import { encodeInflightFdReply, VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD } from './messages.js';
 import { createInflightBuffer, inflightOffset, mapInflightBuffer, type InflightBuffer } from './inflight-region.js';
 import { InflightError } from '../../virtio/inflight/region.js';
 import { mapDirtyLog, type MappedLog } from './log.js';
 import { DirtyLog } from '../../virtio/dirty-log.js';
+
+/** VMQ_TRACE_VHOST=1: one log line per request received (debugging a front-end's sequence). */
+const TRACE = process.env.VMQ_TRACE_VHOST === '1';
+
+/** A request in one line: its type and its scalar fields (TRACE). */
+function describeMessage(m: VhostUserMessage): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(m)) {
+    if (k === 'type' || k === 'request' || k === 'fds' || k === 'needReply') continue;
+    if (typeof v === 'number' || typeof v === 'boolean') parts.push(`${k}=${v}`);
+    else if (typeof v === 'bigint') parts.push(`${k}=0x${v.toString(16)}`);
+  }
+  return `${m.type} ${parts.join(' ')}`;
+}
 
 /** VHOST_F_LOG_ALL as a feature mask: the front-end is migrating the guest; every device write is logged. */
 export const LOG_ALL_MASK = 1n << BigInt(VHOST_F_LOG_ALL);
@@ -150,6 +164,11 @@ interface PairRunner {
   wakeFd: number;
   port: MessageChannel['port1'];
   stopped: Promise<void>;
+  /** Control messages applied in place (`log`, `call`): the last generation asked, the answers awaited. */
+  gen: number;
+  acks: Map<number, (applied: boolean) => void>;
+  /** Whether the worker marks a dirty log now. */
+  logging: boolean;
 }
 
 export class Session {
@@ -266,7 +285,7 @@ export class Session {
   /** The front-end went away (EOF, or the socket failed mid-message). */
   peerClosed(reason: string): void {
     // Requests still queued are moot (no reply can reach a closed peer) and may be slow (each
-    // SET_VRING_CALL on a running ring restarts its pair): skip them, so the next front-end is not kept waiting.
+    // SET_VRING_KICK on a running ring restarts its pair): skip them, so the next front-end is not kept waiting.
     this.peerGone = true;
     try {
       this.framer.end();
@@ -287,6 +306,7 @@ export class Session {
     let msg: VhostUserMessage;
     try {
       msg = decodeRequest(f.header, f.payload, f.fds);
+      if (TRACE) this.o.log(`vhost-user: <- ${describeMessage(msg)}`);
     } catch (e) {
       const pe = e as VhostUserProtocolError;
       for (const fd of pe.fds ?? f.fds) safeClose(fd);
@@ -325,7 +345,7 @@ export class Session {
         const extra = m.features & ~VHOST_NET_FEATURES;
         if (extra) throw new RequestError(`features not offered: ${featureNames(extra, VIRTIO_FEATURE_NAMES, NET_FEATURE_NAMES).join(' ')}`);
         const changed = m.features !== this.features;
-        // VHOST_F_LOG_ALL alone (a migration starts or ends): the device features are the same; the pairs restart with or without logging queues.
+        // VHOST_F_LOG_ALL alone (a migration starts or ends): the device features are the same; the running pairs switch logging in place.
         const logOnly = (m.features ^ this.features) === LOG_ALL_MASK;
         this.features = m.features;
         if (changed && !logOnly) {
@@ -334,7 +354,8 @@ export class Session {
         }
         if (logOnly || (changed && (this.features & LOG_ALL_MASK))) this.logLogging();
         if (changed && !logOnly) applyTapOffloads(this.netdev, this.features, this.o.log);
-        if (changed) await this.restartRunning();
+        if (logOnly) await this.relog(this.runningList());
+        else if (changed) await this.restartRunning();
         return;
       }
       case 'GET_PROTOCOL_FEATURES':
@@ -389,6 +410,8 @@ export class Session {
       }
       case 'SET_VRING_ADDR': {
         const v = this.vring(m.index);
+        const same = v.addr !== null && v.addr.desc === m.descUserAddr && v.addr.avail === m.availUserAddr && v.addr.used === m.usedUserAddr;
+        const logAddr = v.logAddr;
         v.addr = { desc: m.descUserAddr, avail: m.availUserAddr, used: m.usedUserAddr };
         v.logAddr = (m.flags & 1) !== 0 ? m.logGuestAddr : -1; // VHOST_VRING_F_LOG
         if (this.mem && v.num > 0) {
@@ -397,7 +420,10 @@ export class Session {
             this.o.log(`vhost-user: vring ${m.index}: used-ring writes logged at log_guest_addr 0x${v.logAddr.toString(16)} (the ring is at guest address 0x${l.deviceAddr.toString(16)})`);
         }
         // A running ring moves to the new addresses; a ring that was waiting for valid ones starts.
-        if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
+        // The same addresses (QEMU sets VHOST_VRING_F_LOG when a migration starts): logging switches in place.
+        if (this.runners[m.index >> 1] && same) {
+          if (v.logAddr !== logAddr) await this.relog([m.index >> 1]);
+        } else if (this.runners[m.index >> 1]) await this.restartPair(m.index >> 1);
         else await this.maybeStart(m.index >> 1);
         return;
       }
@@ -435,13 +461,21 @@ export class Session {
       }
       case 'SET_VRING_CALL': {
         const v = this.vring(m.index, m.fd);
-        // A running worker writes the old call fd: stop it before that fd is closed.
-        const wasRunning = this.runners[m.index >> 1] !== null;
-        await this.stopPair(m.index >> 1);
+        const pair = m.index >> 1;
         if (!this.keepFd(m.fd)) return;
-        if (v.call >= 0) safeClose(v.call);
-        v.call = m.fd ?? -1;
-        if (wasRunning) await this.maybeStart(m.index >> 1);
+        const fd = m.fd ?? -1;
+        // A running worker takes the new fd between two rounds (QEMU sends one right after starting
+        // a ring, e.g. on the migration destination: no restart); the old fd is closed only once the
+        // worker no longer writes it. A worker that does not answer is stopped and started again.
+        if (this.runners[pair] && !(await this.applyInPlace(pair, (gen) => ({ type: 'call', gen, ring: (m.index & 1) as 0 | 1, fd })))) {
+          await this.stopPair(pair);
+          if (v.call >= 0 && v.call !== fd) safeClose(v.call);
+          v.call = fd;
+          await this.maybeStart(pair);
+          return;
+        }
+        if (v.call >= 0 && v.call !== fd) safeClose(v.call);
+        v.call = fd;
         return;
       }
       case 'SET_VRING_ERR': {
@@ -474,9 +508,12 @@ export class Session {
         const top = this.memRegions.reduce((x, r) => Math.max(x, r.desc.guestAddr + r.desc.size), 0);
         this.o.log(`vhost-user: dirty log: ${log.size} bytes (covers ${Math.round(log.coverage / 2 ** 20)} MiB of guest memory)`, { event: 'dirty-log', bytes: log.size });
         if (top > log.coverage) this.o.log(`vhost-user: dirty log covers [0, 0x${log.coverage.toString(16)}) but guest memory reaches 0x${top.toString(16)}: writes above are not logged`);
+        const old = this.dirtyLog;
         this.dirtyLog = log;
-        // Workers marking the old log stop (and finish marking) before the reply: the front-end syncs the old log after it.
-        if (this.features & LOG_ALL_MASK) await this.restartRunning();
+        // Workers marking the old log move to the new one (their last marks in the old are done) before the reply: the front-end syncs the old log after it.
+        if (this.features & LOG_ALL_MASK) await this.relog(this.runningList());
+        // No worker marks the old mapping any more: unmap it now (QEMU sends the same log once per vhost device).
+        if (old) releaseShared(old.buffer);
         return encodeSetLogBaseReply();
       }
       case 'SET_LOG_FD':
@@ -690,6 +727,72 @@ export class Session {
   }
 
   /**
+   * What pair `pair`'s worker is to mark: with VHOST_F_LOG_ALL and a
+   * SET_LOG_BASE log, the log and where each ring's used-ring writes are
+   * logged (SET_VRING_ADDR log_guest_addr, -1: the ring's address); else null.
+   */
+  private logFor(pair: number): NonNullable<PairWorkerData['dirtyLog']> | null {
+    if (!(this.features & LOG_ALL_MASK) || !this.dirtyLog) return null;
+    const rx = this.vrings[2 * pair], tx = this.vrings[2 * pair + 1];
+    return { buffer: this.dirtyLog.buffer, offset: 0, size: this.dirtyLog.size, rxUsedLogAddr: rx.logAddr, txUsedLogAddr: tx.logAddr };
+  }
+
+  /**
+   * Dirty logging changed (VHOST_F_LOG_ALL on or off, a new SET_LOG_BASE log,
+   * a ring's log_guest_addr): each running pair in `pairs` switches in place
+   * between two poll rounds (pair-worker.ts), as DPDK's vhost reads the
+   * feature bit per burst; no restart, so traffic goes on while a migration
+   * starts. Resolves once every worker answered that it marks what
+   * {@link logFor} says (the front-end relies on that when it gets its
+   * reply). A worker that does not answer within 2 s is restarted instead.
+   */
+  private async relog(pairs: number[]): Promise<void> {
+    await Promise.all(pairs.map(async (p) => {
+      const r = this.runners[p];
+      if (!r) return;
+      const log = this.logFor(p);
+      if (await this.applyInPlace(p, (gen) => ({ type: 'log', gen, log }))) {
+        if (r.logging !== (log !== null)) this.o.log(`vhost-user: queue pair ${p} ${log ? 'logs its writes (dirty logging, switched in place)' : 'no longer logs its writes'}`);
+        r.logging = log !== null;
+      } else if (this.runners[p] === r) {
+        this.o.log(`vhost-user: queue pair ${p}: no answer to a dirty logging switch within 2 s; restarting it`);
+        await this.restartPair(p);
+      }
+    }));
+  }
+
+  /**
+   * Post a control message of a new generation to pair `p`'s running worker
+   * and wait until the worker applied it between two of its rounds
+   * (pair-worker.ts `applied`). False when no worker runs, it stopped, or it
+   * did not answer within 2 s.
+   */
+  private async applyInPlace(p: number, make: (gen: number) => PairControl): Promise<boolean> {
+    const r = this.runners[p];
+    if (!r) return false;
+    const gen = ++r.gen;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const applied = new Promise<boolean>((res) => {
+      r.acks.set(gen, res);
+      timer = setTimeout(() => res(false), 2000);
+    });
+    r.port.postMessage(make(gen));
+    Atomics.store(r.control, 1, gen);
+    eventfdWrite(r.wakeFd, 1);
+    const ok = await applied;
+    clearTimeout(timer);
+    r.acks.delete(gen);
+    return ok;
+  }
+
+  /** Pairs whose worker runs now. */
+  private runningList(): number[] {
+    const out: number[] = [];
+    for (let p = 0; p < this.runners.length; p++) if (this.runners[p]) out.push(p);
+    return out;
+  }
+
+  /**
    * Migrating (VHOST_F_LOG_ALL with a log): the ring `index` just stopped
    * (GET_VRING_BASE, before the front-end's final log sync), so mark its whole
    * device-written part once more: the split used ring (at log_guest_addr
@@ -752,11 +855,9 @@ export class Session {
       mode: this.o.mode, budget: this.o.budget, stats: this.o.stats, afs: this.afs,
       inboxes: this.inbox.map((row) => row[pair]), outboxes: this.inbox[pair],
       netdev: this.netdev, rss: this.o.rss,
-      control: new SharedArrayBuffer(4), port: undefined as never,
+      control: new SharedArrayBuffer(8), port: undefined as never,
       capture: this.o.capture?.[pair], strict: this.o.strict,
-      dirtyLog: (this.features & LOG_ALL_MASK) && this.dirtyLog
-        ? { buffer: this.dirtyLog.buffer, offset: 0, size: this.dirtyLog.size, rxUsedLogAddr: rx.logAddr, txUsedLogAddr: tx.logAddr }
-        : undefined,
+      dirtyLog: this.logFor(pair) ?? undefined,
     };
     const inf = this.inflightFor(pair);
     if (inf) data.inflight = inf;
@@ -767,6 +868,12 @@ export class Session {
     const runner: PairRunner = {
       worker, control: new Int32Array(data.control), wakeFd: this.wakeFds[pair], port: port1,
       stopped: new Promise((r) => (resolveStopped = r)),
+      gen: 0, acks: new Map(), logging: data.dirtyLog !== undefined,
+    };
+    const gone = () => {
+      for (const ack of runner.acks.values()) ack(false);
+      runner.acks.clear();
+      resolveStopped();
     };
     worker.on('message', (r: PairWorkerReport) => {
       if (r.type === 'queue-error') {
@@ -780,17 +887,21 @@ export class Session {
           { event: 'inflight-resume', pair, txCompleted: r.txCompleted, rxRequeued: r.rxRequeued });
       }
       else if (r.type === 'netdev-gone') this.o.onNetdevGone?.();
+      else if (r.type === 'applied') {
+        runner.acks.get(r.gen)?.(true);
+        runner.acks.delete(r.gen);
+      }
       else if (r.type === 'stopped') {
         Object.assign(this.vrings[2 * pair], { avail: r.rx.avail, used: r.rx.used });
         Object.assign(this.vrings[2 * pair + 1], { avail: r.tx.avail, used: r.tx.used });
-        resolveStopped();
+        gone();
       }
     });
     worker.on('error', (e) => {
       this.o.log(`vhost-user: pair ${pair} worker failed: ${e.message}`);
-      resolveStopped();
+      gone();
     });
-    worker.on('exit', () => resolveStopped());
+    worker.on('exit', () => gone());
     this.runners[pair] = runner;
     if (!this.running) {
       this.running = true;
@@ -1016,6 +1127,7 @@ export class Session {
     this.backendReqFd = -1;
     if (this.logFd >= 0) safeClose(this.logFd);
     this.logFd = -1;
+    if (this.dirtyLog) releaseShared(this.dirtyLog.buffer); // the workers are stopped
     this.dirtyLog = null;
     if (this.faultTimer) clearInterval(this.faultTimer);
     // The workers are stopped: drop the guest's pages now rather than when GC gets to the buffers (RSS grew per connection).
