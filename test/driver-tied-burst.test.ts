@@ -5,7 +5,8 @@
  * guest memory, one driven each way, a real device half completing chains in
  * random runs. After every step the ring memory, the free counts and the
  * queue state must be identical, and every buffer must reach the device
- * with its address and length.
+ * with its address and length. Likewise popUsedIfAny (the RX path) against
+ * usedPending + popUsed: the same ids, lengths and tokens, then -1.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -111,6 +112,47 @@ for (const format of ['split', 'packed'] as const) {
           { numRuns: 60 },
         );
       });
+    });
+  }
+}
+
+for (const format of ['split', 'packed'] as const) {
+  for (const inOrder of [true, false]) {
+    test(`${format}${inOrder ? ' in-order' : ''}: popUsedIfAny returns what usedPending + popUsed return, then -1`, () => {
+      fc.assert(
+        fc.property(fc.array(fc.record({ add: fc.nat(12), complete: fc.nat(12), lens: fc.array(fc.nat(300), { minLength: 12, maxLength: 12 }), take: fc.nat(14) }), { minLength: 1, maxLength: 25 }), (steps) => {
+          const size = 16;
+          const a = side(format, size, inOrder); // usedPending + popUsed
+          const b = side(format, size, inOrder); // popUsedIfAny
+          let token = 0;
+          for (const st of steps) {
+            for (const s of [a, b]) {
+              for (let i = 0; i < st.add; i++) {
+                const id = s.drv.peekFreeId();
+                if (id < 0) break;
+                s.drv.addOne(GPA + 0x1000 + 512 * id, 512, true, token + i);
+              }
+              s.drv.publish();
+              for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
+                s.dev.pop(s.chain);
+                s.dev.pushUsed(s.chain.id, st.lens[i], 1);
+              }
+              s.dev.publish();
+            }
+            token += st.add;
+            for (let i = 0; i < st.take; i++) {
+              const want = a.drv.usedPending() > 0 ? a.drv.popUsed() : -1;
+              assert.equal(b.drv.popUsedIfAny(), want);
+              if (want < 0) break;
+              assert.equal(b.drv.usedLen, a.drv.usedLen);
+              assert.equal(b.drv.usedToken, a.drv.usedToken);
+            }
+            assert.equal(b.drv.numFree, a.drv.numFree);
+            assert.deepEqual(b.drv.state(), a.drv.state());
+          }
+        }),
+        { numRuns: 60 },
+      );
     });
   }
 }

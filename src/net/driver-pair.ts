@@ -245,11 +245,8 @@ export class NetDriverPair {
     const st = this.stats, b = this.statBase;
     let n = 0;
     try {
-      let pending = q.usedPending();
       while (n < budget) {
-        if (pending === 0 && (pending = q.usedPending()) === 0) break;
-        q.popUsed();
-        pending--;
+        if (q.popUsedIfAny() < 0) break;
         const len = q.usedLen;
         const buf = q.usedToken;
         const o = this.rxOff + buf * this.rxBufSize;
@@ -258,7 +255,6 @@ export class NetDriverPair {
           const nb = this.rxBytes.u8[o + 10] | (this.rxBytes.u8[o + 11] << 8);
           if (nb > 1) {
             frameLen = this.mergeRx(o, len, nb);
-            pending = q.usedPending();
             if (frameLen >= 0) {
               consume(this.merge, hdrLen, frameLen);
               st[b + DrvStat.rxPackets]++;

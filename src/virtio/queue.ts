@@ -213,6 +213,13 @@ export interface DriverQueue {
    * @throws DescriptorError USED_ID_INVALID / USED_LEN_INVALID (the entry is consumed).
    */
   popUsed(): number;
+  /**
+   * {@link popUsed} when a used buffer is waiting, else -1, without counting
+   * what else waits (split: used->idx read once per burst; packed: only the
+   * descriptor at the read position is looked at).
+   * @throws as {@link usedPending} / {@link popUsed}.
+   */
+  popUsedIfAny(): number;
   readonly usedLen: number;
   readonly usedToken: number;
   /** Ask for (true) or suppress (false) used-buffer notifications; after enabling, check usedPending() again. */

@@ -140,7 +140,7 @@ export class PackedDriverQueue implements DriverQueue {
   private put(addr: number, len: number, id: number, mark: number): void {
     const d = this.desc;
     const w = this.descW + this.availPos * 4;
-    const hi = Math.floor(addr / TWO32);
+    const hi = addr < TWO32 ? 0 : Math.floor(addr / TWO32);
     const lo = addr - hi * TWO32; // not addr % TWO32: a float modulo is an fmod call per packet
     // Write only what changed (a caller that ties buffers to Buffer IDs puts
     // the same address and length in a slot lap after lap; the device wrote
@@ -466,6 +466,21 @@ export class PackedDriverQueue implements DriverQueue {
       if (pos >= size) { pos -= size; wrap ^= 1; }
     }
     return n < SCAN_LIMIT ? n : SCAN_LIMIT;
+  }
+
+  /**
+   * {@link popUsed} when a used buffer is waiting, else -1: checks only the
+   * descriptor at the read position (no scan ahead as {@link usedPending}).
+   * @throws as {@link popUsed}.
+   */
+  popUsedIfAny(): number {
+    if (this.batchLeft === 0) {
+      if (this.outstandingPub === 0) return -1;
+      const f = Atomics.load(this.desc, this.descW + this.readPos * 4 + 3) >>> 16;
+      const wrap = this.readWrap;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) return -1;
+    }
+    return this.popUsed();
   }
 
   /**

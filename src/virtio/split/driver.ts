@@ -43,6 +43,8 @@ export class SplitDriverQueue implements DriverQueue {
   availIdx = 0;
   /** Next used-ring slot to read (u16). */
   lastUsedIdx = 0;
+  /** used->idx as {@link usedPending} last read it. */
+  private usedEnd = 0;
   /** Byte count the device wrote, from the last {@link popUsed}. */
   usedLen = 0;
   private publishedAvailIdx = 0;
@@ -130,7 +132,7 @@ export class SplitDriverQueue implements DriverQueue {
     this.batchId = -1;
     this.batchLen = 0;
     this.availIdx = this.publishedAvailIdx = s.avail;
-    this.lastUsedIdx = s.used;
+    this.lastUsedIdx = this.usedEnd = s.used;
     Atomics.store(this.avail, this.availH + 1, s.avail);
   }
 
@@ -150,7 +152,7 @@ export class SplitDriverQueue implements DriverQueue {
     this.numFree--;
     const w = this.descW + head * 4;
     const d = this.desc;
-    const hi = Math.floor(addr / TWO32);
+    const hi = addr < TWO32 ? 0 : Math.floor(addr / TWO32);
     const lo = addr - hi * TWO32; // not addr % TWO32: a float modulo is a call to fmod (~10 ns) per packet
     // Write only the words that change (DPDK's vq_update_avail_ring does the
     // same for the ring): a caller that ties buffers to heads rewrites the
@@ -360,12 +362,25 @@ export class SplitDriverQueue implements DriverQueue {
    * @throws DescriptorError USED_IDX_JUMP when the device published more than it was given.
    */
   usedPending(): number {
-    const n = (Atomics.load(this.used16, this.usedH + 1) - this.lastUsedIdx) & 0xffff;
+    const usedIdx = Atomics.load(this.used16, this.usedH + 1);
+    const n = (usedIdx - this.lastUsedIdx) & 0xffff;
     // Bound: chains made available (published) and not reclaimed -- not
     // descriptors, which a multi-descriptor chain would over-count.
     const given = this.outstanding - ((this.availIdx - this.publishedAvailIdx) & 0xffff);
     if (n > given) throw this.err('USED_IDX_JUMP', `used idx ran ${n} ahead with ${given} chains outstanding`);
+    this.usedEnd = usedIdx;
     return n;
+  }
+
+  /**
+   * {@link popUsed} when a used element is waiting, else -1: used->idx is
+   * read again only once the elements it last showed are consumed (one
+   * load per burst, not per element).
+   * @throws as {@link usedPending} and {@link popUsed}.
+   */
+  popUsedIfAny(): number {
+    if (this.lastUsedIdx === this.usedEnd && this.usedPending() === 0) return -1;
+    return this.popUsed();
   }
 
   /**
