@@ -474,13 +474,35 @@ export class PackedDriverQueue implements DriverQueue {
    * @throws as {@link popUsed}.
    */
   popUsedIfAny(): number {
-    if (this.batchLeft === 0) {
-      if (this.outstandingPub === 0) return -1;
-      const f = Atomics.load(this.desc, this.descW + this.readPos * 4 + 3) >>> 16;
-      const wrap = this.readWrap;
-      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) return -1;
+    if (this.batchLeft !== 0) return this.popUsed();
+    if (this.outstandingPub === 0) return -1;
+    const w = this.descW + this.readPos * 4;
+    const word3 = Atomics.load(this.desc, w + 3); // the one acquire load per used buffer
+    const f = word3 >>> 16;
+    const wrap = this.readWrap;
+    if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) return -1;
+    // Common in-order case: the used descriptor names the oldest chain itself (a batch of one).
+    const id = word3 & 0xffff;
+    const n = this.inOrder && id === this.usedPos ? this.descs[id] : 0;
+    if (n === 0 || !(this.seq[id] < this.pubSeq)) return this.popUsed();
+    const len = (word3 & WRITE_MARK) !== 0 ? this.desc[w + 2] >>> 0 : 0;
+    this.descs[id] = 0;
+    this.numFree += n;
+    this.outstandingPub--;
+    let p = id + n;
+    if (p >= this.size) {
+      p -= this.size;
+      this.usedWrap ^= 1;
+      this.readWrap ^= 1;
     }
-    return this.popUsed();
+    this.usedPos = this.readPos = p;
+    this.usedToken = this.tokens[id];
+    if (len > this.writable[id]) {
+      this.usedLen = 0;
+      throw this.err('USED_LEN_INVALID', `device wrote ${len} bytes into ${this.writable[id]} writable bytes`);
+    }
+    this.usedLen = len;
+    return id;
   }
 
   /**
