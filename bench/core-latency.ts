@@ -4,11 +4,13 @@
  * line (a memfd both map, through the addon) and report the one-way handoff
  * time in ns (half a round trip, median of 5 batches).
  *
- * Why: on these 2-vCPU KVM guests the host moves the two vCPUs between
- * physical cores; the handoff time flips between ~30 ns (same core complex)
- * and ~80 ns (across), and every virtqueue benchmark pays one or more such
- * handoffs per frame (a ring slot, a buffer line), so its rate flips with
- * it. The benchmark prints it next to each row.
+ * Why: on these 2-vCPU guests the host moves the two vCPUs between
+ * physical cores; a C ping-pong measured the handoff at 26-36 ns at some
+ * times and 66-81 ns at others, and every virtqueue benchmark pays one or
+ * more such handoffs per frame (a buffer line, ring lines). The benchmark
+ * prints it next to each row. Indicative only: from Node the figure is
+ * about twice the C one and noisy (55-290 ns), and no per-row correlation
+ * with the rates was established.
  *
  *   node dist/bench/core-latency.js [--cpus 0,1] [--iters 100000]     (prints ns)
  */

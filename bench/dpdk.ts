@@ -326,8 +326,8 @@ async function attachRows(): Promise<void> {
   console.log(`\ntestpmd net_vhost (1 pair, 64-byte frames) driven by each driver end; ${seconds} s windows, best of ${rounds}, counted on the vhost side`);
   console.log('CPUs: testpmd net_vhost --lcores 0@1,1@1 (CPU 1); the driver on CPU 0: virtio-user --lcores 0@0,1@0, attach under taskset -c 0 (all its threads);');
   console.log('both drivers: in_order=1, mrg_rxbuf=1, queue_size=1024; attach txonly writes its frame once per TX buffer and stamps a sequence number per frame');
-  console.log("(testpmd txonly copies the headers into each mbuf). 'core ns': one-way cache-line handoff CPU 0 -> CPU 1 before the row (the host moves");
-  console.log('the vCPUs: ~30 ns on one core complex, ~80 ns across; rates follow it). Busy threads per row: name@cpu(allowed CPUs) share of a CPU.');
+  console.log("(testpmd txonly copies the headers into each mbuf). 'core ns': one-way cache-line handoff CPU 0 -> CPU 1 measured from Node before the");
+  console.log('row (indicative: the host moves the vCPUs; a C ping-pong saw 26-36 ns at times, 66-81 ns at others). Busy threads: name@cpu(allowed CPUs) share.');
   console.log(`${'ring'.padEnd(7)} ${'direction'.padEnd(12)} ${'driver'.padEnd(20)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)} ${'core ns'.padStart(8)}  threads (vhost | driver)`);
   for (const r of rows)
     console.log(`${r.ring.padEnd(7)} ${r.direction.padEnd(12)} ${r.driver.padEnd(20)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}% ${r.coreNs.toFixed(0).padStart(8)}  ${r.vhostThreads} | ${r.driverThreads}`);
