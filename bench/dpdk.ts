@@ -23,9 +23,10 @@
  * --rings split,packed (default both), --ends serve,attach (default both), --json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from '../test/interop/testpmd.js';
+import { coreLatencyNs } from './core-latency.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => {
@@ -82,6 +83,50 @@ function childPids(pid: number): number[] {
     /* gone */
   }
   return out;
+}
+
+/** Per thread of `pids`: name, CPU time (jiffies), the CPU it last ran on, the CPUs it may run on. */
+function threads(pids: number[]): Map<string, { name: string; jiffies: number; cpu: number; allowed: string }> {
+  const out = new Map<string, { name: string; jiffies: number; cpu: number; allowed: string }>();
+  for (const pid of pids) {
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const name = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+        const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        const allowed = /Cpus_allowed_list:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? '?';
+        out.set(`${pid}/${tid}`, { name, jiffies: Number(f[11]) + Number(f[12]), cpu: Number(f[36]), allowed });
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Where a side's threads ran during a window: every thread that took at
+ * least 5 % of a CPU, as `name@cpu(allowed) share%`, e.g. `lcore-worker-1@1(1) 99%`.
+ */
+function placement(before: ReturnType<typeof threads>, after: ReturnType<typeof threads>, jiffies: number): string {
+  const busy: string[] = [];
+  for (const [k, t] of after) {
+    const share = (t.jiffies - (before.get(k)?.jiffies ?? t.jiffies)) / jiffies;
+    if (share >= 0.05) busy.push(`${t.name}@${t.cpu}(${t.allowed}) ${(share * 100).toFixed(0)}%`);
+  }
+  return busy.join(', ') || 'idle';
+}
+
+/** Jiffies per CPU in a window of /proc/stat totals (the machine's total over its CPUs). */
+function cpuJiffies(total: number): number {
+  const n = readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d/.test(l)).length || 1;
+  return total / n;
 }
 
 async function startServe(socket: string, netdev: string, mode: string, queues = 1): Promise<ChildProcess> {
@@ -166,11 +211,20 @@ interface FrontRow {
   driver: 'testpmd virtio-user' | 'virtio-mq attach';
   mpps: number;
   othersCpu: number;
+  /** One-way cache-line handoff between CPU 0 and CPU 1 just before the row started, ns (core-latency.ts). */
+  coreNs: number;
+  /** Busy threads of the vhost side and of the driver side during the window (name@cpu(allowed) share). */
+  vhostThreads: string;
+  driverThreads: string;
 }
 
-/** attach with the ring features testpmd's virtio-user negotiates by default (in_order=1). */
+/**
+ * attach with the ring features testpmd's virtio-user negotiates by default
+ * (in_order=1, mrg_rxbuf=1), all its threads on CPU 0 (`taskset -c 0`), as
+ * virtio-user's lcores (`--lcores 0@0,1@0`).
+ */
 async function startAttach(socket: string, netdev: string, ring: string, queues = 1): Promise<ChildProcess> {
-  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--ring', ring, '--in-order',
+  const p = spawn('taskset', ['-c', '0', process.execPath, cli, 'attach', '--socket', socket, '--queues', String(queues), '--ring', ring, '--in-order', '--mrg-rxbuf',
     '--queue-size', '1024', '--netdev', netdev, '--mode', 'busy', '--duration', '600', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
@@ -185,6 +239,8 @@ async function startAttach(socket: string, netdev: string, ring: string, queues 
 async function measureDriver(direction: FrontRow['direction'], ring: FrontRow['ring'], driver: 'virtio-user' | 'attach'): Promise<FrontRow> {
   const socket = tmpSocketPath(`bench-${driver}`);
   let dev: Testpmd | undefined, att: ChildProcess | undefined, vu: Testpmd | undefined;
+  // Before anything polls (the probe needs both CPUs to itself).
+  const coreNs = await coreLatencyNs(0, 1);
   try {
     dev = await Testpmd.start({ name: 'benchdev', lcores: '0@1,1@1', vdevs: [`net_vhost0,iface=${socket},queues=1`], forwardMode: direction === 'from driver' ? 'rxonly' : 'txonly', txpkts: 64 });
     await dev.start();
@@ -192,20 +248,29 @@ async function measureDriver(direction: FrontRow['direction'], ring: FrontRow['r
       att = await startAttach(socket, direction === 'from driver' ? 'txonly,size=64' : 'sink', ring);
     } else {
       const packed = ring === 'packed' ? ',packed_vq=1' : '';
-      vu = await Testpmd.start({ name: 'benchdrv', lcores: '0@0,1@0', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024${packed}`], forwardMode: direction === 'from driver' ? 'txonly' : 'rxonly', txpkts: 64 });
+      // in_order=1 and mrg_rxbuf=1 are virtio-user's defaults, spelled out (attach is given the same).
+      vu = await Testpmd.start({ name: 'benchdrv', lcores: '0@0,1@0', vdevs: [`net_virtio_user0,path=${socket},queues=1,cq=1,queue_size=1024,in_order=1,mrg_rxbuf=1${packed}`], forwardMode: direction === 'from driver' ? 'txonly' : 'rxonly', txpkts: 64 });
       await vu.start();
     }
     await sleep(1000); // warm up
     const key = direction === 'from driver' ? 'rx_packets' : 'tx_packets';
-    const pids = [dev.pid, att?.pid, vu?.pid].filter((x): x is number => typeof x === 'number').flatMap((p) => childPids(p));
+    const devPids = dev.pid !== undefined ? childPids(dev.pid) : [];
+    const drvPids = [att?.pid, vu?.pid].filter((x): x is number => typeof x === 'number').flatMap((p) => childPids(p));
+    const pids = [...devPids, ...drvPids];
     const a = (await dev.portStats(0))[key];
     const c0 = cpuTimes(), p0 = pidJiffies(pids), t0 = Date.now();
+    const vt0 = threads(devPids), dt0 = threads(drvPids);
     await sleep(seconds * 1000);
     const b = (await dev.portStats(0))[key];
     const c1 = cpuTimes(), p1 = pidJiffies(pids), t1 = Date.now();
+    const vt1 = threads(devPids), dt1 = threads(drvPids);
     const mpps = (b - a) / ((t1 - t0) / 1000) / 1e6;
     const othersCpu = Math.max(0, (c1.busy - c0.busy - (p1 - p0)) / (c1.total - c0.total));
-    return { direction, ring, driver: driver === 'attach' ? 'virtio-mq attach' : 'testpmd virtio-user', mpps, othersCpu };
+    const perCpu = cpuJiffies(c1.total - c0.total);
+    return {
+      direction, ring, driver: driver === 'attach' ? 'virtio-mq attach' : 'testpmd virtio-user', mpps, othersCpu, coreNs,
+      vhostThreads: placement(vt0, vt1, perCpu), driverThreads: placement(dt0, dt1, perCpu),
+    };
   } finally {
     await vu?.quit().catch(() => undefined);
     await stopProc(att);
@@ -259,8 +324,13 @@ async function attachRows(): Promise<void> {
     return;
   }
   console.log(`\ntestpmd net_vhost (1 pair, 64-byte frames) driven by each driver end; ${seconds} s windows, best of ${rounds}, counted on the vhost side`);
-  console.log(`${'ring'.padEnd(7)} ${'direction'.padEnd(12)} ${'driver'.padEnd(20)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)}`);
-  for (const r of rows) console.log(`${r.ring.padEnd(7)} ${r.direction.padEnd(12)} ${r.driver.padEnd(20)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}%`);
+  console.log('CPUs: testpmd net_vhost --lcores 0@1,1@1 (CPU 1); the driver on CPU 0: virtio-user --lcores 0@0,1@0, attach under taskset -c 0 (all its threads);');
+  console.log('both drivers: in_order=1, mrg_rxbuf=1, queue_size=1024; attach txonly writes its frame once per TX buffer and stamps a sequence number per frame');
+  console.log("(testpmd txonly copies the headers into each mbuf). 'core ns': one-way cache-line handoff CPU 0 -> CPU 1 measured from Node before the");
+  console.log('row (indicative: the host moves the vCPUs; a C ping-pong saw 26-36 ns at times, 66-81 ns at others). Busy threads: name@cpu(allowed CPUs) share.');
+  console.log(`${'ring'.padEnd(7)} ${'direction'.padEnd(12)} ${'driver'.padEnd(20)} ${'Mpps'.padStart(7)} ${'others CPU'.padStart(11)} ${'core ns'.padStart(8)}  threads (vhost | driver)`);
+  for (const r of rows)
+    console.log(`${r.ring.padEnd(7)} ${r.direction.padEnd(12)} ${r.driver.padEnd(20)} ${r.mpps.toFixed(2).padStart(7)} ${(r.othersCpu * 100).toFixed(0).padStart(10)}% ${r.coreNs.toFixed(0).padStart(8)}  ${r.vhostThreads} | ${r.driverThreads}`);
   console.log('');
   for (const s of summary)
     console.log(`${s.ring.padEnd(7)} ${s.direction.padEnd(12)} attach busy / virtio-user = ${s.attachMpps.toFixed(2)} / ${s.virtioUserMpps.toFixed(2)} Mpps = ${s.ratio.toFixed(2)}`);

@@ -58,7 +58,6 @@ export interface DriverPairOptions {
 
 export class NetDriverPair {
   readonly pair: number;
-  private readonly hdrLen: number;
   private readonly mrg: boolean;
   private readonly txBytes: Bytes;
   private readonly txOff: number; // byte offset of TX buffer 0 in txBytes
@@ -71,6 +70,13 @@ export class NetDriverPair {
   private readonly merge: Bytes; // reassembly buffer for MRG_RXBUF frames
   /** Descriptor head reserveTx() handed out, for commitTx(). */
   private txHead = -1;
+  /** Buffer ids of the last {@link reserveTxBurst}. */
+  readonly txIds: Uint16Array;
+  /** {@link reserveTxBurst} may be used (false on a capture view, which copies frames at commitTx). */
+  burstTx = true;
+  /** Header bytes before each frame (virtio_net_hdr, §5.1.6.1). */
+  readonly hdrLen: number;
+  private readonly txInOrder: boolean;
   /** Set when a ring error stopped this pair; the message is in {@link error}. */
   error: Error | null = null;
 
@@ -86,6 +92,8 @@ export class NetDriverPair {
     this.hdrLen = opts.hdrLen;
     this.mrg = opts.mrgRxbuf;
     this.txBufSize = opts.txBufSize;
+    this.txIds = new Uint16Array(txq.size);
+    this.txInOrder = txq.inOrder;
     this.txBufAddr = opts.txBufAddr;
     let r = mem.translate(opts.txBufAddr, opts.txBufSize * txq.size);
     this.txBytes = mem.bytes[r];
@@ -151,6 +159,31 @@ export class NetDriverPair {
     st[b + DrvStat.txBytes] += len;
   }
 
+  /**
+   * TX burst (hot path for sources that write their frames in place): make
+   * up to `max` TX buffers available at once, each carrying a `len`-byte
+   * frame, and return how many (k). Their buffer ids are in
+   * {@link txIds}[0..k); frame i goes at byte {@link txFrameOffset}(txIds[i])
+   * of {@link txView}, its virtio_net_hdr in the {@link hdrLen} bytes before
+   * it. The caller must write all k frames and headers before
+   * {@link flushTx} (the device sees nothing before it). Counts the frames
+   * as sent; counts txRingFull when fewer than `max` buffers were free.
+   * A capture view ({@link burstTx} false) does not offer it.
+   */
+  reserveTxBurst(max: number, len: number): number {
+    const k = this.txq.addTied(this.txIds, max, this.txBufAddr, this.txBufSize, this.hdrLen + len, false);
+    const st = this.stats, b = this.statBase;
+    if (k < max) st[b + DrvStat.txRingFull]++;
+    st[b + DrvStat.txPackets] += k;
+    st[b + DrvStat.txBytes] += k * len;
+    return k;
+  }
+
+  /** Byte offset in {@link txView} of the frame (after the header) of TX buffer `id`. */
+  txFrameOffset(id: number): number {
+    return this.txOff + id * this.txBufSize + this.hdrLen;
+  }
+
   /** Copy-in convenience: send one frame. Returns false when the transmitq is full or the frame too big. */
   send(src: Bytes, off: number, len: number): boolean {
     if (len > this.maxTxFrame) return false;
@@ -167,9 +200,21 @@ export class NetDriverPair {
     return this.kickDecision(this.txq.publish());
   }
 
-  /** Reclaim transmitted buffers; returns how many. */
+  /**
+   * Reclaim transmitted buffers; returns how many. With VIRTIO_F_IN_ORDER
+   * the used elements are not read (TX chains carry no used length): see
+   * {@link DriverQueue.reclaimInOrder}.
+   */
   reclaimTx(): number {
     const q = this.txq;
+    if (this.txInOrder) {
+      try {
+        return q.reclaimInOrder();
+      } catch (e) {
+        this.fail(e);
+        return 0;
+      }
+    }
     let n = 0;
     try {
       for (let pending = q.usedPending(); pending > 0; pending = q.usedPending()) {
@@ -197,44 +242,50 @@ export class NetDriverPair {
   pollRx(budget: number, consume: FrameConsumer): number {
     const q = this.rxq;
     const hdrLen = this.hdrLen;
-    const st = this.stats, b = this.statBase;
+    const rxBytes = this.rxBytes, rxOff = this.rxOff, rxBufSize = this.rxBufSize, rxBufAddr = this.rxBufAddr;
+    const u8 = rxBytes.u8;
+    const mrg = this.mrg;
     let n = 0;
+    // Counted once per call (the stats block is read by other threads per second, not per frame).
+    let packets = 0, bytes = 0;
     try {
-      let pending = q.usedPending();
       while (n < budget) {
-        if (pending === 0 && (pending = q.usedPending()) === 0) break;
-        q.popUsed();
-        pending--;
+        if (q.popUsedIfAny() < 0) break;
         const len = q.usedLen;
         const buf = q.usedToken;
-        const o = this.rxOff + buf * this.rxBufSize;
+        const o = rxOff + buf * rxBufSize;
         let frameLen = len - hdrLen;
-        if (this.mrg) {
-          const nb = this.rxBytes.u8[o + 10] | (this.rxBytes.u8[o + 11] << 8);
+        if (mrg) {
+          const nb = u8[o + 10] | (u8[o + 11] << 8);
           if (nb > 1) {
             frameLen = this.mergeRx(o, len, nb);
-            pending = q.usedPending();
             if (frameLen >= 0) {
               consume(this.merge, hdrLen, frameLen);
-              st[b + DrvStat.rxPackets]++;
-              st[b + DrvStat.rxBytes] += frameLen;
+              packets++;
+              bytes += frameLen;
             }
             n++;
             continue;
           }
         }
         if (frameLen >= 0) {
-          consume(this.rxBytes, o + hdrLen, frameLen);
-          st[b + DrvStat.rxPackets]++;
-          st[b + DrvStat.rxBytes] += frameLen;
+          consume(rxBytes, o + hdrLen, frameLen);
+          packets++;
+          bytes += frameLen;
         } else {
-          st[b + DrvStat.rxBad]++;
+          this.stats[this.statBase + DrvStat.rxBad]++;
         }
-        q.addOne(this.rxBufAddr + buf * this.rxBufSize, this.rxBufSize, true, buf);
+        q.addOne(rxBufAddr + buf * rxBufSize, rxBufSize, true, buf);
         n++;
       }
     } catch (e) {
       this.fail(e);
+    } finally {
+      if (packets !== 0) {
+        const st = this.stats, b = this.statBase;
+        st[b + DrvStat.rxPackets] += packets;
+        st[b + DrvStat.rxBytes] += bytes;
+      }
     }
     return n;
   }

@@ -35,6 +35,7 @@ export class DriverTap {
     const commit = drv.commitTx.bind(drv);
     let at = -1;
     const tx = Object.create(drv) as NetDriverPair;
+    tx.burstTx = false; // frames are copied at commitTx: no reserveTxBurst
     tx.reserveTx = () => (at = reserve());
     tx.commitTx = (len: number) => {
       ring.put(DIR_TX, drv.txView, at, len);

@@ -163,6 +163,8 @@ export interface BufferSpec {
 export interface DriverQueue {
   readonly size: number;
   readonly index: number;
+  /** VIRTIO_F_IN_ORDER was negotiated (§2.7.9, §2.8.12). */
+  readonly inOrder: boolean;
   /** Descriptors free for new chains. */
   readonly numFree: number;
   /** The id {@link addOne} will use next, or -1 when the ring is full (lets a caller tie a buffer to each id). */
@@ -180,6 +182,20 @@ export interface DriverQueue {
    * @throws RangeError for an empty chain, one longer than the queue size, or readable after writable.
    */
   add(bufs: readonly BufferSpec[], token: number, indirectTable?: number): number;
+  /**
+   * Hot path for buffers tied to ids (buffer i at `addr0 + i × stride`): add
+   * up to `n` one-descriptor chains of `len` bytes (token = id), ids to
+   * `out[0..k)`; returns k. Not visible to the device until {@link publish}.
+   */
+  addTied(out: Uint16Array, n: number, addr0: number, stride: number, len: number, writable: boolean): number;
+  /**
+   * Reclaim every used chain; with VIRTIO_F_IN_ORDER without reading used
+   * lengths (split: from used->idx alone; packed: the first used descriptor
+   * of each batch), so only for chains the device never writes (a
+   * transmitq). Returns the chains reclaimed (tokens are not reported).
+   * @throws DescriptorError as {@link usedPending} / {@link popUsed}.
+   */
+  reclaimInOrder(): number;
   /** Chains added since the last {@link publish}. */
   readonly unpublished: boolean;
   /** Make added chains visible; true when the device wants an available-buffer notification. */
@@ -197,6 +213,13 @@ export interface DriverQueue {
    * @throws DescriptorError USED_ID_INVALID / USED_LEN_INVALID (the entry is consumed).
    */
   popUsed(): number;
+  /**
+   * {@link popUsed} when a used buffer is waiting, else -1, without counting
+   * what else waits (split: used->idx read once per burst; packed: only the
+   * descriptor at the read position is looked at).
+   * @throws as {@link usedPending} / {@link popUsed}.
+   */
+  popUsedIfAny(): number;
   readonly usedLen: number;
   readonly usedToken: number;
   /** Ask for (true) or suppress (false) used-buffer notifications; after enabling, check usedPending() again. */

@@ -43,6 +43,8 @@ export class SplitDriverQueue implements DriverQueue {
   availIdx = 0;
   /** Next used-ring slot to read (u16). */
   lastUsedIdx = 0;
+  /** used->idx as {@link usedPending} last read it. */
+  private usedEnd = 0;
   /** Byte count the device wrote, from the last {@link popUsed}. */
   usedLen = 0;
   private publishedAvailIdx = 0;
@@ -130,13 +132,13 @@ export class SplitDriverQueue implements DriverQueue {
     this.batchId = -1;
     this.batchLen = 0;
     this.availIdx = this.publishedAvailIdx = s.avail;
-    this.lastUsedIdx = s.used;
+    this.lastUsedIdx = this.usedEnd = s.used;
     Atomics.store(this.avail, this.availH + 1, s.avail);
   }
 
   /** In-order bookkeeping: `head` is now the newest outstanding chain. */
   private enqueue(head: number): void {
-    if (this.inOrder) this.order[(this.orderHead + this.outstanding - 1) % this.size] = head;
+    if (this.inOrder) this.order[(this.orderHead + this.outstanding - 1) & this.mask] = head;
   }
 
   /**
@@ -150,7 +152,7 @@ export class SplitDriverQueue implements DriverQueue {
     this.numFree--;
     const w = this.descW + head * 4;
     const d = this.desc;
-    const hi = Math.floor(addr / TWO32);
+    const hi = addr < TWO32 ? 0 : Math.floor(addr / TWO32);
     const lo = addr - hi * TWO32; // not addr % TWO32: a float modulo is a call to fmod (~10 ns) per packet
     // Write only the words that change (DPDK's vq_update_avail_ring does the
     // same for the ring): a caller that ties buffers to heads rewrites the
@@ -173,6 +175,107 @@ export class SplitDriverQueue implements DriverQueue {
     if (this.avail[slot] !== head) this.avail[slot] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
     return head;
+  }
+
+  /**
+   * Hot path for buffers tied to heads (buffer h at guest address
+   * `addr0 + h × stride`, `len` bytes, token h): add up to `n` one-descriptor
+   * chains with the heads {@link addOne} would have used, write the heads to
+   * `out[0..k)` and return k (fewer when the free descriptors run out). The
+   * caller may fill the buffers after this call: nothing is visible to the
+   * device before {@link publish}. Same ring writes as k addOne calls (only
+   * changed descriptor words and avail slots are stored), with the
+   * bookkeeping done once per run.
+   */
+  addTied(out: Uint16Array, n: number, addr0: number, stride: number, len: number, writable: boolean): number {
+    const k = n < this.numFree ? n : this.numFree;
+    if (k <= 0) return 0;
+    const d = this.desc, descW = this.descW, next = this.next, avail = this.avail, mask = this.mask;
+    const chainLen = this.chainLen, writableLen = this.writableLen, tokens = this.tokens;
+    const flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+    const wlen = writable ? len : 0;
+    const len32 = len | 0;
+    const slot0 = this.availH + 2;
+    // The last buffer's address below 2^32 as well (checked once): low word = lo0 + h × stride, high word 0.
+    const lowOnly = addr0 + (this.size - 1) * stride < TWO32;
+    let head = this.freeHead;
+    let ai = this.availIdx;
+    let oi = this.orderHead + this.outstanding;
+    for (let i = 0; i < k; i++) {
+      const w = descW + head * 4;
+      if (lowOnly) {
+        const lo = (addr0 + head * stride) | 0;
+        if (d[w] !== lo) d[w] = lo;
+        if (d[w + 1] !== 0) d[w + 1] = 0;
+      } else {
+        const addr = addr0 + head * stride;
+        const hi = Math.floor(addr / TWO32);
+        const lo = (addr - hi * TWO32) | 0;
+        if (d[w] !== lo) d[w] = lo;
+        if (d[w + 1] !== hi) d[w + 1] = hi;
+      }
+      if (d[w + 2] !== len32) d[w + 2] = len;
+      if (d[w + 3] !== flags) d[w + 3] = flags;
+      chainLen[head] = 1;
+      writableLen[head] = wlen;
+      tokens[head] = head;
+      if (this.inOrder) this.order[oi++ & mask] = head;
+      const slot = slot0 + (ai & mask);
+      if (avail[slot] !== head) avail[slot] = head;
+      ai = (ai + 1) & 0xffff;
+      out[i] = head;
+      head = next[head];
+    }
+    this.freeHead = head;
+    this.numFree -= k;
+    this.outstanding += k;
+    this.availIdx = ai;
+    return k;
+  }
+
+  /**
+   * With VIRTIO_F_IN_ORDER (§2.7.9): reclaim every chain the device has used,
+   * from used->idx alone, without reading the used elements (as DPDK's
+   * virtio_xmit_cleanup_inorder): in-order, used->idx says how many of the
+   * oldest chains are done, whatever ids the elements name. Used lengths
+   * are not read, so only for queues whose chains the device never writes
+   * (a transmitq). Returns the number of chains reclaimed; tokens are not
+   * reported. Without in-order, reclaims with {@link popUsed}.
+   * @throws DescriptorError USED_IDX_JUMP (nothing reclaimed), or what popUsed throws without in-order.
+   */
+  reclaimInOrder(): number {
+    let n = this.usedPending();
+    if (!this.inOrder) {
+      for (let i = 0; i < n; i++) this.popUsed();
+      return n;
+    }
+    if (n === 0) return 0;
+    const order = this.order, chainLen = this.chainLen, next = this.next, mask = this.mask;
+    let oh = this.orderHead;
+    let tail = this.numFree === 0 ? -1 : this.freeTail;
+    let freed = 0;
+    const count = n;
+    for (; n > 0; n--) {
+      const id = order[oh];
+      oh = (oh + 1) & mask;
+      const c = chainLen[id];
+      chainLen[id] = 0;
+      let last = id;
+      for (let i = 1; i < c; i++) last = next[last];
+      // Append at the tail: descriptors stay in ring order (§2.7.9).
+      if (tail < 0) this.freeHead = id;
+      else next[tail] = id;
+      tail = last;
+      freed += c;
+    }
+    next[tail] = NONE;
+    this.freeTail = tail;
+    this.orderHead = oh;
+    this.numFree += freed;
+    this.outstanding -= count;
+    this.lastUsedIdx = (this.lastUsedIdx + count) & 0xffff;
+    this.batchId = -1; // an open batch (popUsed) ends within these chains
+    return count;
   }
 
   /**
@@ -259,12 +362,25 @@ export class SplitDriverQueue implements DriverQueue {
    * @throws DescriptorError USED_IDX_JUMP when the device published more than it was given.
    */
   usedPending(): number {
-    const n = (Atomics.load(this.used16, this.usedH + 1) - this.lastUsedIdx) & 0xffff;
+    const usedIdx = Atomics.load(this.used16, this.usedH + 1);
+    const n = (usedIdx - this.lastUsedIdx) & 0xffff;
     // Bound: chains made available (published) and not reclaimed -- not
     // descriptors, which a multi-descriptor chain would over-count.
     const given = this.outstanding - ((this.availIdx - this.publishedAvailIdx) & 0xffff);
     if (n > given) throw this.err('USED_IDX_JUMP', `used idx ran ${n} ahead with ${given} chains outstanding`);
+    this.usedEnd = usedIdx;
     return n;
+  }
+
+  /**
+   * {@link popUsed} when a used element is waiting, else -1: used->idx is
+   * read again only once the elements it last showed are consumed (one
+   * load per burst, not per element).
+   * @throws as {@link usedPending} and {@link popUsed}.
+   */
+  popUsedIfAny(): number {
+    if (this.lastUsedIdx === this.usedEnd && this.usedPending() === 0) return -1;
+    return this.popUsed();
   }
 
   /**
@@ -304,7 +420,7 @@ export class SplitDriverQueue implements DriverQueue {
         // A batch: id must lie within what used->idx says was used.
         const n = (Atomics.load(this.used16, this.usedH + 1) - this.lastUsedIdx) & 0xffff;
         let k = 1;
-        while (k < n && k < this.outstanding && this.order[(this.orderHead + k) % this.size] !== id) k++;
+        while (k < n && k < this.outstanding && this.order[(this.orderHead + k) & this.mask] !== id) k++;
         if (k >= n || k >= this.outstanding) {
           this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
           throw this.err('USED_ID_INVALID', `device returned id ${id}, not among the next ${n} chains in order`);
@@ -333,7 +449,7 @@ export class SplitDriverQueue implements DriverQueue {
       if (this.numFree === 0) this.freeHead = id;
       else this.next[this.freeTail] = id;
       this.freeTail = tail;
-      this.orderHead = (this.orderHead + 1) % this.size;
+      this.orderHead = (this.orderHead + 1) & this.mask;
     } else {
       this.next[tail] = this.numFree === 0 ? NONE : this.freeHead;
       this.freeHead = id;

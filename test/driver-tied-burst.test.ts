@@ -1,0 +1,200 @@
+/**
+ * The driver queues' TX hot path (DriverQueue.addTied, reclaimInOrder)
+ * against the per-chain path (addOne, popUsed): for split and packed rings,
+ * with and without VIRTIO_F_IN_ORDER, two queues over two copies of the same
+ * guest memory, one driven each way, a real device half completing chains in
+ * random runs. After every step the ring memory, the free counts and the
+ * queue state must be identical, and every buffer must reach the device
+ * with its address and length. Likewise popUsedIfAny (the RX path) against
+ * usedPending + popUsed: the same ids, lengths and tokens, then -1.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { GuestMemory } from '../src/virtio/memory.js';
+import { DescChain } from '../src/virtio/chain.js';
+import { createDeviceQueue, createDriverQueue, contiguousQueueLayout, queueBytes } from '../src/virtio/ring.js';
+import type { DeviceQueue, DriverQueue, QueueLayout } from '../src/virtio/queue.js';
+import { DescriptorError } from '../src/virtio/errors.js';
+
+/** One region below and across 4 GiB (buffers whose address needs the high word too). */
+const GPA = 0xfff00000;
+const REGION = 0x110000;
+
+interface Side {
+  mem: GuestMemory;
+  u8: Uint8Array;
+  drv: DriverQueue;
+  dev: DeviceQueue;
+  chain: DescChain;
+}
+
+function side(format: 'split' | 'packed', size: number, inOrder: boolean): Side & { layout: QueueLayout } {
+  const sab = new SharedArrayBuffer(REGION);
+  const mem = new GuestMemory([{ guestPhysAddr: GPA, size: REGION, buffer: sab }]);
+  const layout = contiguousQueueLayout(format, GPA, size);
+  const o = { eventIdx: false, indirect: false, inOrder, index: 1 };
+  const drv = createDriverQueue(mem, layout, o);
+  const devMem = new GuestMemory(mem.specs);
+  const dev = createDeviceQueue(devMem, layout, o);
+  return { mem, u8: new Uint8Array(sab), drv, dev, chain: new DescChain(devMem, 4), layout };
+}
+
+type Op = { t: 'add'; n: number } | { t: 'publish' } | { t: 'complete'; n: number } | { t: 'reclaim' };
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('add' as const), n: fc.integer({ min: 1, max: 40 }) }) },
+  { weight: 3, arbitrary: fc.constant({ t: 'publish' as const }) },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('complete' as const), n: fc.integer({ min: 1, max: 40 }) }) },
+  { weight: 3, arbitrary: fc.constant({ t: 'reclaim' as const }) },
+);
+
+function ringBytes(s: Side & { layout: QueueLayout }, format: 'split' | 'packed', size: number): Uint8Array {
+  return s.u8.subarray(0, queueBytes(format, size));
+}
+
+for (const format of ['split', 'packed'] as const) {
+  for (const inOrder of [true, false]) {
+    describe(`${format} driver queue${inOrder ? ' with IN_ORDER' : ''}: addTied / reclaimInOrder`, () => {
+      test('the same ring writes, ids, free counts and state as addOne / popUsed, in random runs', () => {
+        fc.assert(
+          fc.property(
+            fc.constantFrom(8, 16, 64),
+            fc.constantFrom(0x1000, 0xfe000), // buffers below 4 GiB, or crossing it
+            fc.array(opArb, { minLength: 1, maxLength: 60 }),
+            (size, bufOff, ops) => {
+              const stride = 0x100 * (format === 'packed' ? 3 : 1); // any stride; packed sizes need not be powers of two
+              const a = side(format, size, inOrder); // per chain
+              const b = side(format, size, inOrder); // tied runs
+              const addr0 = GPA + bufOff;
+              const ids = new Uint16Array(size);
+              let seen = 0;
+              for (const op of ops) {
+                if (op.t === 'add') {
+                  const len = 60 + op.n;
+                  const want: number[] = [];
+                  for (let i = 0; i < op.n; i++) {
+                    const id = a.drv.peekFreeId();
+                    if (id < 0) break;
+                    assert.equal(a.drv.addOne(addr0 + id * stride, len, false, id), id);
+                    want.push(id);
+                  }
+                  const k = b.drv.addTied(ids, op.n, addr0, stride, len, false);
+                  assert.deepEqual(Array.from(ids.subarray(0, k)), want, 'the ids addOne would have used');
+                } else if (op.t === 'publish') {
+                  assert.equal(b.drv.publish(), a.drv.publish());
+                } else if (op.t === 'complete') {
+                  for (const s of [a, b]) {
+                    for (let i = 0; i < op.n && s.dev.pending() > 0; i++) {
+                      s.dev.pop(s.chain);
+                      assert.equal(s.chain.count, 1);
+                      const id = s.chain.id;
+                      const addr = Number(s.mem.specs[0].guestPhysAddr) + s.chain.offset[0];
+                      if (s === b) {
+                        assert.equal(addr, addr0 + id * stride, 'buffer address tied to the id');
+                        seen++;
+                      }
+                      s.dev.pushUsed(id, 0, 1);
+                    }
+                    s.dev.publish();
+                  }
+                } else {
+                  let n = 0;
+                  for (let p = a.drv.usedPending(); p > 0; p = a.drv.usedPending()) for (; p > 0; p--, n++) a.drv.popUsed();
+                  assert.equal(b.drv.reclaimInOrder(), n, 'chains reclaimed');
+                }
+                assert.equal(b.drv.numFree, a.drv.numFree);
+                assert.deepEqual(b.drv.state(), a.drv.state());
+                assert.deepEqual(ringBytes(b, format, size), ringBytes(a, format, size), `ring memory after ${op.t}`);
+              }
+              return seen >= 0;
+            },
+          ),
+          { numRuns: 60 },
+        );
+      });
+    });
+  }
+}
+
+for (const format of ['split', 'packed'] as const) {
+  for (const inOrder of [true, false]) {
+    test(`${format}${inOrder ? ' in-order' : ''}: popUsedIfAny returns what usedPending + popUsed return, then -1`, () => {
+      fc.assert(
+        fc.property(fc.array(fc.record({ add: fc.nat(12), complete: fc.nat(12), lens: fc.array(fc.nat(300), { minLength: 12, maxLength: 12 }), take: fc.nat(14) }), { minLength: 1, maxLength: 25 }), (steps) => {
+          const size = 16;
+          const a = side(format, size, inOrder); // usedPending + popUsed
+          const b = side(format, size, inOrder); // popUsedIfAny
+          let token = 0;
+          for (const st of steps) {
+            for (const s of [a, b]) {
+              for (let i = 0; i < st.add; i++) {
+                const id = s.drv.peekFreeId();
+                if (id < 0) break;
+                s.drv.addOne(GPA + 0x1000 + 512 * id, 512, true, token + i);
+              }
+              s.drv.publish();
+              for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
+                s.dev.pop(s.chain);
+                s.dev.pushUsed(s.chain.id, st.lens[i], 1);
+              }
+              s.dev.publish();
+            }
+            token += st.add;
+            for (let i = 0; i < st.take; i++) {
+              const want = a.drv.usedPending() > 0 ? a.drv.popUsed() : -1;
+              assert.equal(b.drv.popUsedIfAny(), want);
+              if (want < 0) break;
+              assert.equal(b.drv.usedLen, a.drv.usedLen);
+              assert.equal(b.drv.usedToken, a.drv.usedToken);
+            }
+            assert.equal(b.drv.numFree, a.drv.numFree);
+            assert.deepEqual(b.drv.state(), a.drv.state());
+          }
+        }),
+        { numRuns: 60 },
+      );
+    });
+  }
+}
+
+describe('reclaimInOrder refuses a lying device', () => {
+  test('split: used->idx beyond what was made available is USED_IDX_JUMP, nothing reclaimed', () => {
+    const s = side('split', 8, true);
+    const ids = new Uint16Array(8);
+    assert.equal(s.drv.addTied(ids, 3, GPA + 0x1000, 0x100, 64, false), 3);
+    s.drv.publish();
+    // used->idx = 5 with 3 chains outstanding.
+    const usedIdx = s.layout.deviceAddr - GPA + 2;
+    s.u8[usedIdx] = 5;
+    assert.throws(() => s.drv.reclaimInOrder(), (e: unknown) => e instanceof DescriptorError && e.code === 'USED_IDX_JUMP');
+    assert.equal(s.drv.numFree, 5);
+  });
+
+  test('split in-order: used elements are not read (ids the device wrote do not matter), used->idx counts', () => {
+    const s = side('split', 8, true);
+    const ids = new Uint16Array(8);
+    assert.equal(s.drv.addTied(ids, 6, GPA + 0x1000, 0x100, 64, false), 6);
+    s.drv.publish();
+    const used = s.layout.deviceAddr - GPA;
+    for (let i = 0; i < 8; i++) s.u8[used + 4 + 8 * i] = 0xee; // garbage ids
+    s.u8[used + 2] = 4;
+    assert.equal(s.drv.reclaimInOrder(), 4);
+    assert.equal(s.drv.numFree, 6);
+    assert.deepEqual(s.drv.state(), { avail: 6, used: 4 });
+  });
+
+  test('packed in-order: a used descriptor naming a chain that is not outstanding is USED_ID_INVALID', () => {
+    const s = side('packed', 8, true);
+    const ids = new Uint16Array(8);
+    assert.equal(s.drv.addTied(ids, 2, GPA + 0x1000, 0x100, 64, false), 2);
+    s.drv.publish();
+    // Descriptor 0 marked used (AVAIL = USED = 1) with id 5, never made available.
+    const d = s.layout.descAddr - GPA;
+    s.u8[d + 12] = 5;
+    s.u8[d + 13] = 0;
+    s.u8[d + 14] = 0x80;
+    s.u8[d + 15] = 0x80;
+    assert.throws(() => s.drv.reclaimInOrder(), (e: unknown) => e instanceof DescriptorError && e.code === 'USED_ID_INVALID');
+    assert.equal(s.drv.numFree, 6, 'nothing reclaimed');
+  });
+});
