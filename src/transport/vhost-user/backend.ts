@@ -56,7 +56,8 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; running
   readonly stats: StatsBlock;
   session: Session | null = null;
   private listenFd = -1;
-  private acceptor: { worker: Worker; wakeFd: number } | null = null;
+  /** The accept worker (null while one that failed to load waits to be started again) and its wake eventfd. */
+  private acceptor: { worker: Worker | null; wakeFd: number } | null = null;
   private readonly waiting: number[] = [];
   private stopping = false;
   /** Resolves once the current (or last) session's socket and reader are gone. */
@@ -100,23 +101,52 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; running
       }
     }
     this.log(`vhost-user: listening on ${this.o.socket} (${this.o.pairs} queue pairs${this.o.group !== undefined ? `, mode 0660 group ${this.o.group}` : ''})`);
-    const wakeFd = eventfdCreate(0, { nonblock: true });
-    const worker = this.socketWorker({ mode: 'accept', fd: this.listenFd, wakeFd });
-    worker.on('message', (e: SocketWorkerEvent) => {
-      if (e.type === 'accepted') {
-        const cap = this.o.maxWaiting ?? 16;
-        if (this.waiting.length >= cap && (this.session || this.stopping)) {
-          close(e.fd);
-          this.log(`vhost-user: ${cap} front-ends already waiting: closed a new connection`);
-          return;
-        }
-        this.waiting.push(e.fd);
-        this.nextSession();
-      } else if (e.type === 'error') {
-        this.log(e.code === 'RECOVERED' ? `vhost-user: ${e.message}` : `vhost-user: accept failed: ${e.message}`);
+    await this.startAcceptor(eventfdCreate(0, { nonblock: true }));
+  }
+
+  /**
+   * The accept worker on the listening socket. Resolves once its module is
+   * loaded and it waits for connections. A worker that cannot load (every fd
+   * in use: EMFILE opening its module) is logged and started again 100 ms
+   * later, for as long as serve runs: the listener is never left unserved.
+   */
+  private startAcceptor(wakeFd: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const retry = (why: string) => {
+        this.log(`vhost-user: accept worker failed: ${why}; starting it again in 100 ms`);
+        if (this.acceptor) this.acceptor.worker = null;
+        setTimeout(() => {
+          if (this.stopping) return resolve();
+          void this.startAcceptor(wakeFd).then(resolve);
+        }, 100);
+      };
+      let worker: Worker;
+      try {
+        worker = this.socketWorker({ mode: 'accept', fd: this.listenFd, wakeFd });
+      } catch (e) {
+        this.acceptor = { worker: null, wakeFd };
+        return retry((e as Error).message);
       }
+      this.acceptor = { worker, wakeFd };
+      worker.on('error', (e) => {
+        if (this.acceptor?.worker === worker) retry(e.message);
+      });
+      worker.on('message', (e: SocketWorkerEvent) => {
+        if (e.type === 'ready') resolve();
+        else if (e.type === 'accepted') {
+          const cap = this.o.maxWaiting ?? 16;
+          if (this.waiting.length >= cap && (this.session || this.stopping)) {
+            close(e.fd);
+            this.log(`vhost-user: ${cap} front-ends already waiting: closed a new connection`);
+            return;
+          }
+          this.waiting.push(e.fd);
+          this.nextSession();
+        } else if (e.type === 'error') {
+          this.log(e.code === 'RECOVERED' ? `vhost-user: ${e.message}` : `vhost-user: accept failed: ${e.message}`);
+        }
+      });
     });
-    this.acceptor = { worker, wakeFd };
   }
 
   private socketWorker(data: SocketWorkerData): Worker {
@@ -219,7 +249,7 @@ export class VhostUserBackend extends EventEmitter<{ session: [Session]; running
     for (const fd of this.waiting.splice(0)) close(fd);
     if (this.acceptor) {
       eventfdWrite(this.acceptor.wakeFd, 1);
-      await this.acceptor.worker.terminate().catch(() => undefined);
+      await this.acceptor.worker?.terminate().catch(() => undefined);
       close(this.acceptor.wakeFd);
       this.acceptor = null;
     }

@@ -19,6 +19,8 @@ export type SocketWorkerEvent =
   | { type: 'data'; bytes: Uint8Array; fds: number[] }
   | { type: 'accepted'; fd: number }
   | { type: 'eof' }
+  /** accept mode: the module is loaded and the loop about to wait (posted once, first). */
+  | { type: 'ready' }
   | { type: 'error'; code: string; message: string };
 
 /** accept4 failures that say "not now" (fd limits, memory): back off and retry; the listener stays. */
@@ -71,6 +73,8 @@ function acceptAll(): boolean {
 }
 const wakeOnly = Int32Array.of(d.wakeFd);
 const wakeRevents = new Uint16Array(1);
+
+if (d.mode === 'accept') post({ type: 'ready' });
 
 loop: for (;;) {
   pollFdsInto(fds, -1, revents);
