@@ -301,7 +301,11 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
       if (oldMask !== undefined) process.umask(oldMask);
     }
     this.log(`vhost-user front-end: listening on ${path}`);
-    const wakeFd = eventfdCreate(0, { nonblock: true });
+    this.startAcceptor(eventfdCreate(0, { nonblock: true }));
+  }
+
+  /** The accept worker; one that cannot load (every fd in use) is logged and started again 100 ms later. */
+  private startAcceptor(wakeFd: number): void {
     const worker = new Worker(new URL('./socket-worker.js', import.meta.url), {
       workerData: { mode: 'accept', fd: this.listenFd, wakeFd } satisfies SocketWorkerData,
     });
@@ -311,6 +315,13 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
         this.accepted.push(e.fd);
         this.acceptWaiter?.();
       } else if (e.type === 'error') this.log(`vhost-user front-end: accept: ${e.message}`);
+    });
+    worker.on('error', (e) => {
+      if (this.acceptor?.worker !== worker) return;
+      this.log(`vhost-user front-end: accept worker failed: ${e.message}; starting it again in 100 ms`);
+      setTimeout(() => {
+        if (!this.stopping && this.acceptor?.worker === worker) this.startAcceptor(wakeFd);
+      }, 100).unref();
     });
     this.acceptor = { worker, wakeFd };
   }
@@ -355,6 +366,8 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
       fd, framer: new VhostUserFramer(), frames: [], waiter: null, reader, readerWake,
       readerExited: new Promise((r) => reader.once('exit', () => r())), closed: false, closeReason: '',
     };
+    // A reader that cannot start (its module not loadable with every fd in use) loses this connection, not the process.
+    reader.on('error', (e) => void this.lost(c, `socket reader failed: ${e.message}`));
     reader.on('message', (e: SocketWorkerEvent) => {
       if (c.closed) {
         if (e.type === 'data') for (const f of e.fds) safeClose(f);
