@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Testpmd, interopSkipReason, tmpSocketPath } from '../test/interop/testpmd.js';
+import { Testpmd, interopSkipReason, tmpSocketPath } from './support/testpmd.js';
 
 const args = process.argv.slice(2);
 const dd = args.indexOf('--');

@@ -25,7 +25,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from '../test/interop/testpmd.js';
+import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from './support/testpmd.js';
 import { coreLatencyNs } from './core-latency.js';
 
 const args = process.argv.slice(2);

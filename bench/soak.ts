@@ -30,7 +30,7 @@ import { contiguousQueueLayout, createDriverQueue, queueBytes } from '../src/vir
 import type { DriverQueue } from '../src/virtio/queue.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1 } from '../src/virtio/features.js';
 import { VIRTIO_NET_F_MRG_RXBUF } from '../src/net/features.js';
-import { VhostFrontend } from '../test/support/vhost-frontend.js';
+import { VhostFrontend } from './support/vhost-frontend.js';
 
 const FEATURES = VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX | VIRTIO_NET_F_MRG_RXBUF | VHOST_USER_F_PROTOCOL_FEATURES_MASK;
 const PROTOCOL = (1n << BigInt(VHOST_USER_PROTOCOL_F_MQ)) | (1n << BigInt(VHOST_USER_PROTOCOL_F_REPLY_ACK));

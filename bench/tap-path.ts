@@ -26,7 +26,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { Testpmd, interopSkipReason } from '../test/interop/testpmd.js';
+import { Testpmd, interopSkipReason } from './support/testpmd.js';
 import { HZ, cpuMark, jiffies, leafPid, marked, othersShare } from './support/cpu.js';
 import { LoggedProcess, NetnsLab, iperf3ClientArgs, iperf3Received, iperf3Server, waitUntil, type Netns } from './support/netns.js';
 

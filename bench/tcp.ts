@@ -46,7 +46,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { Testpmd, interopSkipReason } from '../test/interop/testpmd.js';
+import { Testpmd, interopSkipReason } from './support/testpmd.js';
 import { cpuMark, leafPid, othersShare, seconds as cpuSeconds, type CpuMark } from './support/cpu.js';
 import { NetnsLab, iperf3Server, waitUntil } from './support/netns.js';
 
