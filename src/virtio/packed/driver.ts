@@ -506,6 +506,113 @@ export class PackedDriverQueue implements DriverQueue {
   }
 
   /**
+   * RX hot path: reclaim up to `max` used chains, exactly as that many
+   * {@link popUsedIfAny} calls would (same checks, same queue state after),
+   * writing chain i's token to `tokens[i]` and its used length to
+   * `lens[i]`; returns how many (0 when none is waiting). A descriptor the
+   * per-chain path refuses ends the burst before it: with nothing taken yet
+   * the error is thrown, otherwise it is thrown by the next call.
+   *
+   * With VIRTIO_F_IN_ORDER, a run of one-descriptor chains each named by
+   * its own used descriptor (what DPDK's vhost writes on enqueue) is read
+   * with two acquire loads per run instead of one per chain: the flags of
+   * the run's first descriptor, then (after plain loads of the flags
+   * behind it) of its last. The device writes used descriptors in ring
+   * order, each after its id, len and buffer (§2.8.22, §2.8.21.3), so the
+   * last one's release covers the run. Every id and len is still checked
+   * against the driver's shadow, whatever order a device wrote in.
+   * @throws DescriptorError as {@link popUsed}.
+   */
+  popUsedBurst(tokens: Int32Array, lens: Int32Array, max: number): number {
+    const e = this.burstErr;
+    if (e !== null) {
+      this.burstErr = null;
+      throw e;
+    }
+    let i = 0;
+    if (this.inOrder && this.batchLeft === 0) {
+      i = this.runInOrder(tokens, lens, max);
+      if (i < 0) return 0; // nothing used at the read position
+      if (this.runWhole) return i; // stopped at a descriptor not (yet) used, or at max
+    }
+    while (i < max) {
+      let id: number;
+      try {
+        id = this.popUsedIfAny();
+      } catch (err) {
+        if (i === 0) throw err;
+        this.burstErr = err as DescriptorError;
+        break;
+      }
+      if (id < 0) break;
+      tokens[i] = this.usedToken;
+      lens[i] = this.usedLen;
+      i++;
+    }
+    return i;
+  }
+
+  /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
+  private burstErr: DescriptorError | null = null;
+  /** The last {@link runInOrder} took every used descriptor it saw (none is left for the per-chain path). */
+  private runWhole = false;
+
+  /**
+   * In-order run of one-descriptor chains (the common RX case) from the read
+   * position: returns the chains taken, -1 when the descriptor at the read
+   * position is not used. Stops before anything else (a batch naming a later
+   * chain, a chain of several descriptors, a bad id or len), which
+   * {@link popUsedBurst} then hands to the per-chain path.
+   */
+  private runInOrder(tokens: Int32Array, lens: Int32Array, max: number): number {
+    let lim = this.outstandingPub;
+    if (max < lim) lim = max;
+    if (lim <= 0) return -1;
+    const d = this.desc, descW = this.descW, size = this.size;
+    const pos0 = this.usedPos, wrap0 = this.usedWrap;
+    let w3 = descW + pos0 * 4 + 3;
+    let f = Atomics.load(d, w3) >>> 16; // acquire: the run's first descriptor
+    if ((f >>> 15) !== wrap0 || ((f >>> 7) & 1) !== wrap0) return -1;
+    // Flags of the descriptors behind it (plain loads), then acquire the last one.
+    let m = 1, pos = pos0, wrap = wrap0;
+    while (m < lim) {
+      if (++pos === size) { pos = 0; wrap ^= 1; }
+      f = d[descW + pos * 4 + 3] >>> 16;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) break;
+      m++;
+    }
+    if (m > 1) {
+      let last = pos0 + m - 1, lw = wrap0;
+      if (last >= size) { last -= size; lw ^= 1; }
+      f = Atomics.load(d, descW + last * 4 + 3) >>> 16;
+      if ((f >>> 15) !== lw || ((f >>> 7) & 1) !== lw) m = 1; // cannot happen (coherence): keep the acquired first
+    }
+    const descs = this.descs, seq = this.seq, tok = this.tokens, wr = this.writable, pubSeq = this.pubSeq;
+    pos = pos0;
+    wrap = wrap0;
+    let k = 0;
+    for (; k < m; k++) {
+      const w = descW + pos * 4;
+      const word3 = d[w + 3];
+      f = word3 >>> 16;
+      const id = word3 & 0xffff;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap || id !== pos || descs[id] !== 1 || !(seq[id] < pubSeq)) break;
+      const len = (word3 & WRITE_MARK) !== 0 ? d[w + 2] >>> 0 : 0;
+      if (len > wr[id]) break;
+      descs[id] = 0;
+      tokens[k] = tok[id];
+      lens[k] = len;
+      if (++pos === size) { pos = 0; wrap ^= 1; }
+    }
+    this.usedPos = this.readPos = pos;
+    this.usedWrap = this.readWrap = wrap;
+    this.numFree += k;
+    this.outstandingPub -= k;
+    this.runWhole = k === m && (m < lim || k === max);
+    return k;
+  }
+
+  /**
    * Reclaim the next used buffer (§2.8.22): returns its Buffer ID, frees its
    * slots (and id), leaves the device's byte count in {@link usedLen} and the
    * caller's token in {@link usedToken}. With VIRTIO_F_IN_ORDER a used
@@ -602,6 +709,7 @@ export class PackedDriverQueue implements DriverQueue {
     this.batchLeft = 0;
     this.firstW = -1;
     this.unpubDescs = 0;
+    this.burstErr = null;
   }
 
   private err(code: DescriptorErrorCode, msg: string): DescriptorError {
