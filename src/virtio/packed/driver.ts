@@ -203,10 +203,14 @@ export class PackedDriverQueue implements DriverQueue {
     const wlen = writable ? len : 0;
     const len32 = len | 0;
     const lowOnly = addr0 + (size - 1) * stride < TWO32;
+    const inOrder = this.inOrder, freeIds = this.freeIds;
+    let fc = this.freeCount;
     let pos = this.availPos, wrap = this.availWrap;
     let sq = this.addSeq;
+    // The first descriptor of an unpublished batch gets its word 3 at publish() (release).
+    let firstW = this.firstW, firstWord = this.firstWord;
     for (let i = 0; i < k; i++) {
-      const id = this.inOrder ? pos : this.freeIds[--this.freeCount];
+      const id = inOrder ? pos : freeIds[--fc];
       const w = descW + pos * 4;
       if (lowOnly) {
         const lo = (addr0 + id * stride) | 0;
@@ -221,10 +225,9 @@ export class PackedDriverQueue implements DriverQueue {
       }
       if (d[w + 2] !== len32) d[w + 2] = len;
       const word3 = id | mark | (wrap !== 0 ? AVAIL_MARK_1 : AVAIL_MARK_0);
-      // The first descriptor of an unpublished batch gets its word 3 at publish() (release).
-      if (this.firstW < 0) {
-        this.firstW = w + 3;
-        this.firstWord = word3;
+      if (firstW < 0) {
+        firstW = w + 3;
+        firstWord = word3;
       } else {
         d[w + 3] = word3;
       }
@@ -238,6 +241,9 @@ export class PackedDriverQueue implements DriverQueue {
         wrap ^= 1;
       }
     }
+    this.freeCount = fc;
+    this.firstW = firstW;
+    this.firstWord = firstWord;
     this.availPos = pos;
     this.availWrap = wrap;
     this.addSeq = sq;
