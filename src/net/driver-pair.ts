@@ -85,6 +85,8 @@ export class NetDriverPair {
   private readonly rxLens: Int32Array;
   private readonly rxIds: Uint16Array;
   private readonly rxOne = new Int32Array(1);
+  /** The receiveq when it is packed (pollRxTied reads its used position). */
+  private readonly rxPacked: PackedDriverQueue | null;
   private readonly rxOneLen = new Int32Array(1);
 
   constructor(
@@ -117,7 +119,8 @@ export class NetDriverPair {
     this.rxLens = new Int32Array(rxq.size);
     this.rxIds = new Uint16Array(rxq.size);
     // Chosen once per ring feature set (one class per worker: the call site stays monomorphic).
-    this.pollRx = rxq.inOrder && rxq instanceof PackedDriverQueue ? this.pollRxTied : this.pollRxEach;
+    this.rxPacked = rxq instanceof PackedDriverQueue ? rxq : null;
+    this.pollRx = rxq.inOrder && this.rxPacked !== null ? this.pollRxTied : this.pollRxEach;
   }
 
   /** Largest frame one TX call can carry (bytes, without header). */
@@ -337,7 +340,11 @@ export class NetDriverPair {
     let packets = 0, bytes = 0, bad = 0;
     try {
       while (n < budget) {
-        const k = q.popUsedBurst(toks, lens, budget - n);
+        // As DPDK's virtio_recv_pkts_packed: a burst of more than one cache line of
+        // descriptors (4) ends at a line boundary, so the device gets whole lines back.
+        let lim = budget - n;
+        if (lim > 4) lim -= (this.rxPacked!.nextUsed + lim) & 3;
+        const k = q.popUsedBurst(toks, lens, lim);
         if (k === 0) break;
         for (let i = 0; i < k; i++) {
           const len = lens[i];

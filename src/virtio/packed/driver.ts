@@ -121,6 +121,11 @@ export class PackedDriverQueue implements DriverQueue {
     this.devEvtW = v.devEvtW;
   }
 
+  /** Ring position of the next chain to reclaim (0..size-1). */
+  get nextUsed(): number {
+    return this.usedPos;
+  }
+
   /** The Buffer ID {@link addOne} will use next, or -1 when no slot is free. */
   peekFreeId(): number {
     if (this.numFree === 0) return -1;
