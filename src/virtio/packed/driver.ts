@@ -579,8 +579,11 @@ export class PackedDriverQueue implements DriverQueue {
     let lim = this.outstandingPub;
     if (max < lim) lim = max;
     if (lim <= 0) return -1;
-    const d = this.desc, descW = this.descW, size = this.size;
     const pos0 = this.usedPos, wrap0 = this.usedWrap;
+    this.runWhole = false;
+    // After a refused descriptor the read position is past the oldest chain: the per-chain path decides.
+    if (this.readPos !== pos0 || this.readWrap !== wrap0) return 0;
+    const d = this.desc, descW = this.descW, size = this.size;
     let w3 = descW + pos0 * 4 + 3;
     let f = Atomics.load(d, w3) >>> 16; // acquire: the run's first descriptor
     if ((f >>> 15) !== wrap0 || ((f >>> 7) & 1) !== wrap0) return -1;
