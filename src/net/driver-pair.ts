@@ -320,11 +320,13 @@ export class NetDriverPair {
    * pollRx for packed rings with VIRTIO_F_IN_ORDER, where every RX chain is
    * buffer i at Buffer ID i (refillRx and this path only ever add that way,
    * and in-order ids are ring positions, so the buffer taken and the id the
-   * next add takes stay the same): used chains are taken in bursts
-   * ({@link DriverQueue.popUsedBurst}), each frame goes to `consume`, and
-   * the buffers are re-added together at the end with
-   * {@link DriverQueue.addTied}, which writes only the descriptor words that
-   * changed (the length the device overwrote, and the flags). Leaves the
+   * next add takes stay the same): used chains are taken in bursts and
+   * made available again in the same pass
+   * ({@link PackedDriverQueue.recycleBurst}: only the descriptor words that
+   * changed are written, the length the device overwrote and the flags;
+   * the device sees nothing before flushRx publishes), then each frame goes
+   * to `consume`; chains the per-chain path had to take (an in-order batch)
+   * are re-added at the end with {@link DriverQueue.addTied}. Leaves the
    * same ring memory and queue state as {@link pollRxEach} (the frames
    * before a ring error are delivered first in both).
    */
@@ -335,6 +337,7 @@ export class NetDriverPair {
     const u8 = rxBytes.u8;
     const mrg = this.mrg;
     const toks = this.rxToks, lens = this.rxLens;
+    const rq = this.rxPacked!, rxBufAddr = this.rxBufAddr;
     const free0 = q.numFree;
     let n = 0;
     let packets = 0, bytes = 0, bad = 0;
@@ -343,8 +346,8 @@ export class NetDriverPair {
         // As DPDK's virtio_recv_pkts_packed: a burst of more than one cache line of
         // descriptors (4) ends at a line boundary, so the device gets whole lines back.
         let lim = budget - n;
-        if (lim > 4) lim -= (this.rxPacked!.nextUsed + lim) & 3;
-        const k = q.popUsedBurst(toks, lens, lim);
+        if (lim > 4) lim -= (rq.nextUsed + lim) & 3;
+        const k = rq.recycleBurst(toks, lens, lim, rxBufAddr, rxBufSize, rxBufSize);
         if (k === 0) break;
         for (let i = 0; i < k; i++) {
           const len = lens[i];

@@ -563,31 +563,101 @@ export class PackedDriverQueue implements DriverQueue {
     return i;
   }
 
+  /**
+   * {@link popUsedBurst} for a receiveq whose buffers are tied to Buffer IDs
+   * as {@link addTied} ties them (buffer i at `addr0 + i × stride`, `len`
+   * bytes, device-writable, token i), with VIRTIO_F_IN_ORDER and the ring
+   * full: a run of chains taken is made available again in the same pass,
+   * each in the slot it came from, which is the slot and id addTied would
+   * give it (same ring words written, same state after as popUsedBurst
+   * followed by addTied of those chains). Nothing re-added is visible to the
+   * device before {@link publish}, so the caller may read the buffers until
+   * then. Returns the chains taken; those the per-chain path took (an
+   * in-order batch, an error path) are not re-added (`numFree` grew by
+   * them): the caller re-adds them with addTied.
+   * @throws as {@link popUsed}.
+   */
+  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, addr0: number, stride: number, len: number): number {
+    if (this.burstErr !== null || !this.inOrder || this.batchLeft !== 0 || this.availPos !== this.usedPos || addr0 + (this.size - 1) * stride + len > TWO32)
+      return this.popUsedBurst(tokens, lens, max);
+    const m = this.scanRun(max);
+    if (m < 0) return 0;
+    if (m === 0) return this.popUsedBurst(tokens, lens, max);
+    const d = this.desc, descW = this.descW, size = this.size;
+    const descs = this.descs, seq = this.seq, tok = this.tokens, wr = this.writable, pubSeq = this.pubSeq;
+    const len32 = len | 0, hiMark = AVAIL_MARK_1 | WRITE_MARK, loMark = AVAIL_MARK_0 | WRITE_MARK;
+    let pos = this.usedPos, wrap = this.usedWrap, aw = this.availWrap;
+    let sq = this.addSeq, firstW = this.firstW, firstWord = this.firstWord;
+    let k = 0;
+    for (; k < m; k++) {
+      const w = descW + pos * 4;
+      const word3 = d[w + 3];
+      const f = word3 >>> 16;
+      const id = word3 & 0xffff;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap || id !== pos || descs[id] !== 1 || !(seq[id] < pubSeq)) break;
+      const ulen = (word3 & WRITE_MARK) !== 0 ? d[w + 2] >>> 0 : 0;
+      if (ulen > wr[id]) break;
+      tokens[k] = tok[id];
+      lens[k] = ulen;
+      // Re-add buffer `id` in its slot (addTied's writes: only the words that changed, the first flags at publish()).
+      const lo = (addr0 + id * stride) | 0;
+      if (d[w] !== lo) d[w] = lo;
+      if (d[w + 1] !== 0) d[w + 1] = 0;
+      if (d[w + 2] !== len32) d[w + 2] = len;
+      const nw = id | (aw !== 0 ? hiMark : loMark);
+      if (firstW < 0) {
+        firstW = w + 3;
+        firstWord = nw;
+      } else {
+        d[w + 3] = nw;
+      }
+      wr[id] = len;
+      seq[id] = sq++;
+      tok[id] = id;
+      if (++pos === size) { pos = 0; wrap ^= 1; aw ^= 1; }
+    }
+    this.usedPos = this.readPos = this.availPos = pos;
+    this.usedWrap = this.readWrap = wrap;
+    this.availWrap = aw;
+    this.addSeq = sq;
+    this.firstW = firstW;
+    this.firstWord = firstWord;
+    this.unpubDescs += k;
+    this.outstandingPub -= k;
+    if (k === m && (m < this.runLim || k === max)) return k;
+    // The rest (a batch, a bad id or len) through the per-chain path; the caller re-adds those.
+    if (k === 0) return this.popUsedBurst(tokens, lens, max);
+    try {
+      return k + this.popUsedBurst(tokens.subarray(k), lens.subarray(k), max - k);
+    } catch (err) {
+      this.burstErr = err as DescriptorError; // thrown by the next call, after these k
+      return k;
+    }
+  }
+
   /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
   private burstErr: DescriptorError | null = null;
   /** The last {@link runInOrder} took every used descriptor it saw (none is left for the per-chain path). */
   private runWhole = false;
 
   /**
-   * In-order run of one-descriptor chains (the common RX case) from the read
-   * position: returns the chains taken, -1 when the descriptor at the read
-   * position is not used. Stops before anything else (a batch naming a later
-   * chain, a chain of several descriptors, a bad id or len), which
-   * {@link popUsedBurst} then hands to the per-chain path.
+   * Used descriptors from the oldest chain's position, up to `max`: their
+   * flags read with plain loads behind one acquire load of the first, then
+   * one of the last (see {@link popUsedBurst}). Returns the count, -1 when
+   * the first is not used, 0 when the read position is not the oldest
+   * chain's (after a refused descriptor: the per-chain path decides).
    */
-  private runInOrder(tokens: Int32Array, lens: Int32Array, max: number): number {
+  private scanRun(max: number): number {
     let lim = this.outstandingPub;
     if (max < lim) lim = max;
+    this.runWhole = false;
+    this.runLim = lim;
     if (lim <= 0) return -1;
     const pos0 = this.usedPos, wrap0 = this.usedWrap;
-    this.runWhole = false;
-    // After a refused descriptor the read position is past the oldest chain: the per-chain path decides.
     if (this.readPos !== pos0 || this.readWrap !== wrap0) return 0;
     const d = this.desc, descW = this.descW, size = this.size;
-    let w3 = descW + pos0 * 4 + 3;
-    let f = Atomics.load(d, w3) >>> 16; // acquire: the run's first descriptor
+    let f = Atomics.load(d, descW + pos0 * 4 + 3) >>> 16; // acquire: the run's first descriptor
     if ((f >>> 15) !== wrap0 || ((f >>> 7) & 1) !== wrap0) return -1;
-    // Flags of the descriptors behind it (plain loads), then acquire the last one.
     let m = 1, pos = pos0, wrap = wrap0;
     while (m < lim) {
       if (++pos === size) { pos = 0; wrap ^= 1; }
@@ -601,6 +671,25 @@ export class PackedDriverQueue implements DriverQueue {
       f = Atomics.load(d, descW + last * 4 + 3) >>> 16;
       if ((f >>> 15) !== lw || ((f >>> 7) & 1) !== lw) m = 1; // cannot happen (coherence): keep the acquired first
     }
+    return m;
+  }
+
+  /** The `lim` (min of max and chains outstanding) of the last {@link scanRun}. */
+  private runLim = 0;
+
+  /**
+   * In-order run of one-descriptor chains (the common RX case) from the read
+   * position: returns the chains taken, -1 when the descriptor at the read
+   * position is not used. Stops before anything else (a batch naming a later
+   * chain, a chain of several descriptors, a bad id or len), which
+   * {@link popUsedBurst} then hands to the per-chain path.
+   */
+  private runInOrder(tokens: Int32Array, lens: Int32Array, max: number): number {
+    const m = this.scanRun(max);
+    if (m <= 0) return m;
+    const d = this.desc, descW = this.descW, size = this.size;
+    const pos0 = this.usedPos, wrap0 = this.usedWrap;
+    let pos: number, wrap: number, f: number;
     const descs = this.descs, seq = this.seq, tok = this.tokens, wr = this.writable, pubSeq = this.pubSeq;
     pos = pos0;
     wrap = wrap0;
@@ -622,7 +711,7 @@ export class PackedDriverQueue implements DriverQueue {
     this.usedWrap = this.readWrap = wrap;
     this.numFree += k;
     this.outstandingPub -= k;
-    this.runWhole = k === m && (m < lim || k === max);
+    this.runWhole = k === m && (m < this.runLim || k === max);
     return k;
   }
 
