@@ -20,7 +20,8 @@
  * measured on the vhost side; plus attach's resident memory with 4 pairs.
  *
  * Options: --seconds N (window, default 3), --rounds N (default 2),
- * --rings split,packed (default both), --ends serve,attach (default both), --json.
+ * --rings split,packed (default both), --ends serve,attach (default both),
+ * --directions from,to (attach rows: driver txonly, driver rxonly; default both), --json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -41,6 +42,9 @@ const rings = ringsArg.split(',').filter((x) => x !== '') as ('split' | 'packed'
 for (const r of rings) if (r !== 'split' && r !== 'packed') throw new Error(`--rings: ${r} is not split or packed`);
 const endsArg = args.indexOf('--ends') >= 0 ? args[args.indexOf('--ends') + 1] ?? '' : 'serve,attach';
 const ends = new Set(endsArg.split(','));
+// attach rows: --directions from,to (driver txonly, driver rxonly; default both).
+const dirArg = args.indexOf('--directions') >= 0 ? args[args.indexOf('--directions') + 1] ?? '' : 'from,to';
+const driverDirections = (['from driver', 'to driver'] as const).filter((d) => dirArg.split(',').includes(d.split(' ')[0]));
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -302,7 +306,7 @@ async function attachRss(queues: number): Promise<{ total: number; private: numb
 async function attachRows(): Promise<void> {
   const rows: FrontRow[] = [];
   for (const ring of rings) {
-    for (const direction of ['from driver', 'to driver'] as const) {
+    for (const direction of driverDirections) {
       for (let r = 0; r < rounds; r++) {
         for (const driver of ['virtio-user', 'attach'] as const) {
           const idle = await waitIdle(10_000);
@@ -315,7 +319,7 @@ async function attachRows(): Promise<void> {
   const rss = await attachRss(4);
   const best = (d: FrontRow['direction'], ring: FrontRow['ring'], who: FrontRow['driver']) =>
     Math.max(...rows.filter((r) => r.direction === d && r.ring === ring && r.driver === who).map((r) => r.mpps));
-  const summary = rings.flatMap((ring) => (['from driver', 'to driver'] as const).map((d) => {
+  const summary = rings.flatMap((ring) => driverDirections.map((d) => {
     const vu = best(d, ring, 'testpmd virtio-user'), ours = best(d, ring, 'virtio-mq attach');
     return { direction: d, ring, virtioUserMpps: vu, attachMpps: ours, ratio: ours / vu };
   }));

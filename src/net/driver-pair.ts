@@ -19,6 +19,7 @@ import type { Bytes } from '../virtio/copy.js';
 import { copyBytes } from '../virtio/copy.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import type { DriverQueue } from '../virtio/queue.js';
+import { PackedDriverQueue } from '../virtio/packed/driver.js';
 import { DrvStat } from './stats.js';
 import { VirtioError } from '../virtio/errors.js';
 
@@ -79,6 +80,14 @@ export class NetDriverPair {
   private readonly txInOrder: boolean;
   /** Set when a ring error stopped this pair; the message is in {@link error}. */
   error: Error | null = null;
+  /** pollRxTied scratch: tokens and used lengths of a burst, ids of a refill, one extra chain. */
+  private readonly rxToks: Int32Array;
+  private readonly rxLens: Int32Array;
+  private readonly rxIds: Uint16Array;
+  private readonly rxOne = new Int32Array(1);
+  /** The receiveq when it is packed (pollRxTied reads its used position). */
+  private readonly rxPacked: PackedDriverQueue | null;
+  private readonly rxOneLen = new Int32Array(1);
 
   constructor(
     mem: GuestMemory,
@@ -106,6 +115,12 @@ export class NetDriverPair {
     // Shared so a consumer can hand it to the addon's writev (a TAP) without a copy.
     const m = new SharedArrayBuffer(65536 + 64);
     this.merge = { u8: new Uint8Array(m), i32: new Int32Array(m) };
+    this.rxToks = new Int32Array(rxq.size);
+    this.rxLens = new Int32Array(rxq.size);
+    this.rxIds = new Uint16Array(rxq.size);
+    // Chosen once per ring feature set (one class per worker: the call site stays monomorphic).
+    this.rxPacked = rxq instanceof PackedDriverQueue ? rxq : null;
+    this.pollRx = rxq.inOrder && this.rxPacked !== null ? this.pollRxTied : this.pollRxEach;
   }
 
   /** Largest frame one TX call can carry (bytes, without header). */
@@ -113,7 +128,7 @@ export class NetDriverPair {
     return this.txBufSize - this.hdrLen;
   }
 
-  /** Make every free RX descriptor available with its buffer (token = buffer index). */
+  /** Make every free RX descriptor available with its buffer (token = buffer index, = the descriptor's id). */
   refillRx(): void {
     const q = this.rxq;
     for (;;) {
@@ -238,8 +253,19 @@ export class NetDriverPair {
    * Take up to `budget` received frames, give each to `consume`, recycle the
    * buffers and publish them. Returns frames received; `kick` is set when the
    * device must be notified of the recycled buffers.
+   *
+   * Chosen once per ring feature set (the constructor): a packed ring with
+   * VIRTIO_F_IN_ORDER takes {@link pollRxTied} (used chains in bursts, the
+   * buffers re-added together afterwards), others {@link pollRxEach}.
    */
-  pollRx(budget: number, consume: FrameConsumer): number {
+  pollRx: (budget: number, consume: FrameConsumer) => number;
+
+  /**
+   * pollRx per chain: popUsedIfAny, consume, re-add the buffer at once
+   * (its buffer id goes back to the queue's free list, so it is the id the
+   * next add takes).
+   */
+  pollRxEach(budget: number, consume: FrameConsumer): number {
     const q = this.rxq;
     const hdrLen = this.hdrLen;
     const rxBytes = this.rxBytes, rxOff = this.rxOff, rxBufSize = this.rxBufSize, rxBufAddr = this.rxBufAddr;
@@ -288,6 +314,120 @@ export class NetDriverPair {
       }
     }
     return n;
+  }
+
+  /**
+   * pollRx for packed rings with VIRTIO_F_IN_ORDER, where every RX chain is
+   * buffer i at Buffer ID i (refillRx and this path only ever add that way,
+   * and in-order ids are ring positions, so the buffer taken and the id the
+   * next add takes stay the same): used chains are taken in bursts and
+   * made available again in the same pass
+   * ({@link PackedDriverQueue.recycleBurst}: only the descriptor words that
+   * changed are written, the length the device overwrote and the flags;
+   * the device sees nothing before flushRx publishes), then each frame goes
+   * to `consume`; chains the per-chain path had to take (an in-order batch)
+   * are re-added at the end with {@link DriverQueue.addTied}. Leaves the
+   * same ring memory and queue state as {@link pollRxEach} (the frames
+   * before a ring error are delivered first in both).
+   */
+  pollRxTied(budget: number, consume: FrameConsumer): number {
+    const q = this.rxq;
+    const hdrLen = this.hdrLen;
+    const rxBytes = this.rxBytes, rxOff = this.rxOff, rxBufSize = this.rxBufSize;
+    const u8 = rxBytes.u8;
+    const mrg = this.mrg;
+    const toks = this.rxToks, lens = this.rxLens;
+    const rq = this.rxPacked!, rxBufAddr = this.rxBufAddr;
+    const free0 = q.numFree;
+    let n = 0;
+    let packets = 0, bytes = 0, bad = 0;
+    try {
+      while (n < budget) {
+        // As DPDK's virtio_recv_pkts_packed: a burst of more than one cache line of
+        // descriptors (4) ends at a line boundary, so the device gets whole lines back.
+        let lim = budget - n;
+        if (lim > 4) lim -= (rq.nextUsed + lim) & 3;
+        const k = rq.recycleBurst(toks, lens, lim, rxBufAddr, rxBufSize, rxBufSize);
+        if (k === 0) break;
+        for (let i = 0; i < k; i++) {
+          const len = lens[i];
+          const o = rxOff + toks[i] * rxBufSize;
+          let frameLen = len - hdrLen;
+          if (mrg) {
+            const nb = u8[o + 10] | (u8[o + 11] << 8);
+            if (nb > 1) {
+              // The frame's other buffers: the next ones of this burst, then more from the queue.
+              const inBurst = nb - 1 < k - 1 - i ? nb - 1 : k - 1 - i;
+              frameLen = this.mergeTied(o, len, nb, i + 1, inBurst, q.size - free0);
+              i += inBurst;
+              if (frameLen >= 0) {
+                consume(this.merge, hdrLen, frameLen);
+                packets++;
+                bytes += frameLen;
+              }
+              n++;
+              continue;
+            }
+          }
+          if (frameLen >= 0) {
+            consume(rxBytes, o + hdrLen, frameLen);
+            packets++;
+            bytes += frameLen;
+          } else {
+            bad++;
+          }
+          n++;
+        }
+      }
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      const st = this.stats, b = this.statBase;
+      if (packets !== 0) {
+        st[b + DrvStat.rxPackets] += packets;
+        st[b + DrvStat.rxBytes] += bytes;
+      }
+      if (bad !== 0) st[b + DrvStat.rxBad] += bad;
+      // Re-add every buffer taken (buffer i at Buffer ID i).
+      if (q.numFree !== free0) q.addTied(this.rxIds, q.numFree - free0, this.rxBufAddr, rxBufSize, rxBufSize, true);
+    }
+    return n;
+  }
+
+  /**
+   * {@link mergeRx} for {@link pollRxTied}: the frame's first buffer at
+   * byte offset o, its next `inBurst` buffers at rxToks/rxLens[at..), the
+   * rest taken from the queue. `made` = buffers the driver had made
+   * available when the poll began. Returns the frame length (without
+   * header), -1 when it exceeds the merge buffer.
+   */
+  private mergeTied(o: number, len: number, nb: number, at: number, inBurst: number, made: number): number {
+    const q = this.rxq;
+    if (nb > made) {
+      this.stats[this.statBase + DrvStat.rxBad]++;
+      throw new NumBuffersError('NUM_BUFFERS_BEYOND_AVAILABLE', q.index, `num_buffers ${nb}, but the driver made only ${made} buffers available`);
+    }
+    const cap = this.merge.u8.length;
+    let pos = len;
+    copyBytes(this.merge, 0, this.rxBytes, o, Math.min(len, cap));
+    const one = this.rxOne, oneLen = this.rxOneLen;
+    for (let i = 1; i < nb; i++) {
+      let buf: number, l: number;
+      if (i <= inBurst) {
+        buf = this.rxToks[at + i - 1];
+        l = this.rxLens[at + i - 1];
+      } else {
+        if (q.popUsedBurst(one, oneLen, 1) === 0) {
+          this.stats[this.statBase + DrvStat.rxBad]++;
+          throw new NumBuffersError('NUM_BUFFERS_NOT_USED_TOGETHER', q.index, `num_buffers ${nb}, but only ${i} used buffers were published with it`);
+        }
+        buf = one[0];
+        l = oneLen[0];
+      }
+      if (pos + l <= cap) copyBytes(this.merge, pos, this.rxBytes, this.rxOff + buf * this.rxBufSize, l);
+      pos += l;
+    }
+    return pos <= cap ? pos - this.hdrLen : -1;
   }
 
   /** Publish recycled RX buffers; true when the device must be notified. */

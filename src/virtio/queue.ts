@@ -220,6 +220,16 @@ export interface DriverQueue {
    * @throws as {@link usedPending} / {@link popUsed}.
    */
   popUsedIfAny(): number;
+  /**
+   * RX hot path: reclaim up to `max` used chains as that many
+   * {@link popUsedIfAny} calls would (same checks, same state after), chain
+   * i's token to `tokens[i]` and used length to `lens[i]`; returns how many
+   * (0: none waiting). An error met after chains were taken is thrown by the
+   * next call, so the chains before it are delivered first. Packed with
+   * VIRTIO_F_IN_ORDER reads a run of used descriptors with two acquire loads.
+   * @throws as {@link popUsed}.
+   */
+  popUsedBurst(tokens: Int32Array, lens: Int32Array, max: number): number;
   readonly usedLen: number;
   readonly usedToken: number;
   /** Ask for (true) or suppress (false) used-buffer notifications; after enabling, check usedPending() again. */

@@ -121,6 +121,11 @@ export class PackedDriverQueue implements DriverQueue {
     this.devEvtW = v.devEvtW;
   }
 
+  /** Ring position of the next chain to reclaim (0..size-1). */
+  get nextUsed(): number {
+    return this.usedPos;
+  }
+
   /** The Buffer ID {@link addOne} will use next, or -1 when no slot is free. */
   peekFreeId(): number {
     if (this.numFree === 0) return -1;
@@ -203,10 +208,14 @@ export class PackedDriverQueue implements DriverQueue {
     const wlen = writable ? len : 0;
     const len32 = len | 0;
     const lowOnly = addr0 + (size - 1) * stride < TWO32;
+    const inOrder = this.inOrder, freeIds = this.freeIds;
+    let fc = this.freeCount;
     let pos = this.availPos, wrap = this.availWrap;
     let sq = this.addSeq;
+    // The first descriptor of an unpublished batch gets its word 3 at publish() (release).
+    let firstW = this.firstW, firstWord = this.firstWord;
     for (let i = 0; i < k; i++) {
-      const id = this.inOrder ? pos : this.freeIds[--this.freeCount];
+      const id = inOrder ? pos : freeIds[--fc];
       const w = descW + pos * 4;
       if (lowOnly) {
         const lo = (addr0 + id * stride) | 0;
@@ -221,10 +230,9 @@ export class PackedDriverQueue implements DriverQueue {
       }
       if (d[w + 2] !== len32) d[w + 2] = len;
       const word3 = id | mark | (wrap !== 0 ? AVAIL_MARK_1 : AVAIL_MARK_0);
-      // The first descriptor of an unpublished batch gets its word 3 at publish() (release).
-      if (this.firstW < 0) {
-        this.firstW = w + 3;
-        this.firstWord = word3;
+      if (firstW < 0) {
+        firstW = w + 3;
+        firstWord = word3;
       } else {
         d[w + 3] = word3;
       }
@@ -238,6 +246,9 @@ export class PackedDriverQueue implements DriverQueue {
         wrap ^= 1;
       }
     }
+    this.freeCount = fc;
+    this.firstW = firstW;
+    this.firstWord = firstWord;
     this.availPos = pos;
     this.availWrap = wrap;
     this.addSeq = sq;
@@ -506,6 +517,205 @@ export class PackedDriverQueue implements DriverQueue {
   }
 
   /**
+   * RX hot path: reclaim up to `max` used chains, exactly as that many
+   * {@link popUsedIfAny} calls would (same checks, same queue state after),
+   * writing chain i's token to `tokens[i]` and its used length to
+   * `lens[i]`; returns how many (0 when none is waiting). A descriptor the
+   * per-chain path refuses ends the burst before it: with nothing taken yet
+   * the error is thrown, otherwise it is thrown by the next call.
+   *
+   * With VIRTIO_F_IN_ORDER, a run of one-descriptor chains each named by
+   * its own used descriptor (what DPDK's vhost writes on enqueue) is read
+   * with two acquire loads per run instead of one per chain: the flags of
+   * the run's first descriptor, then (after plain loads of the flags
+   * behind it) of its last. The device writes used descriptors in ring
+   * order, each after its id, len and buffer (§2.8.22, §2.8.21.3), so the
+   * last one's release covers the run. Every id and len is still checked
+   * against the driver's shadow, whatever order a device wrote in.
+   * @throws DescriptorError as {@link popUsed}.
+   */
+  popUsedBurst(tokens: Int32Array, lens: Int32Array, max: number): number {
+    const e = this.burstErr;
+    if (e !== null) {
+      this.burstErr = null;
+      throw e;
+    }
+    let i = 0;
+    if (this.inOrder && this.batchLeft === 0) {
+      i = this.runInOrder(tokens, lens, max);
+      if (i < 0) return 0; // nothing used at the read position
+      if (this.runWhole) return i; // stopped at a descriptor not (yet) used, or at max
+    }
+    while (i < max) {
+      let id: number;
+      try {
+        id = this.popUsedIfAny();
+      } catch (err) {
+        if (i === 0) throw err;
+        this.burstErr = err as DescriptorError;
+        break;
+      }
+      if (id < 0) break;
+      tokens[i] = this.usedToken;
+      lens[i] = this.usedLen;
+      i++;
+    }
+    return i;
+  }
+
+  /**
+   * {@link popUsedBurst} for a receiveq whose buffers are tied to Buffer IDs
+   * as {@link addTied} ties them (buffer i at `addr0 + i × stride`, `len`
+   * bytes, device-writable, token i), with VIRTIO_F_IN_ORDER and the ring
+   * full: a run of chains taken is made available again in the same pass,
+   * each in the slot it came from, which is the slot and id addTied would
+   * give it (same ring words written, same state after as popUsedBurst
+   * followed by addTied of those chains). Nothing re-added is visible to the
+   * device before {@link publish}, so the caller may read the buffers until
+   * then. Returns the chains taken; those the per-chain path took (an
+   * in-order batch, an error path) are not re-added (`numFree` grew by
+   * them): the caller re-adds them with addTied.
+   * @throws as {@link popUsed}.
+   */
+  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, addr0: number, stride: number, len: number): number {
+    if (this.burstErr !== null || !this.inOrder || this.batchLeft !== 0 || this.availPos !== this.usedPos || addr0 + (this.size - 1) * stride + len > TWO32)
+      return this.popUsedBurst(tokens, lens, max);
+    const m = this.scanRun(max);
+    if (m < 0) return 0;
+    if (m === 0) return this.popUsedBurst(tokens, lens, max);
+    const d = this.desc, descW = this.descW, size = this.size;
+    const descs = this.descs, seq = this.seq, tok = this.tokens, wr = this.writable, pubSeq = this.pubSeq;
+    const len32 = len | 0, hiMark = AVAIL_MARK_1 | WRITE_MARK, loMark = AVAIL_MARK_0 | WRITE_MARK;
+    let pos = this.usedPos, wrap = this.usedWrap, aw = this.availWrap;
+    let sq = this.addSeq, firstW = this.firstW, firstWord = this.firstWord;
+    let k = 0;
+    for (; k < m; k++) {
+      const w = descW + pos * 4;
+      const word3 = d[w + 3];
+      const f = word3 >>> 16;
+      const id = word3 & 0xffff;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap || id !== pos || descs[id] !== 1 || !(seq[id] < pubSeq)) break;
+      const ulen = (word3 & WRITE_MARK) !== 0 ? d[w + 2] >>> 0 : 0;
+      if (ulen > wr[id]) break;
+      tokens[k] = tok[id];
+      lens[k] = ulen;
+      // Re-add buffer `id` in its slot (addTied's writes: only the words that changed, the first flags at publish()).
+      const lo = (addr0 + id * stride) | 0;
+      if (d[w] !== lo) d[w] = lo;
+      if (d[w + 1] !== 0) d[w + 1] = 0;
+      if (d[w + 2] !== len32) d[w + 2] = len;
+      const nw = id | (aw !== 0 ? hiMark : loMark);
+      if (firstW < 0) {
+        firstW = w + 3;
+        firstWord = nw;
+      } else {
+        d[w + 3] = nw;
+      }
+      wr[id] = len;
+      seq[id] = sq++;
+      tok[id] = id;
+      if (++pos === size) { pos = 0; wrap ^= 1; aw ^= 1; }
+    }
+    this.usedPos = this.readPos = this.availPos = pos;
+    this.usedWrap = this.readWrap = wrap;
+    this.availWrap = aw;
+    this.addSeq = sq;
+    this.firstW = firstW;
+    this.firstWord = firstWord;
+    this.unpubDescs += k;
+    this.outstandingPub -= k;
+    if (k === m && (m < this.runLim || k === max)) return k;
+    // The rest (a batch, a bad id or len) through the per-chain path; the caller re-adds those.
+    if (k === 0) return this.popUsedBurst(tokens, lens, max);
+    try {
+      return k + this.popUsedBurst(tokens.subarray(k), lens.subarray(k), max - k);
+    } catch (err) {
+      this.burstErr = err as DescriptorError; // thrown by the next call, after these k
+      return k;
+    }
+  }
+
+  /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
+  private burstErr: DescriptorError | null = null;
+  /** The last {@link runInOrder} took every used descriptor it saw (none is left for the per-chain path). */
+  private runWhole = false;
+
+  /**
+   * Used descriptors from the oldest chain's position, up to `max`: their
+   * flags read with plain loads behind one acquire load of the first, then
+   * one of the last (see {@link popUsedBurst}). Returns the count, -1 when
+   * the first is not used, 0 when the read position is not the oldest
+   * chain's (after a refused descriptor: the per-chain path decides).
+   */
+  private scanRun(max: number): number {
+    let lim = this.outstandingPub;
+    if (max < lim) lim = max;
+    this.runWhole = false;
+    this.runLim = lim;
+    if (lim <= 0) return -1;
+    const pos0 = this.usedPos, wrap0 = this.usedWrap;
+    if (this.readPos !== pos0 || this.readWrap !== wrap0) return 0;
+    const d = this.desc, descW = this.descW, size = this.size;
+    let f = Atomics.load(d, descW + pos0 * 4 + 3) >>> 16; // acquire: the run's first descriptor
+    if ((f >>> 15) !== wrap0 || ((f >>> 7) & 1) !== wrap0) return -1;
+    let m = 1, pos = pos0, wrap = wrap0;
+    while (m < lim) {
+      if (++pos === size) { pos = 0; wrap ^= 1; }
+      f = d[descW + pos * 4 + 3] >>> 16;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap) break;
+      m++;
+    }
+    if (m > 1) {
+      let last = pos0 + m - 1, lw = wrap0;
+      if (last >= size) { last -= size; lw ^= 1; }
+      f = Atomics.load(d, descW + last * 4 + 3) >>> 16;
+      if ((f >>> 15) !== lw || ((f >>> 7) & 1) !== lw) m = 1; // cannot happen (coherence): keep the acquired first
+    }
+    return m;
+  }
+
+  /** The `lim` (min of max and chains outstanding) of the last {@link scanRun}. */
+  private runLim = 0;
+
+  /**
+   * In-order run of one-descriptor chains (the common RX case) from the read
+   * position: returns the chains taken, -1 when the descriptor at the read
+   * position is not used. Stops before anything else (a batch naming a later
+   * chain, a chain of several descriptors, a bad id or len), which
+   * {@link popUsedBurst} then hands to the per-chain path.
+   */
+  private runInOrder(tokens: Int32Array, lens: Int32Array, max: number): number {
+    const m = this.scanRun(max);
+    if (m <= 0) return m;
+    const d = this.desc, descW = this.descW, size = this.size;
+    const pos0 = this.usedPos, wrap0 = this.usedWrap;
+    let pos: number, wrap: number, f: number;
+    const descs = this.descs, seq = this.seq, tok = this.tokens, wr = this.writable, pubSeq = this.pubSeq;
+    pos = pos0;
+    wrap = wrap0;
+    let k = 0;
+    for (; k < m; k++) {
+      const w = descW + pos * 4;
+      const word3 = d[w + 3];
+      f = word3 >>> 16;
+      const id = word3 & 0xffff;
+      if ((f >>> 15) !== wrap || ((f >>> 7) & 1) !== wrap || id !== pos || descs[id] !== 1 || !(seq[id] < pubSeq)) break;
+      const len = (word3 & WRITE_MARK) !== 0 ? d[w + 2] >>> 0 : 0;
+      if (len > wr[id]) break;
+      descs[id] = 0;
+      tokens[k] = tok[id];
+      lens[k] = len;
+      if (++pos === size) { pos = 0; wrap ^= 1; }
+    }
+    this.usedPos = this.readPos = pos;
+    this.usedWrap = this.readWrap = wrap;
+    this.numFree += k;
+    this.outstandingPub -= k;
+    this.runWhole = k === m && (m < this.runLim || k === max);
+    return k;
+  }
+
+  /**
    * Reclaim the next used buffer (§2.8.22): returns its Buffer ID, frees its
    * slots (and id), leaves the device's byte count in {@link usedLen} and the
    * caller's token in {@link usedToken}. With VIRTIO_F_IN_ORDER a used
@@ -602,6 +812,7 @@ export class PackedDriverQueue implements DriverQueue {
     this.batchLeft = 0;
     this.firstW = -1;
     this.unpubDescs = 0;
+    this.burstErr = null;
   }
 
   private err(code: DescriptorErrorCode, msg: string): DescriptorError {

@@ -133,6 +133,7 @@ export class SplitDriverQueue implements DriverQueue {
     this.batchLen = 0;
     this.availIdx = this.publishedAvailIdx = s.avail;
     this.lastUsedIdx = this.usedEnd = s.used;
+    this.burstErr = null;
     Atomics.store(this.avail, this.availH + 1, s.avail);
   }
 
@@ -392,6 +393,39 @@ export class SplitDriverQueue implements DriverQueue {
    * returned it): its descriptors are freed, {@link usedToken} is set and
    * {@link usedLen} is 0 (nothing the device wrote can be trusted).
    */
+  /**
+   * {@link DriverQueue.popUsedBurst}: up to `max` {@link popUsedIfAny} calls,
+   * tokens and used lengths to `tokens[i]` / `lens[i]`; returns how many. An
+   * error after chains were taken is thrown by the next call.
+   * @throws DescriptorError as {@link popUsed}.
+   */
+  popUsedBurst(tokens: Int32Array, lens: Int32Array, max: number): number {
+    const e = this.burstErr;
+    if (e !== null) {
+      this.burstErr = null;
+      throw e;
+    }
+    let i = 0;
+    while (i < max) {
+      let id: number;
+      try {
+        id = this.popUsedIfAny();
+      } catch (err) {
+        if (i === 0) throw err;
+        this.burstErr = err as Error;
+        break;
+      }
+      if (id < 0) break;
+      tokens[i] = this.usedToken;
+      lens[i] = this.usedLen;
+      i++;
+    }
+    return i;
+  }
+
+  /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
+  private burstErr: Error | null = null;
+
   popUsed(): number {
     if (this.inOrder) return this.popUsedInOrder();
     const w = this.usedElemW + 2 * (this.lastUsedIdx & this.mask);
