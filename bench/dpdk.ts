@@ -19,32 +19,33 @@
  *   driver txonly → net_vhost rxonly, and net_vhost txonly → driver rxonly,
  * measured on the vhost side; plus attach's resident memory with 4 pairs.
  *
- * Options: --seconds N (window, default 3), --rounds N (default 2),
+ * Options (commander; an unknown option or value is refused): --seconds N (window, default 3), --rounds N (default 2),
  * --rings split,packed (default both), --ends serve,attach (default both),
  * --directions from,to (attach rows: driver txonly, driver rxonly; default both), --json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
 import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from './support/testpmd.js';
 import { coreLatencyNs } from './core-latency.js';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
+const list = (allowed: readonly string[], name: string) => (v: string): string[] => {
+  const xs = v.split(',').filter((x) => x !== '');
+  for (const x of xs) if (!allowed.includes(x)) throw new InvalidArgumentError(`${name}: ${x} is not one of ${allowed.join(', ')}`);
+  return xs;
 };
-const seconds = opt('--seconds', 3);
-const rounds = opt('--rounds', 2);
-const json = args.includes('--json');
-const ringsArg = args.indexOf('--rings') >= 0 ? args[args.indexOf('--rings') + 1] ?? '' : 'split,packed';
-const rings = ringsArg.split(',').filter((x) => x !== '') as ('split' | 'packed')[];
-for (const r of rings) if (r !== 'split' && r !== 'packed') throw new Error(`--rings: ${r} is not split or packed`);
-const endsArg = args.indexOf('--ends') >= 0 ? args[args.indexOf('--ends') + 1] ?? '' : 'serve,attach';
-const ends = new Set(endsArg.split(','));
-// attach rows: --directions from,to (driver txonly, driver rxonly; default both).
-const dirArg = args.indexOf('--directions') >= 0 ? args[args.indexOf('--directions') + 1] ?? '' : 'from,to';
-const driverDirections = (['from driver', 'to driver'] as const).filter((d) => dirArg.split(',').includes(d.split(' ')[0]));
+const o = new Command('bench:dpdk').allowExcessArguments(false)
+  .option('--seconds <s>', 'measuring window per row', Number, 3)
+  .option('--rounds <n>', 'rounds (the implementations alternate per round)', Number, 2)
+  .option('--rings <list>', 'ring formats: split,packed', list(['split', 'packed'], '--rings'), ['split', 'packed'])
+  .option('--ends <list>', 'our end: serve (device) and/or attach (driver)', list(['serve', 'attach'], '--ends'), ['serve', 'attach'])
+  .option('--directions <list>', 'attach rows: from (driver txonly), to (driver rxonly)', list(['from', 'to'], '--directions'), ['from', 'to'])
+  .option('--json', 'print the rows as JSON', false)
+  .parse().opts<{ seconds: number; rounds: number; rings: ('split' | 'packed')[]; ends: string[]; directions: string[]; json: boolean }>();
+const { seconds, rounds, rings, json } = o;
+const ends = new Set(o.ends);
+const driverDirections = (['from driver', 'to driver'] as const).filter((d) => o.directions.includes(d.split(' ')[0]));
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
