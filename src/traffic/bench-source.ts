@@ -44,6 +44,21 @@ export function benchTraffic(size: number, loopback = true): BenchTrafficSpec {
   return { kind: 'bench', size, checkOrder: loopback, rxWindow: loopback };
 }
 
+/**
+ * Write a frame's 32-bit sequence number big-endian at byte `s`: one store
+ * when aligned (little-endian host, checked by layout.ts), else four bytes.
+ */
+function stampSeq(d: Uint8Array, i32: Int32Array, s: number, seq: number): void {
+  if ((s & 3) === 0) {
+    i32[s >>> 2] = bswap32(seq);
+  } else {
+    d[s] = seq >>> 24;
+    d[s + 1] = seq >>> 16;
+    d[s + 2] = seq >>> 8;
+    d[s + 3] = seq;
+  }
+}
+
 export class BenchSource implements TrafficSource {
   /** The prebuilt frame, at byte {@link frameOff} of its buffer. */
   private frame: Bytes;
@@ -108,15 +123,7 @@ export class BenchSource implements TrafficSource {
       // TX buffers sit at fixed strides: the alignment changes at most once (first packet).
       if ((o & 7) !== this.frameOff) this.frame = this.build(o & 7);
       copyBytes(view, o, this.frame, this.frameOff, size);
-      const s = o + BENCH_SEQ_OFF;
-      if ((s & 3) === 0) {
-        i32[s >>> 2] = bswap32(seq); // one store (little-endian host, checked by layout.ts)
-      } else {
-        d[s] = seq >>> 24;
-        d[s + 1] = seq >>> 16;
-        d[s + 2] = seq >>> 8;
-        d[s + 3] = seq;
-      }
+      stampSeq(d, i32, o + BENCH_SEQ_OFF, seq);
       seq = (seq + 1) | 0;
       drv.commitTx(size);
     }
@@ -155,15 +162,7 @@ export class BenchSource implements TrafficSource {
         this.prepare(drv, o);
         ready[id] = 1;
       }
-      const s = o + BENCH_SEQ_OFF;
-      if ((s & 3) === 0) {
-        i32[s >>> 2] = bswap32(seq);
-      } else {
-        d[s] = seq >>> 24;
-        d[s + 1] = seq >>> 16;
-        d[s + 2] = seq >>> 8;
-        d[s + 3] = seq;
-      }
+      stampSeq(d, i32, o + BENCH_SEQ_OFF, seq);
       seq = (seq + 1) | 0;
     }
     this.txSeq = seq;
