@@ -111,7 +111,7 @@ for (const ring of ['split', 'packed'] as const) {
       await waitFor(() => fe.connected, 'the front-end to resume on the new back-end');
       const rxAtResume = s.total(DrvStat.rxPackets);
       await waitFor(() => s.total(DrvStat.rxPackets) > rxAtResume + 5000, 'traffic after the restart');
-      fe.stopTx();
+      await fe.stopTx();
       await waitFor(() => s.total(DrvStat.txPackets) === s.total(DrvStat.rxPackets) + s.total(DrvStat.rxGaps), 'in-flight frames to come back');
       assert.equal(fe.connections, 2);
       assert.equal(fe.failure, null);

@@ -346,7 +346,7 @@ test('local transport, strict: avail->idx moved backwards under the running devi
       assert.ok(Date.now() < deadline, 'traffic flows');
       await new Promise((r) => setTimeout(r, 5));
     }
-    net.stopTx();
+    await net.stopTx();
     const inFlight = () => net.drvStats.total(DrvStat.txPackets) - net.drvStats.total(DrvStat.rxPackets) - net.devStats.total(DevStat.rxDrops);
     while (inFlight() > 0) {
       assert.ok(Date.now() < deadline, 'drained');

@@ -428,8 +428,8 @@ test('e2e generator with automatic flow steering: external frames follow the pai
     openGate(gate);
     net.ctl.wakeAll();
     await waitFor('all generated frames', () => net.drvStats.total(DrvStat.rxPackets) >= flows * 100);
-    net.stopTx();
-    await sleep(50);
+    await net.stopTx();
+    await waitFor('the transmitqs drained', () => net.devStats.total(DevStat.txPackets) === net.drvStats.total(DrvStat.txPackets));
     assert.deepEqual(perPair(net, DrvStat.rxPackets), expected);
     assert.deepEqual([...new Int32Array(traffic.rxSeq)], new Array(flows).fill(100));
     assert.equal(net.drvStats.total(DrvStat.rxBad), 0);
@@ -532,7 +532,7 @@ test('e2e pcap record: generated driver traffic lands in the per-pair files, com
     let sent: number[];
     try {
       await waitFor('some traffic', () => net.drvStats.total(DrvStat.txPackets) > 3000);
-      net.stopTx();
+      await net.stopTx();
       await waitFor('transmitqs drained', () => {
         const tx = net.drvStats.total(DrvStat.txPackets);
         return tx > 0 && net.devStats.total(DevStat.txPackets) === tx;

@@ -83,7 +83,7 @@ function traffic(gen: GeneratorOptions, pairOf: (frame: Uint8Array) => number): 
 
 /** Stop sending, wait until every frame sent was received or filtered, and check nothing was lost or altered. */
 async function drainAndCheck(net: LocalNet): Promise<Counts> {
-  net.stopTx();
+  await net.stopTx();
   const inFlight = () => net.drvStats.total(DrvStat.txPackets) - net.drvStats.total(DrvStat.rxPackets)
     - net.devStats.total(DevStat.rxFiltered) - net.devStats.total(DevStat.rxDrops);
   await waitFor('frames in flight', () => inFlight() === 0);

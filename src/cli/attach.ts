@@ -404,7 +404,7 @@ export async function attach(
     if (now - t0 >= sendFor) break;
     if (traffic.kind === 'pcap' && s.total(DrvStat.rxPackets) + s.total(DrvStat.rxBad) + s.total(DrvStat.rxGaps) >= (traffic.spec as PcapTrafficSpec).count) break;
   }
-  fe.stopTx();
+  await fe.stopTx();
   // Let what is in flight come back (up to 2 s, less once nothing moves for 500 ms: a pair the back-end
   // has just started, after a pair change near the end, may take a few hundred ms on a loaded machine).
   const drainBy = Date.now() + 2000;

@@ -180,7 +180,7 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
     if (o.pcap ? drv.total(DrvStat.rxPackets) + drv.total(DrvStat.rxBad) >= (spec as PcapTrafficSpec).count : now - t0 >= sendFor) break;
     if (now - t0 >= sendFor || o.signal?.aborted) break;
   }
-  net.stopTx();
+  await net.stopTx();
   const drainBy = Date.now() + 5000;
   while (inFlight() > 0 && Date.now() < drainBy) await sleep(10);
   const seconds = (Date.now() - t0) / 1000;

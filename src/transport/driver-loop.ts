@@ -10,7 +10,8 @@
  * kick eventfds and polls call eventfds. The traffic source is injected.
  *
  * Control words ({@link SharedControl}): CTL_STOP ends the loop; CTL_TX_STOP
- * stops new TX; CTL_ACTIVE_PAIRS says whether this pair may send; CTL_PAUSE
+ * stops new TX, and the pair acks it (TX_STOP_ACK) in the first round that
+ * sends nothing; CTL_ACTIVE_PAIRS says whether this pair may send; CTL_PAUSE
  * odd pauses TX and the pair acks (ack word = the epoch) once its transmitq
  * is drained, then re-reads its flows when the epoch turns even (the
  * reorder-free pair-count change, §5.1.6.5.5).
@@ -88,10 +89,14 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
     if (pause !== pauseSeen && !paused) source.reassign();
     pauseSeen = pause;
     const active = pair < Atomics.load(words, CTL_ACTIVE_PAIRS);
-    if (!paused && active && Atomics.load(words, CTL_TX_STOP) === 0 && !drv.error && txAllowed()) {
+    const txStop = Atomics.load(words, CTL_TX_STOP);
+    if (!paused && active && txStop === 0 && !drv.error && txAllowed()) {
       sent = source.fill(txPair, budget);
       work += sent;
       if (drv.flushTx()) notify.kick(1);
+    } else if (txStop !== 0 && Atomics.load(words, ctl.txStopAck(pair)) !== txStop) {
+      // Seen after this pair's last TX round and its counters: the TX totals are final (tx-stop.ts).
+      Atomics.store(words, ctl.txStopAck(pair), txStop);
     }
     const r = drv.pollRx(budget, rxConsume);
     if (r > 0) {

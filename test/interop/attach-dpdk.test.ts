@@ -201,7 +201,7 @@ for (const ring of ['split', 'packed'] as const) {
         // The raised pair carries traffic (flows were re-assigned to it).
         await waitFor(() => frontEnd!.stats.get(1, DrvStat.txPackets) >= 10_000, 'pair 1 to carry traffic after the rise', 20_000);
         // Idle: no TX at all; the count steps down to 1 (one step per 3 light intervals).
-        frontEnd!.stopTx();
+        await frontEnd!.stopTx();
         await waitFor(() => frontEnd!.driver.activePairs === 1, 'the active pair count to fall back to 1 when idle', 40_000);
       } finally {
         stopAttach();
@@ -262,7 +262,7 @@ for (const ring of ['split', 'packed'] as const) {
       tp = await startTestpmd();
       await waitFor(() => fe.connected, 'attach to resume on the new testpmd');
       await waitFor(() => s.total(DrvStat.rxPackets) > rxBefore + 20_000, 'traffic through the second testpmd');
-      fe.stopTx();
+      await fe.stopTx();
       await waitFor(() => s.total(DrvStat.txPackets) === s.total(DrvStat.rxPackets) + s.total(DrvStat.rxGaps), 'the rings to drain');
       const diag = `\n${logs.join('\n')}`;
       assert.equal(fe.connections, 2, diag);

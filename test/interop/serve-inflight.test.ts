@@ -147,7 +147,7 @@ async function run(ring: 'split' | 'packed', inflight: boolean): Promise<Outcome
     }
     const rx = [s.get(0, DrvStat.rxPackets), s.get(1, DrvStat.rxPackets)];
     await waitFor(() => s.get(0, DrvStat.rxPackets) > rx[0] + 10_000 && s.get(1, DrvStat.rxPackets) > rx[1] + 10_000, 'traffic on both pairs after the last restart');
-    fe.stopTx();
+    await fe.stopTx();
     // Frames received twice are counted in rxPackets and, the second time, as behind their flow's sequence.
     await waitFor(() => s.total(DrvStat.txPackets) === s.total(DrvStat.rxPackets) - s.total(DrvStat.rxOutOfOrder) + s.total(DrvStat.rxGaps),
       `in-flight frames to come back\n${logs()}`);

@@ -26,7 +26,8 @@ import type { QueueLayout, RingFormat } from '../../virtio/queue.js';
 import { FrameRing } from '../../net/frame-ring.js';
 import { ConformanceMonitor, type RuleReport } from '../../virtio/conformance.js';
 import { attachNetConformance, checkNotify } from '../../net/conformance.js';
-import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_STOP, CTL_TX_STOP, SharedControl } from './shared.js';
+import { CTL_ACTIVE_PAIRS, CTL_GEN, CTL_STOP, SharedControl } from './shared.js';
+import { stopTxAcked } from '../tx-stop.js';
 import type { NetdevSpec } from '../../netdev/spec.js';
 import type { SourceSpec } from './sources.js';
 import { VIRTIO_NET_F_CSUM } from '../../net/features.js';
@@ -298,9 +299,13 @@ export class LocalNet extends EventEmitter<{
     await this.settled();
   }
 
-  stopTx(): void {
-    this.ctl.set(CTL_TX_STOP, 1);
-    this.ctl.wakeAll();
+  /**
+   * Stop new TX on every pair. Resolves once every driver worker has done
+   * its last TX round (tx-stop.ts), so the TX counters are final; at most
+   * `timeoutMs` later for a worker that does not answer.
+   */
+  async stopTx(timeoutMs = 2000): Promise<void> {
+    await stopTxAcked(this.ctl, this.driver.pairs, () => this.ctl.wakeAll(), timeoutMs);
   }
 
   /** Stop every worker and wait for them to exit. */

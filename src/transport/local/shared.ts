@@ -12,6 +12,7 @@
  * | BELL_DRV + p         | driver doorbell of pair p: used-buffer notifications (interrupts) |
  * | ACK + p              | pause epoch pair p's driver acknowledged |
  * | GEN_ACK + p          | control generation pair p's device worker has applied |
+ * | TX_STOP_ACK + p      | CTL_TX_STOP value pair p's driver has seen, after its last TX round (see tx-stop.ts) |
  *
  * A doorbell is rung with Atomics.add + Atomics.notify; a worker sleeps with
  * Atomics.wait on the value it read before re-checking its rings (§2.7.7's
@@ -27,7 +28,7 @@ const FIXED = 8;
 export class SharedControl {
   readonly words: Int32Array;
   constructor(readonly maxPairs: number, buffer?: SharedArrayBuffer) {
-    this.words = new Int32Array(buffer ?? new SharedArrayBuffer((FIXED + 4 * maxPairs) * 4));
+    this.words = new Int32Array(buffer ?? new SharedArrayBuffer((FIXED + 5 * maxPairs) * 4));
   }
   get buffer(): SharedArrayBuffer {
     return this.words.buffer as SharedArrayBuffer;
@@ -43,6 +44,9 @@ export class SharedControl {
   }
   genAck(p: number): number {
     return FIXED + 3 * this.maxPairs + p;
+  }
+  txStopAck(p: number): number {
+    return FIXED + 4 * this.maxPairs + p;
   }
   ring(index: number): void {
     Atomics.add(this.words, index, 1);

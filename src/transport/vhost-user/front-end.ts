@@ -58,6 +58,7 @@ import { DRV_STAT_COUNT, StatsBlock } from '../../net/stats.js';
 import { GUEST_OFFLOAD_FEATURES, HOST_OFFLOAD_FEATURES } from '../../net/offloads.js';
 import { CTL_ACTIVE_PAIRS, CTL_STOP, CTL_TX_STOP, SharedControl } from '../local/shared.js';
 import { changeActivePairs } from '../pair-change.js';
+import { stopTxAcked } from '../tx-stop.js';
 import { claimSocketPath } from '../socket-path.js';
 import type { SourceSpec } from '../local/sources.js';
 import type { TapTrafficSpec } from '../../traffic/tap-source.js';
@@ -805,9 +806,16 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
     });
   }
 
-  stopTx(): void {
-    this.ctl.set(CTL_TX_STOP, 1);
-    this.wakeWorkers();
+  /**
+   * Stop new TX on every pair. Resolves once every pair worker has done its
+   * last TX round (tx-stop.ts), so the TX counters are final; at once when
+   * no worker runs (not connected yet, or failed), at most `timeoutMs`
+   * later for a worker that does not answer.
+   */
+  async stopTx(timeoutMs = 2000): Promise<void> {
+    const running = this.failure ? 0 : this.workers.length;
+    if (running === 0) this.ctl.set(CTL_TX_STOP, 1);
+    else await stopTxAcked(this.ctl, running, () => this.wakeWorkers(), timeoutMs);
   }
 
   /**
