@@ -156,11 +156,15 @@ export async function loopback(o: LoopbackOptions, out: (s: string) => void): Pr
   let resized = false;
   const header = `${'pair'.padStart(4)} ${'TX kpps'.padStart(9)} ${'RX kpps'.padStart(9)} ${'RX Mbit/s'.padStart(10)} ${'drops'.padStart(7)}\n`;
   const sendFor = o.pcap ? 60_000 : o.duration * 1000;
+  // Wake for the live table (every second), the pair-count change (half-way) and the end of the
+  // send window, whichever comes first: a short run changes its pair count mid-run, not at its end.
+  const resizeAt = o.resize ? t0 + sendFor / 2 : Infinity;
   for (;;) {
-    await sleep(o.pcap ? 100 : 1000);
+    const wakeAt = Math.min(o.pcap ? Date.now() + 100 : lastT + 1000, resized ? Infinity : resizeAt, t0 + sendFor);
+    await sleep(Math.max(1, wakeAt - Date.now()));
     const now = Date.now();
     const snap = drv.snapshot();
-    if (!o.pcap || now - lastT >= 1000) {
+    if (now - lastT >= 1000 || (!o.pcap && now - t0 >= sendFor)) {
       const dt = (now - lastT) / 1000;
       let s = `\n${((now - t0) / 1000).toFixed(1)} s\n${header}`;
       for (let p = 0; p < pairs; p++) {
