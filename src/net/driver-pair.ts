@@ -469,7 +469,11 @@ export class NetDriverPair {
     return pos <= this.merge.u8.length ? pos - this.hdrLen : -1;
   }
 
-  /** Ask for (or suppress) used-buffer notifications on both queues. */
+  /**
+   * Ask for (or suppress) used-buffer notifications on both queues (§2.7.7,
+   * §2.8.10; split with EVENT_IDX: enabling publishes used_event, disabling
+   * leaves it stale).
+   */
   setInterrupts(enable: boolean): void {
     this.rxq.setNotification(enable);
     this.txq.setNotification(enable);

@@ -68,10 +68,19 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
   let reported = false;
   drv.refillRx();
   if (drv.flushRx()) notify.kick(0);
+  // Used-buffer notifications off while polling, on only around a sleep (as Linux's NAPI and DPDK's
+  // virtio PMD do): a ring starts with them on (packed: RING_EVENT_FLAGS_ENABLE, §2.8.10), and a
+  // device that honours that pays a notification (an eventfd write, a syscall) for every burst.
+  drv.setInterrupts(false);
+  let irqOn = false;
   o.onReady?.();
   const txq = drv.txq;
   let sent = 0; // frames the last round put on the transmitq
   for (;;) {
+    if (irqOn) {
+      drv.setInterrupts(false);
+      irqOn = false;
+    }
     if (tap !== null) {
       tap.ring.refresh();
       txPair = tap.ring.tx ? tap.tx : drv;
@@ -117,6 +126,7 @@ export function runDriverLoop(drv: NetDriverPair, source: TrafficSource, notify:
     if (busy) continue;
     const token = notify.arm();
     drv.setInterrupts(true);
+    irqOn = true;
     if (drv.hasUsed()) continue;
     if (notify.sleep(token, 50)) stats[statBase + DrvStat.interrupts]++;
   }
