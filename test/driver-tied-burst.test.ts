@@ -7,8 +7,9 @@
  * queue state must be identical, and every buffer must reach the device
  * with its address and length. Likewise popUsedIfAny and popUsedBurst (the
  * RX path) against usedPending + popUsed: the same ids, lengths and tokens,
- * then -1 / a short burst; and NetDriverPair's packed in-order RX path
- * (pollRxTied: bursts, buffers re-added with addTied) against the per-chain
+ * then -1 / a short burst; recycleBurst against popUsedBurst + addTied; and
+ * NetDriverPair's in-order RX path, split and packed (pollRxTied: bursts,
+ * buffers re-added in the same pass or with addTied) against the per-chain
  * one (pollRxEach): the same frames, counters, ring memory and state, and a
  * lying device's bad id or len still refused after the frames before it.
  */
@@ -21,7 +22,6 @@ import { createDeviceQueue, createDriverQueue, contiguousQueueLayout, queueBytes
 import type { DeviceQueue, DriverQueue, QueueLayout } from '../src/virtio/queue.js';
 import { DescriptorError } from '../src/virtio/errors.js';
 import { NetDriverPair } from '../src/net/driver-pair.js';
-import { PackedDriverQueue } from '../src/virtio/packed/driver.js';
 import { DRV_STAT_COUNT } from '../src/net/stats.js';
 
 /** One region below and across 4 GiB (buffers whose address needs the high word too). */
@@ -251,14 +251,14 @@ for (const format of ['split', 'packed'] as const) {
   }
 }
 
-test('packed in-order: recycleBurst writes and leaves what popUsedBurst + addTied of the chains it took write and leave', () => {
+for (const format of ['split', 'packed'] as const) test(`${format} in-order: recycleBurst writes and leaves what popUsedBurst + addTied of the chains it took write and leave`, () => {
   fc.assert(
     fc.property(
-      fc.constantFrom(8, 12, 16),
+      format === 'split' ? fc.constantFrom(8, 16, 32) : fc.constantFrom(8, 12, 16), // split: a power of two
       fc.array(fc.record({ complete: fc.nat(16), lens: fc.array(fc.nat(300), { minLength: 16, maxLength: 16 }), max: fc.integer({ min: 1, max: 16 }), publish: fc.boolean() }), { minLength: 1, maxLength: 25 }),
       (size, steps) => {
-        const a = side('packed', size, true) as Side & { drv: PackedDriverQueue; layout: QueueLayout }; // popUsedBurst + addTied
-        const b = side('packed', size, true) as Side & { drv: PackedDriverQueue; layout: QueueLayout }; // recycleBurst (+ addTied of what it left)
+        const a = side(format, size, true); // popUsedBurst + addTied
+        const b = side(format, size, true); // recycleBurst (+ addTied of what it left)
         const addr0 = GPA + 0x2000, stride = 0x200, len = 0x180;
         const ids = new Uint16Array(size), ta = new Int32Array(size), la = new Int32Array(size), tb = new Int32Array(size), lb = new Int32Array(size);
         for (const s of [a, b]) {
@@ -267,7 +267,7 @@ test('packed in-order: recycleBurst writes and leaves what popUsedBurst + addTie
         }
         for (const st of steps) {
           for (const s of [a, b]) {
-            // lens 0 make one used descriptor for a run (§2.8.12): the per-chain path takes those.
+            // lens 0 make one used entry for a run (§2.7.9, §2.8.12): the per-chain path takes those.
             for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
               s.dev.pop(s.chain);
               s.dev.pushUsed(s.chain.id, st.lens[i] % (len + 1), 1);
@@ -286,7 +286,7 @@ test('packed in-order: recycleBurst writes and leaves what popUsedBurst + addTie
           assert.equal(b.drv.numFree, a.drv.numFree);
           assert.equal(b.drv.unpublished, a.drv.unpublished);
           assert.deepEqual(b.drv.state(), a.drv.state());
-          assert.deepEqual(ringBytes(b, 'packed', size), ringBytes(a, 'packed', size), 'ring memory');
+          assert.deepEqual(ringBytes(b, format, size), ringBytes(a, format, size), 'ring memory');
         }
       },
     ),
@@ -295,24 +295,24 @@ test('packed in-order: recycleBurst writes and leaves what popUsedBurst + addTie
 });
 
 /**
- * NetDriverPair's RX paths on a packed in-order receiveq: pollRxTied (bursts,
+ * NetDriverPair's RX paths on an in-order receiveq, split and packed: pollRxTied (bursts,
  * buffers re-added with addTied at the end) against pollRxEach (one chain at
  * a time, re-added at once), each over its own copy of guest memory, with a
  * device writing frames of one to three MRG_RXBUF buffers in random runs.
  */
-describe('packed in-order receiveq: pollRxTied against pollRxEach', () => {
+for (const format of ['split', 'packed'] as const) describe(`${format} in-order receiveq: pollRxTied against pollRxEach`, () => {
   const size = 32, bufSize = 256, hdrLen = 12;
   const rxBufOff = 0x4000, txBufOff = 0x10000;
   interface RxSide extends Side { pair: NetDriverPair; stats: Float64Array; got: number[][] }
   function rxSide(tied: boolean): RxSide & { layout: QueueLayout } {
-    const s = side('packed', size, true);
+    const s = side(format, size, true);
     const o = { eventIdx: false, indirect: false, inOrder: true };
-    const txq = createDriverQueue(s.mem, contiguousQueueLayout('packed', GPA + 0x2000, size), { ...o, index: 1 });
+    const txq = createDriverQueue(s.mem, contiguousQueueLayout(format, GPA + 0x2000, size), { ...o, index: 1 });
     const stats = new Float64Array(DRV_STAT_COUNT);
     const pair = new NetDriverPair(s.mem, s.drv, txq, stats, 0, {
       pair: 0, hdrLen, mrgRxbuf: true, txBufAddr: GPA + txBufOff, txBufSize: bufSize, rxBufAddr: GPA + rxBufOff, rxBufSize: bufSize,
     });
-    assert.equal(pair.pollRx === pair.pollRxTied, true, 'packed in-order takes the tied path');
+    assert.equal(pair.pollRx === pair.pollRxTied, true, 'in-order takes the tied path');
     if (!tied) pair.pollRx = pair.pollRxEach;
     pair.refillRx();
     pair.flushRx();
@@ -378,7 +378,7 @@ describe('packed in-order receiveq: pollRxTied against pollRxEach', () => {
             assert.equal(b.pair.flushRx(), a.pair.flushRx());
             assert.equal(b.drv.numFree, a.drv.numFree);
             assert.deepEqual(b.drv.state(), a.drv.state());
-            assert.deepEqual(ringBytes(b, 'packed', size), ringBytes(a, 'packed', size), 'receiveq ring memory');
+            assert.deepEqual(ringBytes(b, format, size), ringBytes(a, format, size), 'receiveq ring memory');
             compared++;
           }
         },
@@ -395,10 +395,12 @@ describe('packed in-order receiveq: pollRxTied against pollRxEach', () => {
         const c = consumer(s);
         for (let i = 0; i < 5; i++) assert.ok(deliver(s, 1, [hdrLen + 60], i));
         s.dev.publish();
-        // Descriptor 3's used id or len rewritten behind the device's back.
-        const w = s.layout.descAddr - GPA + 16 * 3;
-        if (lie === 'id') s.u8[w + 12] = 40; // beyond the 32 Buffer IDs
-        else s.u8[w + 8] = 0x01, s.u8[w + 9] = 0x10; // len 0x1001 > 256
+        // The fourth used entry's id or len rewritten behind the device's back (packed: descriptor 3's
+        // id at byte 12, len at 8; split: used element 3 after flags and idx, id at 0, len at 4).
+        const w = format === 'packed' ? s.layout.descAddr - GPA + 16 * 3 : s.layout.deviceAddr - GPA + 4 + 8 * 3;
+        const idAt = format === 'packed' ? 12 : 0, lenAt = format === 'packed' ? 8 : 4;
+        if (lie === 'id') s.u8[w + idAt] = 40; // beyond the 32 ids
+        else s.u8[w + lenAt] = 0x01, s.u8[w + lenAt + 1] = 0x10; // len 0x1001 > 256
         s.pair.pollRx(32, c);
         assert.equal(s.got.length, 3, `${tied ? 'tied' : 'each'}: the frames before the bad descriptor`);
         assert.ok(s.pair.error instanceof DescriptorError);

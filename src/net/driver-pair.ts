@@ -19,7 +19,6 @@ import type { Bytes } from '../virtio/copy.js';
 import { copyBytes } from '../virtio/copy.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import type { DriverQueue } from '../virtio/queue.js';
-import { PackedDriverQueue } from '../virtio/packed/driver.js';
 import { DrvStat } from './stats.js';
 import { VirtioError } from '../virtio/errors.js';
 
@@ -85,8 +84,6 @@ export class NetDriverPair {
   private readonly rxLens: Int32Array;
   private readonly rxIds: Uint16Array;
   private readonly rxOne = new Int32Array(1);
-  /** The receiveq when it is packed (pollRxTied reads its used position). */
-  private readonly rxPacked: PackedDriverQueue | null;
   private readonly rxOneLen = new Int32Array(1);
 
   constructor(
@@ -119,8 +116,7 @@ export class NetDriverPair {
     this.rxLens = new Int32Array(rxq.size);
     this.rxIds = new Uint16Array(rxq.size);
     // Chosen once per ring feature set (one class per worker: the call site stays monomorphic).
-    this.rxPacked = rxq instanceof PackedDriverQueue ? rxq : null;
-    this.pollRx = rxq.inOrder && this.rxPacked !== null ? this.pollRxTied : this.pollRxEach;
+    this.pollRx = rxq.inOrder ? this.pollRxTied : this.pollRxEach;
   }
 
   /** Largest frame one TX call can carry (bytes, without header). */
@@ -317,14 +313,14 @@ export class NetDriverPair {
   }
 
   /**
-   * pollRx for packed rings with VIRTIO_F_IN_ORDER, where every RX chain is
+   * pollRx for rings (split or packed) with VIRTIO_F_IN_ORDER, where every RX chain is
    * buffer i at Buffer ID i (refillRx and this path only ever add that way,
    * and in-order ids are ring positions, so the buffer taken and the id the
    * next add takes stay the same): used chains are taken in bursts and
-   * made available again in the same pass
-   * ({@link PackedDriverQueue.recycleBurst}: only the descriptor words that
-   * changed are written, the length the device overwrote and the flags;
-   * the device sees nothing before flushRx publishes), then each frame goes
+   * made available again in the same pass ({@link DriverQueue.recycleBurst}:
+   * only ring words that changed are written: packed, the length the device
+   * overwrote and the flags; split, nothing but avail->idx at publish; the
+   * device sees nothing before flushRx publishes), then each frame goes
    * to `consume`; chains the per-chain path had to take (an in-order batch)
    * are re-added at the end with {@link DriverQueue.addTied}. Leaves the
    * same ring memory and queue state as {@link pollRxEach} (the frames
@@ -337,7 +333,7 @@ export class NetDriverPair {
     const u8 = rxBytes.u8;
     const mrg = this.mrg;
     const toks = this.rxToks, lens = this.rxLens;
-    const rq = this.rxPacked!, rxBufAddr = this.rxBufAddr;
+    const rxBufAddr = this.rxBufAddr;
     const free0 = q.numFree;
     let n = 0;
     let packets = 0, bytes = 0, bad = 0;
@@ -346,8 +342,8 @@ export class NetDriverPair {
         // As DPDK's virtio_recv_pkts_packed: a burst of more than one cache line of
         // descriptors (4) ends at a line boundary, so the device gets whole lines back.
         let lim = budget - n;
-        if (lim > 4) lim -= (rq.nextUsed + lim) & 3;
-        const k = rq.recycleBurst(toks, lens, lim, rxBufAddr, rxBufSize, rxBufSize);
+        if (lim > 4) lim -= (q.nextUsed + lim) & 3;
+        const k = q.recycleBurst(toks, lens, lim, rxBufAddr, rxBufSize, rxBufSize);
         if (k === 0) break;
         for (let i = 0; i < k; i++) {
           const len = lens[i];

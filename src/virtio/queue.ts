@@ -230,6 +230,23 @@ export interface DriverQueue {
    * @throws as {@link popUsed}.
    */
   popUsedBurst(tokens: Int32Array, lens: Int32Array, max: number): number;
+  /**
+   * RX hot path for a receiveq whose buffers are all tied to ids as
+   * {@link addTied} ties them (buffer i at `addr0 + i × stride`, `len`
+   * bytes, device-writable, token i): with VIRTIO_F_IN_ORDER and the ring
+   * full, used chains are taken as {@link popUsedBurst} takes them and each
+   * is made available again in the same pass, with the id and slot addTied
+   * would give it (same ring memory and state after as popUsedBurst followed
+   * by addTied of those chains; only changed words are written). Nothing
+   * re-added is visible before {@link publish}, so the caller may read the
+   * buffers until then. Chains the per-chain path took (a batch, an error
+   * path) are not re-added (`numFree` grew by them): the caller re-adds them
+   * with addTied. Returns the chains taken.
+   * @throws as {@link popUsedBurst}.
+   */
+  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, addr0: number, stride: number, len: number): number;
+  /** Ring position of the next used entry to read (0..size-1): bursts may end on a cache-line boundary. */
+  readonly nextUsed: number;
   readonly usedLen: number;
   readonly usedToken: number;
   /** Ask for (true) or suppress (false) used-buffer notifications; after enabling, check usedPending() again. */

@@ -426,6 +426,78 @@ export class SplitDriverQueue implements DriverQueue {
   /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
   private burstErr: Error | null = null;
 
+  /** Used-ring slot of the next used element to read (0..size-1). */
+  get nextUsed(): number {
+    return this.lastUsedIdx & this.mask;
+  }
+
+  /**
+   * {@link DriverQueue.recycleBurst} (§2.7.9 VIRTIO_F_IN_ORDER, §2.7.8 the
+   * used ring): with in-order, every descriptor outstanding (the ring full)
+   * and no batch open, each used element that names the oldest chain, a
+   * one-descriptor buffer tied as addTied ties it (`len` writable bytes),
+   * with a used length within it, is taken and its head made available
+   * again at once in the next avail slot, which in-order is the slot it
+   * already holds: the descriptor table is not touched (a split device
+   * never writes it) and the avail slot is stored only if it differs.
+   * used->idx is read once (acquire) per call. Anything else (a batch, a
+   * bad id or length, another ring state) goes through
+   * {@link popUsedBurst}, whose chains the caller re-adds. Nothing re-added
+   * is visible to the device before {@link publish}.
+   * @throws as {@link popUsedBurst}.
+   */
+  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, addr0: number, stride: number, len: number): number {
+    void addr0; void stride; // the descriptors already hold them (addTied wrote them, nothing rewrites them)
+    if (this.burstErr !== null || !this.inOrder || this.batchId >= 0 || this.numFree !== 0) return this.popUsedBurst(tokens, lens, max);
+    const used32 = this.used32, ew = this.usedElemW, mask = this.mask, order = this.order;
+    const wl = this.writableLen, chainLen = this.chainLen, avail = this.avail, slot0 = this.availH + 2;
+    let k = 0;
+    // used->idx is read again only once the elements it last showed are taken (as popUsedIfAny).
+    while (k < max) {
+      let n = (this.usedEnd - this.lastUsedIdx) & 0xffff;
+      if (n === 0) {
+        try {
+          n = this.usedPending();
+        } catch (err) {
+          if (k === 0) throw err;
+          this.burstErr = err as Error; // thrown by the next call, after these k
+          return k;
+        }
+        if (n === 0) return k;
+      }
+      if (n > max - k) n = max - k;
+      let u = this.lastUsedIdx, oh = this.orderHead, ai = this.availIdx;
+      const k0 = k;
+      for (const end = k + n; k < end; k++) {
+        const w = ew + 2 * (u & mask);
+        const id = used32[w];
+        const ulen = used32[w + 1];
+        if (id !== order[oh] || chainLen[id] !== 1 || wl[id] !== len || ulen > len) break;
+        tokens[k] = id;
+        lens[k] = ulen;
+        // Re-added as addOne would: the same head (the free list holds only it), at avail slot ai.
+        const slot = slot0 + (ai & mask);
+        if (avail[slot] !== id) avail[slot] = id;
+        u = (u + 1) & 0xffff;
+        oh = (oh + 1) & mask;
+        ai = (ai + 1) & 0xffff;
+      }
+      // The order ring and the free list need no change: the head re-added takes the entry it left.
+      this.lastUsedIdx = u;
+      this.orderHead = oh;
+      this.availIdx = ai;
+      if (k - k0 < n) break; // something for the per-chain path
+    }
+    if (k === max) return k;
+    if (k === 0) return this.popUsedBurst(tokens, lens, max);
+    try {
+      return k + this.popUsedBurst(tokens.subarray(k), lens.subarray(k), max - k);
+    } catch (err) {
+      this.burstErr = err as Error; // thrown by the next call, after these k
+      return k;
+    }
+  }
+
   popUsed(): number {
     if (this.inOrder) return this.popUsedInOrder();
     const w = this.usedElemW + 2 * (this.lastUsedIdx & this.mask);
