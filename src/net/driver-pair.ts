@@ -250,9 +250,10 @@ export class NetDriverPair {
    * buffers and publish them. Returns frames received; `kick` is set when the
    * device must be notified of the recycled buffers.
    *
-   * Chosen once per ring feature set (the constructor): a packed ring with
-   * VIRTIO_F_IN_ORDER takes {@link pollRxTied} (used chains in bursts, the
-   * buffers re-added together afterwards), others {@link pollRxEach}.
+   * Chosen once per ring feature set (the constructor): a ring with
+   * VIRTIO_F_IN_ORDER, split or packed, takes {@link pollRxTied} (used
+   * chains in runs, each buffer re-added in the same pass), others
+   * {@link pollRxEach}.
    */
   pollRx: (budget: number, consume: FrameConsumer) => number;
 
