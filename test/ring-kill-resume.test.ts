@@ -10,9 +10,10 @@
  * Packed rings (§2.8): the kill comes (a) after the device pushed a batch
  * used and before publish(), and (b) inside publish(), after each store of
  * its documented order (entries after the first: len and word 3, len first
- * unless it grows the slot's; then the first one's len and word 3). Killed
- * between an entry's two stores, that one chain may come back with another
- * len (never beyond what it holds). (b) replays the stores one by one from
+ * unless it grows the slot's; then the first one's len and word 3, in one
+ * 8-byte store when the len grows the slot's). Killed between an entry's
+ * two stores, that one chain may come back with another len (never beyond
+ * what it holds). (b) replays the stores one by one from
  * what publish() wrote. Split rings (§2.7): (a); the device writes only its
  * used ring there, never the driver's descriptors.
  */
@@ -125,9 +126,6 @@ function goOn(r: Rig, laps: number, what: string): void {
   assert.equal(r.back.size, r.next, what);
 }
 
-/** The token the driver gave the chain with Buffer ID `id` (the driver writes the id into each descriptor of a chain). */
-const tokenOf = (r: Rig, id: number): number => (r.drv as unknown as { tokens: Int32Array }).tokens[id];
-
 /** A new device queue over the same memory, at the driver's used position (what SET_VRING_BASE carries). */
 function restart(r: Rig): void {
   const u = r.drv.state().used;
@@ -135,11 +133,11 @@ function restart(r: Rig): void {
   r.dev.setState({ avail: u, used: u });
 }
 
-/** Traffic until the rings stand at `warm` chains in, then a batch of `batch` chains popped and pushed used. */
-function toBatch(r: Rig, warm: number, batch: number): void {
+/** Traffic until the rings stand at `warm` chains in (at least; exactly with `exact`), then a batch of `batch` chains popped and pushed used. */
+function toBatch(r: Rig, warm: number, batch: number, exact = false): void {
   while (r.back.size < warm) {
     refill(r);
-    consume(r, 4);
+    consume(r, exact ? Math.min(4, warm - r.back.size) : 4);
     r.dev.publish();
     reclaim(r);
   }
@@ -171,12 +169,12 @@ for (const v of variants) {
 
 for (const inOrder of [false, true]) {
   test(`packed${inOrder ? ' in-order' : ''}: killed inside publish() after each of its stores; the next device keeps the used descriptors written ahead`, () => {
-    let adopted = 0, runs = 0;
-    for (const warm of [0, 6, 11]) {
+    let adopted = 0, runs = 0, grown = 0;
+    for (const warm of [0, 6, 7, 11]) { // 7: the batch starts with a two-descriptor chain (its first buffer smaller than what it gets)
       for (const batch of [2, 3, 5]) {
         // The stores publish() makes, learnt from a run that is not killed.
         const probe = rig('packed', inOrder);
-        toBatch(probe, warm, batch);
+        toBatch(probe, warm, batch, true);
         const words = new Int32Array(probe.mem.specs[0].buffer, probe.mem.specs[0].bufferOffset, (16 * SIZE) / 4);
         const before = Int32Array.from(words);
         probe.dev.publish();
@@ -186,40 +184,44 @@ for (const inOrder of [false, true]) {
         // publish() order: every entry after the first (ring order from the first) word 3 then len; the first's len, then word 3.
         const start = probe.drv.state().used & 0x7fff; // the batch's first used descriptor goes there
         const order = slots.slice().sort((a, b) => ((a - start + SIZE) % SIZE) - ((b - start + SIZE) % SIZE));
-        const stores: [number, number][] = [];
+        // Steps of stores: one or two words each.
+        const stores: [number, number][][] = [];
         for (const s of order.slice(1)) {
           const lenStore: [number, number] = [4 * s + 2, words[4 * s + 2]], w3Store: [number, number] = [4 * s + 3, words[4 * s + 3]];
           // len first when it does not exceed the len the slot had, else word 3 first.
-          if (words[4 * s + 2] >>> 0 <= before[4 * s + 2] >>> 0) stores.push(lenStore, w3Store);
-          else stores.push(w3Store, lenStore);
+          if (words[4 * s + 2] >>> 0 <= before[4 * s + 2] >>> 0) stores.push([lenStore], [w3Store]);
+          else stores.push([w3Store], [lenStore]);
         }
-        stores.push([4 * order[0] + 2, words[4 * order[0] + 2]], [4 * order[0] + 3, words[4 * order[0] + 3]]);
+        const f = order[0], entrySteps = stores.length;
+        // The first entry: len then word 3 when len does not grow the slot's, else both in one 8-byte store.
+        const firstSplit = words[4 * f + 2] >>> 0 <= before[4 * f + 2] >>> 0;
+        if (firstSplit) stores.push([[4 * f + 2, words[4 * f + 2]]], [[4 * f + 3, words[4 * f + 3]]]);
+        else stores.push([[4 * f + 2, words[4 * f + 2]], [4 * f + 3, words[4 * f + 3]]]);
+        if (!firstSplit) grown++;
         for (let k = 0; k <= stores.length; k++) {
-          // The one store boundary left: the first entry's len written, its word 3 not. The chain there is
-          // offered again with the dead device's len as its first buffer's length: harmless for a chain of one
-          // descriptor (a shorter buffer), not for a longer one (its first buffer would grow): not run there.
-          const firstLenOnly = k === stores.length - 1;
-          const atFirst = tokenOf(probe, before[4 * start + 3] & 0xffff);
-          if (firstLenOnly && probe.head.get(atFirst) !== probe.cap.get(atFirst)) continue;
+          // Killed between the first entry's two stores: the chain there is offered again with the dead
+          // device's len as its first buffer's length, which is never more than that buffer held.
+          const firstLenOnly = firstSplit && k === entrySteps + 1;
           runs++;
           const r = rig('packed', inOrder);
-          toBatch(r, warm, batch);
+          toBatch(r, warm, batch, true);
           const w = new Int32Array(r.mem.specs[0].buffer, r.mem.specs[0].bufferOffset, (16 * SIZE) / 4);
           assert.deepEqual(Array.from(w), Array.from(before), 'the same run up to the batch');
-          for (let i = 0; i < k; i++) w[stores[i][0]] = stores[i][1];
+          for (let i = 0; i < k; i++) for (const [at, v] of stores[i]) w[at] = v;
           // Killed after k stores: the driver takes what it can see, then the next device starts.
           reclaim(r);
           restart(r);
           goOn(r, 3, `warm ${warm} batch ${batch}, killed after store ${k} of ${stores.length}`);
           adopted += (r.dev as unknown as { adoptedUsed: number }).adoptedUsed;
           // Only a kill between an entry's word 3 and its len leaves that entry's len as the driver wrote it.
-          const between = k < stores.length - 2 && k % 2 === 1;
+          const between = k < entrySteps && k % 2 === 1;
           assert.ok(r.odd.length <= (between || firstLenOnly ? 1 : 0), `lens not as written: ${r.odd.join(',')} (k ${k})`);
         }
       }
     }
     assert.ok(adopted > 0, 'some kills left used descriptors ahead that the next device kept');
     assert.ok(runs >= 9 * 5, `kill points run: ${runs}`);
+    assert.ok(grown > 0, 'some batches had a first entry whose len grew its slot (one 8-byte store)');
   });
 }
 
@@ -234,4 +236,30 @@ test('packed: a ring whose every slot reads used in the device\'s lap (a driver 
   assert.equal(dev.state().avail, dev.state().used, 'read and used positions together');
   dev.publish();
   assert.equal(dev.pending(), 0, 'nothing more: the slots now read as the previous lap');
+});
+
+test('packed: a used len that grows its slot\'s (first buffer smaller than the chain) goes out with its flags in one 8-byte store, both words right', () => {
+  for (const inOrder of [false, true]) {
+    const r = rig('packed', inOrder);
+    const words = new Int32Array(r.mem.specs[0].buffer, r.mem.specs[0].bufferOffset, (16 * SIZE) / 4);
+    // Two chains, the first one of two descriptors (12 + 100 bytes), so the batch's first entry grows its slot's len.
+    assert.ok(r.drv.add([{ addr: DATA, len: 12, writable: true }, { addr: DATA + 64, len: 100, writable: true }], 7) >= 0);
+    assert.ok(r.drv.add([{ addr: DATA + 256, len: 40, writable: true }], 8) >= 0);
+    r.drv.publish();
+    for (const len of [80, 30]) {
+      r.dev.pop(r.chain);
+      r.dev.pushUsed(r.chain.id, len, r.chain.descs);
+    }
+    assert.equal(words[2] >>> 0, 12, 'nothing written before publish()');
+    r.dev.publish();
+    assert.equal(words[2], 80, 'slot 0: the used len');
+    assert.equal(words[3] & 0xffff, 0, 'slot 0: the Buffer ID');
+    assert.equal((words[3] >>> 16) & 0x8080, 0x8080, 'slot 0: AVAIL = USED = the wrap counter (1)');
+    const got: [number, number][] = [];
+    while (r.drv.usedPending() > 0) {
+      r.drv.popUsed();
+      got.push([r.drv.usedToken, r.drv.usedLen]);
+    }
+    assert.deepEqual(got, [[7, 80], [8, 30]]);
+  }
 });

@@ -96,6 +96,8 @@ export class PackedDeviceQueue implements DeviceQueue {
   singleLen = 0;
   protected readonly desc: Int32Array;
   protected readonly descW: number;
+  /** The descriptor ring's buffer as 8-byte words (null when the ring is not 8-byte aligned in it): words 2-3 in one store. */
+  private readonly desc64: BigInt64Array | null;
   private readonly drvEvt: Int32Array;
   private readonly drvEvtW: number;
   private readonly devEvt: Int32Array;
@@ -122,6 +124,8 @@ export class PackedDeviceQueue implements DeviceQueue {
     const v = new PackedRingViews(mem, layout, false);
     this.desc = v.desc;
     this.descW = v.descW;
+    const buf = v.desc.buffer;
+    this.desc64 = (this.descW & 1) === 0 && v.desc.byteOffset === 0 ? new BigInt64Array(buf, 0, buf.byteLength >>> 3) : null;
     this.drvEvt = v.drvEvt;
     this.drvEvtW = v.drvEvtW;
     this.devEvt = v.devEvt;
@@ -533,9 +537,17 @@ export class PackedDeviceQueue implements DeviceQueue {
           d[w + 2] = len;
         }
       }
-      const w = pe[0];
-      d[w + 2] = pe[1];
-      Atomics.store(d, w + 3, pe[2]);
+      // The first entry last, its flags publishing the batch (release). A len that does not exceed the
+      // slot's goes first (killed between, the chain is offered again with a shorter first buffer); a
+      // larger one (a chain whose first buffer is smaller than what the chain received) goes with the
+      // flags in one 8-byte store, so no kill can offer that buffer again with the grown len.
+      const w = pe[0], len = pe[1], desc64 = this.desc64;
+      if ((len >>> 0) <= (d[w + 2] >>> 0) || desc64 === null) {
+        d[w + 2] = len;
+        Atomics.store(d, w + 3, pe[2]);
+      } else {
+        Atomics.store(desc64, (w + 2) >> 1, BigInt.asIntN(64, (BigInt(pe[2] >>> 0) << 32n) | BigInt(len >>> 0)));
+      }
       this.pendN = 0;
     }
     this.pubDelta = 0;
