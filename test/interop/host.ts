@@ -1,6 +1,7 @@
 /**
  * What the interop tests share to drive the host and the Linux guest:
- * running a command with a deadline, whether a command is installed,
+ * running a command with a deadline, whether a command is installed, a
+ * network device's carrier,
  * waiting for a counter to settle, and the guest kernel and initramfs scripts/qemu-guest.sh builds (cached in
  * /var/cache/virtio-mq/guest, or $VMQ_GUEST_DIR). Tests never install: the
  * script runs with VMQ_NO_INSTALL=1 and a guest it cannot build is a skip
@@ -16,6 +17,15 @@ const guestDir = process.env.VMQ_GUEST_DIR ?? '/var/cache/virtio-mq/guest';
 /** Run `args[0]` with the rest as arguments; its stdout (utf8). @throws on a non-zero exit or after `timeout` ms. */
 export function sh(args: string[], timeout = 30_000): string {
   return execFileSync(args[0], args.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** /sys/class/net/IFNAME/carrier in network namespace `ns`: '1', '0', or 'unreadable' (e.g. the device not there yet). */
+export function carrierIn(ns: string, ifname: string): string {
+  try {
+    return execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/carrier`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unreadable';
+  }
 }
 
 /** Whether `cmd arg` runs and exits 0 (for a skip reason: `hasCommand('iperf3') ? undefined : 'iperf3 not installed'`). */

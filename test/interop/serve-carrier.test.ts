@@ -10,14 +10,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { hostAvailable } from '../../src/host/index.js';
 import { VhostUserFrontend } from '../../src/transport/vhost-user/front-end.js';
 import { waitFor } from '../support/vhost-frontend.js';
 import { tmpSocketPath } from './testpmd.js';
-import { sh } from './host.js';
+import { carrierIn, sh } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -37,14 +37,7 @@ test('serve --netdev tap: carrier off before a front-end, on while it runs the d
   let log = '';
   const fes: VhostUserFrontend[] = [];
   const diag = () => `\n--- serve ---\n${log.slice(-3000)}`;
-  /** /sys/class/net/TAP/carrier in serve's namespace: '1', '0', or the error (e.g. the TAP not there yet). */
-  const carrier = (): string => {
-    try {
-      return execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${tap}/carrier`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    } catch {
-      return 'unreadable';
-    }
-  };
+  const carrier = (): string => carrierIn(ns, tap);
   const linkShow = () => sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'show', tap]);
   const expectCarrier = async (want: '0' | '1', what: string) => {
     await waitFor(() => carrier() === want, `carrier ${want} ${what} (now ${carrier()})${diag()}`, 10_000);

@@ -32,7 +32,7 @@ import { VIRTIO_NET_F_STATUS } from '../../src/net/features.js';
 import { readPcapFile } from '../../src/netdev/pcap.js';
 import { VhostFrontend, waitFor } from '../support/vhost-frontend.js';
 import { tmpSocketPath } from './testpmd.js';
-import { sh } from './host.js';
+import { carrierIn, sh } from './host.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,15 +46,6 @@ function skipReason(): string | undefined {
     return 'tcpdump not installed (scripts/install-peers.sh)';
   }
   return undefined;
-}
-
-/** /sys/class/net/TAP/carrier in namespace `ns` ('0', '1'), or 'unreadable'. */
-function carrier(ns: string, tap: string): string {
-  try {
-    return execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${tap}/carrier`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return 'unreadable';
-  }
 }
 
 /** The link status field of GET_CONFIG (virtio_net_config.status, little-endian u16 at offset 6). */
@@ -149,7 +140,7 @@ test('serve --netdev tap --config-notify: GET_CONFIG link status, SEND_RARP capt
 
     assert.equal(await linkStatus(fe), 1, `VIRTIO_NET_S_LINK_UP with the TAP there${diag()}`);
     // This front-end never starts a ring: the TAP's carrier stays off (serve-carrier.test.ts has one that does).
-    await waitFor(() => carrier(ns, tap) === '0', `the TAP's carrier off while no front-end runs the device${diag()}`, 5000);
+    await waitFor(() => carrierIn(ns, tap) === '0', `the TAP's carrier off while no front-end runs the device${diag()}`, 5000);
 
     const mac = Uint8Array.of(0x52, 0x54, 0x00, 0xab, 0xcd, Number.parseInt(id.slice(-2), 16) || 1);
     checkRarp(await captureRarp(ns, tap, dir, () => fe!.ack({ type: 'SEND_RARP', mac })), mac);
@@ -170,7 +161,7 @@ test('serve --netdev tap --config-notify: GET_CONFIG link status, SEND_RARP capt
     assert.equal(await linkStatus(fe), 1, `link up again${diag()}`);
     assert.match(log, new RegExp(`${tap} is back \\(ifindex (\\d+)\\)`));
     assert.notEqual(Number(new RegExp(`${tap} is back \\(ifindex (\\d+)\\)`).exec(log)![1]), ifindex, 'a new device');
-    await waitFor(() => carrier(ns, tap) === '0', `the re-opened TAP's carrier off too (no front-end runs the device)${diag()}`, 5000);
+    await waitFor(() => carrierIn(ns, tap) === '0', `the re-opened TAP's carrier off too (no front-end runs the device)${diag()}`, 5000);
     checkRarp(await captureRarp(ns, tap, dir, () => fe!.ack({ type: 'SEND_RARP', mac })), mac);
   } finally {
     fe?.close();
