@@ -813,7 +813,7 @@ export class VhostUserFrontend extends EventEmitter<FrontendEvents> {
    * later for a worker that does not answer.
    */
   async stopTx(timeoutMs = 2000): Promise<void> {
-    const running = this.failure ? 0 : this.workers.length;
+    const running = this.failure ? 0 : Math.min(this.workers.length, this.ctl.maxPairs);
     if (running === 0) this.ctl.set(CTL_TX_STOP, 1);
     else await stopTxAcked(this.ctl, running, () => this.wakeWorkers(), timeoutMs);
   }

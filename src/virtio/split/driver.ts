@@ -446,10 +446,12 @@ export class SplitDriverQueue implements DriverQueue {
    * is visible to the device before {@link publish}.
    * @throws as {@link popUsedBurst}.
    */
-  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, addr0: number, stride: number, len: number): number {
-    void addr0; void stride; // the descriptors already hold them (addTied wrote them, nothing rewrites them)
-    if (this.burstErr !== null || !this.inOrder || this.batchId >= 0 || this.numFree !== 0) return this.popUsedBurst(tokens, lens, max);
-    const used32 = this.used32, ew = this.usedElemW, mask = this.mask, order = this.order;
+  recycleBurst(tokens: Int32Array, lens: Int32Array, max: number, _addr0: number, _stride: number, len: number): number {
+    // _addr0 and _stride: the descriptors already hold them (addTied wrote them, nothing rewrites a split descriptor).
+    // The ring full of one-descriptor chains (every descriptor outstanding, one chain each): a head re-added takes the order entry and the avail slot it left.
+    if (this.burstErr !== null || !this.inOrder || this.batchId >= 0 || this.numFree !== 0 || this.outstanding !== this.size)
+      return this.popUsedBurst(tokens, lens, max);
+    const used32 = this.used32, ew = this.usedElemW, mask = this.mask, order = this.order, tok = this.tokens;
     const wl = this.writableLen, chainLen = this.chainLen, avail = this.avail, slot0 = this.availH + 2;
     let k = 0;
     // used->idx is read again only once the elements it last showed are taken (as popUsedIfAny).
@@ -473,7 +475,7 @@ export class SplitDriverQueue implements DriverQueue {
         const id = used32[w];
         const ulen = used32[w + 1];
         if (id !== order[oh] || chainLen[id] !== 1 || wl[id] !== len || ulen > len) break;
-        tokens[k] = id;
+        tokens[k] = tok[id];
         lens[k] = ulen;
         // Re-added as addOne would: the same head (the free list holds only it), at avail slot ai.
         const slot = slot0 + (ai & mask);
