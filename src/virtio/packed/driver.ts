@@ -28,6 +28,7 @@ import {
   VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE, WRAP_SHIFT,
 } from './layout.js';
 import { PackedRingViews } from './views.js';
+import { takeUsedEach } from '../used-burst.js';
 
 const TWO32 = 4294967296;
 /** Word-3 flag bits (flags << 16) of an available descriptor, by the driver's wrap counter (§2.8.1). */
@@ -546,21 +547,7 @@ export class PackedDriverQueue implements DriverQueue {
       if (i < 0) return 0; // nothing used at the read position
       if (this.runWhole) return i; // stopped at a descriptor not (yet) used, or at max
     }
-    while (i < max) {
-      let id: number;
-      try {
-        id = this.popUsedIfAny();
-      } catch (err) {
-        if (i === 0) throw err;
-        this.burstErr = err as DescriptorError;
-        break;
-      }
-      if (id < 0) break;
-      tokens[i] = this.usedToken;
-      lens[i] = this.usedLen;
-      i++;
-    }
-    return i;
+    return takeUsedEach(this, tokens, lens, i, max, this.late);
   }
 
   /**
@@ -626,17 +613,14 @@ export class PackedDriverQueue implements DriverQueue {
     this.outstandingPub -= k;
     if (k === m && (m < this.runLim || k === max)) return k;
     // The rest (a batch, a bad id or len) through the per-chain path; the caller re-adds those.
-    if (k === 0) return this.popUsedBurst(tokens, lens, max);
-    try {
-      return k + this.popUsedBurst(tokens.subarray(k), lens.subarray(k), max - k);
-    } catch (err) {
-      this.burstErr = err as DescriptorError; // thrown by the next call, after these k
-      return k;
-    }
+    return k === 0 ? this.popUsedBurst(tokens, lens, max) : takeUsedEach(this, tokens, lens, k, max, this.late);
   }
 
   /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
-  private burstErr: DescriptorError | null = null;
+  private burstErr: Error | null = null;
+  private readonly late = (e: Error): void => {
+    this.burstErr = e;
+  };
   /** The last {@link runInOrder} took every used descriptor it saw (none is left for the per-chain path). */
   private runWhole = false;
 

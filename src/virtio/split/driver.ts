@@ -24,6 +24,7 @@ import {
   VIRTQ_USED_F_NO_NOTIFY, type SplitQueueLayout,
 } from './layout.js';
 import { SplitRingViews } from './views.js';
+import { takeUsedEach } from '../used-burst.js';
 import type { SplitQueueOptions } from './device.js';
 
 const TWO32 = 4294967296;
@@ -405,26 +406,14 @@ export class SplitDriverQueue implements DriverQueue {
       this.burstErr = null;
       throw e;
     }
-    let i = 0;
-    while (i < max) {
-      let id: number;
-      try {
-        id = this.popUsedIfAny();
-      } catch (err) {
-        if (i === 0) throw err;
-        this.burstErr = err as Error;
-        break;
-      }
-      if (id < 0) break;
-      tokens[i] = this.usedToken;
-      lens[i] = this.usedLen;
-      i++;
-    }
-    return i;
+    return takeUsedEach(this, tokens, lens, 0, max, this.late);
   }
 
   /** Error the last {@link popUsedBurst} met after taking chains (thrown by the next call). */
   private burstErr: Error | null = null;
+  private readonly late = (e: Error): void => {
+    this.burstErr = e;
+  };
 
   /** Used-ring slot of the next used element to read (0..size-1). */
   get nextUsed(): number {
@@ -462,7 +451,7 @@ export class SplitDriverQueue implements DriverQueue {
           n = this.usedPending();
         } catch (err) {
           if (k === 0) throw err;
-          this.burstErr = err as Error; // thrown by the next call, after these k
+          this.late(err as Error); // thrown by the next call, after these k
           return k;
         }
         if (n === 0) return k;
@@ -491,13 +480,7 @@ export class SplitDriverQueue implements DriverQueue {
       if (k - k0 < n) break; // something for the per-chain path
     }
     if (k === max) return k;
-    if (k === 0) return this.popUsedBurst(tokens, lens, max);
-    try {
-      return k + this.popUsedBurst(tokens.subarray(k), lens.subarray(k), max - k);
-    } catch (err) {
-      this.burstErr = err as Error; // thrown by the next call, after these k
-      return k;
-    }
+    return k === 0 ? this.popUsedBurst(tokens, lens, max) : takeUsedEach(this, tokens, lens, k, max, this.late);
   }
 
   popUsed(): number {
