@@ -20,7 +20,8 @@ const frames = opt('--frames', 20_000_000);
 const budget = opt('--budget', 64);
 const size = 1024;
 
-function run(format: 'split' | 'packed', inOrder: boolean): number {
+/** One driver pair over a fresh guest memory: 1024-entry rings, 2176-byte buffers at 0x10000000 and up. */
+function rig(format: 'split' | 'packed', inOrder: boolean, mrgRxbuf: boolean) {
   const stride = 2176;
   const ringBytes = 2 * queueBytes(format, size) + 4096;
   const total = ringBytes + 2 * size * stride + 65536;
@@ -33,8 +34,13 @@ function run(format: 'split' | 'packed', inOrder: boolean): number {
   const txq = createDriverQueue(mem, txL, { ...opts, index: 1 });
   const stats = new Float64Array(DRV_STAT_COUNT);
   const base = 0x10000000 + ringBytes;
-  const drv = new NetDriverPair(mem, rxq, txq, stats, 0, { pair: 0, hdrLen: 12, mrgRxbuf: false, txBufAddr: base, txBufSize: stride, rxBufAddr: base + size * stride, rxBufSize: stride });
+  const drv = new NetDriverPair(mem, rxq, txq, stats, 0, { pair: 0, hdrLen: 12, mrgRxbuf, txBufAddr: base, txBufSize: stride, rxBufAddr: base + size * stride, rxBufSize: stride });
   const src = new BenchSource(benchTraffic(64, false), 0, { bad() {}, outOfOrder() {}, gap() {} });
+  return { sab, mem, rxL, txL, rxq, txq, stats, drv, src };
+}
+
+function run(format: 'split' | 'packed', inOrder: boolean): number {
+  const { sab, txL, txq, drv, src } = rig(format, inOrder, false);
   // Stand-in device: views of the tx ring's device side.
   const u8 = new Uint8Array(sab);
   const dv = new DataView(sab);
@@ -102,20 +108,7 @@ function run(format: 'split' | 'packed', inOrder: boolean): number {
  * (reads the sequence number) and publishes the recycled buffers.
  */
 function runRx(format: 'split' | 'packed', inOrder: boolean): number {
-  const stride = 2176;
-  const ringBytes = 2 * queueBytes(format, size) + 4096;
-  const total = ringBytes + 2 * size * stride + 65536;
-  const sab = new SharedArrayBuffer(total);
-  const mem = new GuestMemory([{ guestPhysAddr: 0x10000000, size: total, buffer: sab }]);
-  const rxL = contiguousQueueLayout(format, 0x10000000, size);
-  const txL = contiguousQueueLayout(format, 0x10000000 + Math.ceil(queueBytes(format, size) / 64) * 64 + 64, size);
-  const opts = { eventIdx: false, indirect: false, inOrder };
-  const rxq = createDriverQueue(mem, rxL, { ...opts, index: 0 });
-  const txq = createDriverQueue(mem, txL, { ...opts, index: 1 });
-  const stats = new Float64Array(DRV_STAT_COUNT);
-  const base = 0x10000000 + ringBytes;
-  const drv = new NetDriverPair(mem, rxq, txq, stats, 0, { pair: 0, hdrLen: 12, mrgRxbuf: true, txBufAddr: base, txBufSize: stride, rxBufAddr: base + size * stride, rxBufSize: stride });
-  const src = new BenchSource(benchTraffic(64, false), 0, { bad() {}, outOfOrder() {}, gap() {} });
+  const { sab, rxL, drv, src } = rig(format, inOrder, true);
   const consume = (b: Parameters<typeof src.consume>[0], o: number, l: number) => src.consume(b, o, l);
   drv.refillRx();
   drv.flushRx();
