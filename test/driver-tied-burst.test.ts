@@ -47,6 +47,24 @@ function side(format: 'split' | 'packed', size: number, inOrder: boolean): Side 
   return { mem, u8: new Uint8Array(sab), drv, dev, chain: new DescChain(devMem, 4), layout };
 }
 
+/**
+ * Driver: add up to `st.add` 512-byte buffers (tokens from `token`) and publish; device: complete up to
+ * `st.complete` chains with lengths `st.lens[i]` and publish.
+ */
+function addAndComplete(s: Side, st: { add: number; complete: number; lens: number[] }, token: number): void {
+  for (let i = 0; i < st.add; i++) {
+    const id = s.drv.peekFreeId();
+    if (id < 0) break;
+    s.drv.addOne(GPA + 0x1000 + 512 * id, 512, true, token + i);
+  }
+  s.drv.publish();
+  for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
+    s.dev.pop(s.chain);
+    s.dev.pushUsed(s.chain.id, st.lens[i], 1);
+  }
+  s.dev.publish();
+}
+
 type Op = { t: 'add'; n: number } | { t: 'publish' } | { t: 'complete'; n: number } | { t: 'reclaim' };
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ t: fc.constant('add' as const), n: fc.integer({ min: 1, max: 40 }) }) },
@@ -133,19 +151,7 @@ for (const format of ['split', 'packed'] as const) {
           const b = side(format, size, inOrder); // popUsedIfAny
           let token = 0;
           for (const st of steps) {
-            for (const s of [a, b]) {
-              for (let i = 0; i < st.add; i++) {
-                const id = s.drv.peekFreeId();
-                if (id < 0) break;
-                s.drv.addOne(GPA + 0x1000 + 512 * id, 512, true, token + i);
-              }
-              s.drv.publish();
-              for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
-                s.dev.pop(s.chain);
-                s.dev.pushUsed(s.chain.id, st.lens[i], 1);
-              }
-              s.dev.publish();
-            }
+            for (const s of [a, b]) addAndComplete(s, st, token);
             token += st.add;
             for (let i = 0; i < st.take; i++) {
               const want = a.drv.usedPending() > 0 ? a.drv.popUsed() : -1;
@@ -217,20 +223,7 @@ for (const format of ['split', 'packed'] as const) {
           const toks = new Int32Array(size), lens = new Int32Array(size);
           let token = 0;
           for (const st of steps) {
-            for (const s of [a, b]) {
-              for (let i = 0; i < st.add; i++) {
-                const id = s.drv.peekFreeId();
-                if (id < 0) break;
-                s.drv.addOne(GPA + 0x1000 + 512 * id, 512, true, token + i);
-              }
-              s.drv.publish();
-              // lens 0 make in-order packed devices write one used descriptor for a run (§2.8.12).
-              for (let i = 0; i < st.complete && s.dev.pending() > 0; i++) {
-                s.dev.pop(s.chain);
-                s.dev.pushUsed(s.chain.id, st.lens[i], 1);
-              }
-              s.dev.publish();
-            }
+            for (const s of [a, b]) addAndComplete(s, st, token); // lens 0: in-order packed devices write one used descriptor for a run (§2.8.12)
             token += st.add;
             const k = b.drv.popUsedBurst(toks, lens, st.max);
             assert.ok(k >= 0 && k <= st.max);
