@@ -28,6 +28,7 @@ import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { Testpmd, interopSkipReason, tmpSocketPath, waitIdle } from './support/testpmd.js';
+import { stopProcess } from './support/netns.js';
 import { coreLatencyNs } from './core-latency.js';
 
 const list = (allowed: readonly string[], name: string) => (v: string): string[] => {
@@ -145,11 +146,7 @@ async function startServe(socket: string, netdev: string, mode: string, queues =
 }
 
 async function stopProc(p: ChildProcess | undefined): Promise<void> {
-  if (!p || p.exitCode !== null) return;
-  p.kill('SIGTERM');
-  const until = Date.now() + 3000;
-  while (p.exitCode === null && Date.now() < until) await sleep(50);
-  if (p.exitCode === null) p.kill('SIGKILL');
+  await stopProcess(p, 3000);
 }
 
 /** One measurement: the device side is (a) testpmd vhost or (b) serve; virtio-user drives. */

@@ -49,14 +49,15 @@ export async function waitUntil(cond: () => boolean, ms: number, everyMs = 50): 
 }
 
 /**
- * Stops a child: SIGTERM, then SIGKILL if it has not exited `graceMs` ms
- * later. Returns at once for a child already gone (or never started).
+ * Stops a child: `signal` (SIGTERM unless told), then SIGKILL if it has not
+ * exited `graceMs` ms later; resolves once it has exited. Returns at once
+ * for a child already gone (or never started).
  * @returns its exit code (null when a signal ended it).
  */
-export async function stopProcess(p: ChildProcess | undefined, graceMs = 5000): Promise<number | null> {
+export async function stopProcess(p: ChildProcess | undefined, graceMs = 5000, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
   if (!p || p.exitCode !== null || p.signalCode !== null) return p?.exitCode ?? null;
   const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
-  p.kill('SIGTERM');
+  p.kill(signal);
   const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
   const code = await exited;
   clearTimeout(t);

@@ -6,4 +6,4 @@
  * The code is bench/support/netns.ts, shared with the benches (which may not
  * import from test/); see there for shapes and errors.
  */
-export { Netns, NetnsLab, LoggedProcess, iperf3, cliPath } from '../../bench/support/netns.js';
+export { Netns, NetnsLab, LoggedProcess, iperf3, cliPath, stopProcess } from '../../bench/support/netns.js';

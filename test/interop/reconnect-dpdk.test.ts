@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Testpmd, interopSkipReason, tmpSocketPath } from './testpmd.js';
 import { sh } from './host.js';
+import { stopProcess } from './netns.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -28,17 +29,9 @@ async function waitUntil(cond: () => boolean, what: string, timeoutMs: number, d
   }
 }
 
+/** `sig`, then SIGKILL after 5 s; resolves once the child has exited. */
 async function stopProc(p: ChildProcess, sig: NodeJS.Signals): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((r) => p.once('exit', () => r()));
-  p.kill(sig);
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([exited, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
-  clearTimeout(timer);
-  if (p.exitCode === null && p.signalCode === null) {
-    p.kill('SIGKILL');
-    await exited;
-  }
+  await stopProcess(p, 5000, sig);
 }
 
 for (const packed of [false, true]) test(`DPDK virtio-user server=1${packed ? ' packed_vq=1' : ''} keeps its device through serve --client restarts (SIGTERM, SIGKILL): frames reach the TAP again, time without frames printed`, { skip: interopSkipReason(), timeout: 120_000 }, async () => {

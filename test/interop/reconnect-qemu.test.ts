@@ -29,6 +29,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { tmpSocketPath } from './testpmd.js';
 import { sh, prepareGuest } from './host.js';
+import { stopProcess } from './netns.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -125,17 +126,9 @@ async function waitUntil(cond: () => boolean, what: string, timeoutMs: number, d
   }
 }
 
+/** `sig`, then SIGKILL after 5 s; resolves once the child has exited. */
 async function stopProc(p: ChildProcess, sig: NodeJS.Signals): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((r) => p.once('exit', () => r()));
-  p.kill(sig);
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([exited, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
-  clearTimeout(timer);
-  if (p.exitCode === null && p.signalCode === null) {
-    p.kill('SIGKILL');
-    await exited;
-  }
+  await stopProcess(p, 5000, sig);
 }
 
 /**

@@ -18,9 +18,9 @@ import { VhostUserFrontend } from '../../src/transport/vhost-user/front-end.js';
 import { waitFor } from '../support/vhost-frontend.js';
 import { tmpSocketPath } from './testpmd.js';
 import { carrierIn, sh } from './host.js';
+import { stopProcess } from './netns.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function skipReason(): string | undefined {
   if (process.platform !== 'linux') return `needs Linux (platform is ${process.platform})`;
@@ -75,11 +75,7 @@ test('serve --netdev tap: carrier off before a front-end, on while it runs the d
     assert.equal(log.match(/netdev: carrier on/g)?.length, 2, `carrier on once per connection${diag()}`);
   } finally {
     for (const fe of fes) await fe.stop().catch(() => {});
-    if (serve && serve.exitCode === null) {
-      serve.kill('SIGTERM');
-      for (let i = 0; i < 40 && serve.exitCode === null && serve.signalCode === null; i++) await sleep(50);
-      if (serve.exitCode === null && serve.signalCode === null) serve.kill('SIGKILL');
-    }
+    await stopProcess(serve, 2000);
     try {
       sh(['ip', 'netns', 'del', ns]);
     } catch {

@@ -33,9 +33,9 @@ import { readPcapFile } from '../../src/netdev/pcap.js';
 import { VhostFrontend, waitFor } from '../support/vhost-frontend.js';
 import { tmpSocketPath } from './testpmd.js';
 import { carrierIn, sh } from './host.js';
+import { stopProcess } from './netns.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function skipReason(): string | undefined {
   if (process.platform !== 'linux') return `needs Linux (platform is ${process.platform})`;
@@ -166,11 +166,7 @@ test('serve --netdev tap --config-notify: GET_CONFIG link status, SEND_RARP capt
   } finally {
     fe?.close();
     if (mine >= 0) close(mine);
-    if (serve && serve.exitCode === null) {
-      serve.kill('SIGTERM');
-      for (let i = 0; i < 40 && serve.exitCode === null && serve.signalCode === null; i++) await sleep(50);
-      if (serve.exitCode === null && serve.signalCode === null) serve.kill('SIGKILL');
-    }
+    await stopProcess(serve, 2000);
     try {
       sh(['ip', 'netns', 'del', ns]);
     } catch {
