@@ -198,6 +198,36 @@ test('the default control socket: $XDG_RUNTIME_DIR/virtio-mq-PID.sock, found by 
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('a default control socket left by a SIGKILLed process is removed by the next one that starts; a live one is kept', { timeout: 60_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vmq-xdg-${process.pid}-`));
+  const env = { ...process.env, XDG_RUNTIME_DIR: dir };
+  const run = () => {
+    const child = spawn(process.execPath, [MAIN, 'loopback', '--queues', '1', '--duration', '60', '--json'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const sock = path.join(dir, `virtio-mq-${child.pid}.sock`);
+    return { child, sock, exited, err: () => err };
+  };
+  const killed = run(), live = run();
+  let next: ReturnType<typeof run> | undefined;
+  try {
+    await until(() => fs.existsSync(killed.sock) && fs.existsSync(live.sock), 'both control sockets');
+    killed.child.kill('SIGKILL');
+    await killed.exited;
+    assert.ok(fs.existsSync(killed.sock), 'SIGKILL leaves the socket behind');
+    next = run();
+    await until(() => next!.err().includes(`control socket: ${next!.sock}`), 'the third process listening');
+    assert.equal(fs.existsSync(killed.sock), false, 'the stale socket was removed');
+    assert.ok(fs.existsSync(live.sock), 'the live process keeps its socket');
+  } finally {
+    for (const p of [live, next]) p?.child.kill('SIGINT');
+    await Promise.all([live.exited, next?.exited]);
+  }
+  assert.deepEqual(fs.readdirSync(dir), [], 'nothing left');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 test('serve --client: observable (state connecting) before any front-end; SIGINT then ends it cleanly', { timeout: 60_000 }, async (t) => {
   const probe = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(new URL('../src/host/index.js', import.meta.url).href)})`]);
   if (probe.status !== 0) {

@@ -4,7 +4,7 @@
  * or `$TMPDIR/virtio-mq-PID.sock` (os.tmpdir()) without XDG_RUNTIME_DIR.
  */
 import net from 'node:net';
-import { readdirSync, lstatSync } from 'node:fs';
+import { readdirSync, lstatSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -18,6 +18,54 @@ export function defaultControlPath(pid = process.pid): string {
   return join(controlDir(), `virtio-mq-${pid}.sock`);
 }
 
+/** Default control sockets (`virtio-mq-PID.sock`, sockets only) in `dir`, each with whether its process is alive. */
+function defaultSockets(dir: string): { name: string; alive: boolean }[] {
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    /* none */
+  }
+  const found: { name: string; alive: boolean }[] = [];
+  for (const name of names) {
+    const m = /^virtio-mq-(\d+)\.sock$/.exec(name);
+    if (!m) continue;
+    try {
+      if (!lstatSync(join(dir, name)).isSocket()) continue;
+    } catch {
+      continue;
+    }
+    let alive = true;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    found.push({ name, alive });
+  }
+  return found;
+}
+
+/**
+ * Remove the default control sockets in {@link controlDir} whose process
+ * is gone (killed with SIGKILL, it could not remove its own). Never throws.
+ * @returns the paths removed
+ */
+export function sweepStaleControlSockets(): string[] {
+  const dir = controlDir();
+  const removed: string[] = [];
+  for (const s of defaultSockets(dir)) {
+    if (s.alive) continue;
+    try {
+      unlinkSync(join(dir, s.name));
+      removed.push(join(dir, s.name));
+    } catch {
+      /* gone already, or not ours to remove */
+    }
+  }
+  return removed;
+}
+
 /**
  * The control socket to use when none was named: the only
  * `virtio-mq-PID.sock` in {@link controlDir} whose process is alive.
@@ -25,23 +73,7 @@ export function defaultControlPath(pid = process.pid): string {
  */
 export function findControlPath(): string {
   const dir = controlDir();
-  let names: string[] = [];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    /* none */
-  }
-  const live = names.filter((n) => {
-    const m = /^virtio-mq-(\d+)\.sock$/.exec(n);
-    if (!m) return false;
-    try {
-      if (!lstatSync(join(dir, n)).isSocket()) return false;
-      process.kill(Number(m[1]), 0);
-      return true;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  });
+  const live = defaultSockets(dir).filter((s) => s.alive).map((s) => s.name);
   if (live.length === 0) throw new Error(`no running virtio-mq found in ${dir} (give --control PATH)`);
   if (live.length > 1) throw new Error(`several running virtio-mq in ${dir}: ${live.join(', ')} (give --control PATH)`);
   return join(dir, live[0]);

@@ -5,7 +5,7 @@
  * when both name the same address).
  */
 import { ControlServer } from '../control/server.js';
-import { defaultControlPath } from '../control/client.js';
+import { defaultControlPath, sweepStaleControlSockets } from '../control/client.js';
 import { parseHostPort, startObserveServer, type ObserveServer } from '../http/server.js';
 import type { Observed } from './snapshot.js';
 
@@ -42,6 +42,8 @@ export async function startObserving(src: Observed, o: ObserveOptions, say: (lin
     },
   };
   try {
+    // A process killed with SIGKILL leaves its default socket behind: the next one to start removes those.
+    if (o.control === undefined) sweepStaleControlSockets();
     const path = o.control ?? defaultControlPath();
     await control.listen(path);
     say(`control socket: ${path} (virtio-mq stats --control ${path})`, { event: 'control', path });
